@@ -1,0 +1,159 @@
+import { readFileSync } from 'node:fs';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { migrateToLatest } from './db/migrator.js';
+import { createDatabase, type DatabaseHandle } from './infra/database.js';
+import { apiDocs } from './infra/docs.js';
+import { cors } from './infra/http/cors.js';
+import { errorHandling, handleFrameworkError } from './infra/http/errors.js';
+import { ProblemSchema } from './infra/http/problem.js';
+import { requestIdFor, requestIdHeader } from './infra/http/request-id.js';
+import { RequestLogController } from './infra/http/request-log.js';
+import { securityHeaders } from './infra/http/security-headers.js';
+import { validation } from './infra/http/validation.js';
+import { closeConnectionsWhileDraining, createLifecycle, type Lifecycle } from './infra/lifecycle.js';
+import { createLogger } from './infra/logger.js';
+import { createMetrics, httpMetrics, type Metrics, metricsRoute } from './infra/metrics.js';
+import {
+  type CounterStore,
+  createMemoryCounterStore,
+  createRedisCounterStore,
+} from './infra/rate-limit/counter-store.js';
+import { rateLimit } from './infra/rate-limit/rate-limit.js';
+import { createRedis, type RedisHandle } from './infra/redis.js';
+import { staticFiles } from './infra/static-files.js';
+import { healthRoutes } from './modules/health/health.routes.js';
+
+import './infra/http/auth-context.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+    database: DatabaseHandle;
+    redis: RedisHandle | undefined;
+    metrics: Metrics;
+    lifecycle: Lifecycle;
+    counters: CounterStore;
+  }
+}
+
+export interface AppOptions {
+  /** A logger to use instead of one built from the configuration (tests capture log lines). */
+  readonly logger?: Logger;
+}
+
+const version = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
+/** Waits for Redis to connect, briefly; the service starts without it and reports the cache degraded. */
+async function waitForRedis(redis: RedisHandle, timeoutMs: number, logger: Logger): Promise<void> {
+  if (redis.client.status === 'ready') return;
+  const ready = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), timeoutMs);
+    redis.client.once('ready', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+  if (!ready) logger.warn('Redis not reachable at start-up; continuing without it');
+}
+
+/**
+ * The composition root: infrastructure first (database, Redis, metrics), then the HTTP platform
+ * (ids, headers, CORS, errors, logging, metrics), then the feature modules, registered explicitly.
+ */
+export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
+  const logger = options.logger ?? createLogger(config);
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    logController: new RequestLogController(config.log.slowRequestMs),
+    genReqId: requestIdFor,
+    requestIdHeader: false,
+    trustProxy: config.server.trustProxy.length > 0 ? [...config.server.trustProxy] : false,
+    bodyLimit: config.server.bodyLimitBytes,
+    requestTimeout: config.server.requestTimeoutMs,
+    keepAliveTimeout: config.server.keepAliveTimeoutMs,
+    // Draining is ours to manage (lifecycle.ts, main.ts): keep serving, with Connection: close.
+    return503OnClosing: false,
+    forceCloseConnections: 'idle',
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    frameworkErrors: handleFrameworkError,
+    routerOptions: { maxParamLength: 200 },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  app.server.headersTimeout = config.server.headersTimeoutMs;
+
+  const database = createDatabase(config.database, logger.child({ component: 'database' }));
+  const redis =
+    config.redis.url === undefined
+      ? undefined
+      : createRedis(config.redis, config.redis.url, logger.child({ component: 'redis' }));
+  const metrics = createMetrics();
+  const lifecycle = createLifecycle();
+  const counters = redis === undefined ? createMemoryCounterStore() : createRedisCounterStore(redis);
+
+  app.decorate('config', config);
+  app.decorate('database', database);
+  app.decorate('redis', redis);
+  app.decorate('metrics', metrics);
+  app.decorate('lifecycle', lifecycle);
+  app.decorate('counters', counters);
+  app.decorateRequest('auth', null);
+  app.addHook('onClose', async () => {
+    await redis?.close();
+    await database.close();
+  });
+
+  try {
+    if (config.database.migrateOnStart) {
+      const applied = await migrateToLatest(database.db, database.engine);
+      if (applied.length > 0) logger.info({ applied }, 'database migrated');
+    }
+    if (redis !== undefined) await waitForRedis(redis, config.redis.connectTimeoutMs, logger);
+  } catch (err) {
+    await app.close();
+    throw err;
+  }
+
+  // HTTP platform: these hooks run for every route, 404s included.
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header(requestIdHeader, request.id);
+    done();
+  });
+  securityHeaders(app);
+  cors(app, config.cors.origins);
+  closeConnectionsWhileDraining(app, lifecycle);
+  validation(app);
+  errorHandling(app);
+  httpMetrics(app, metrics);
+  app.removeContentTypeParser('text/plain');
+  app.addSchema(ProblemSchema);
+
+  await apiDocs(app, version);
+  metricsRoute(app, metrics, config.metrics.token);
+  healthRoutes(app, lifecycle, {
+    database: () => database.ping(1000),
+    cache: async () => {
+      if (redis === undefined) return 'up';
+      await redis.ping(500);
+      return 'up';
+    },
+  });
+  await staticFiles(app, config.server.staticDir);
+
+  await app.register(
+    async (api) => {
+      rateLimit(api, counters, {
+        name: 'api',
+        max: config.rateLimit.max,
+        windowMs: config.rateLimit.windowMs,
+      });
+    },
+    { prefix: '/api' },
+  );
+
+  return app;
+}

@@ -1,0 +1,464 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * The only reader of process.env. Every variable is declared once, through the reader below, which
+ * both parses it and records its documentation: `describeConfig()` lists every variable with its
+ * default, and a test checks that README.md and .env.example mention each one.
+ */
+
+export type NodeEnv = 'development' | 'production' | 'test';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  readonly env: NodeEnv;
+  readonly server: {
+    readonly host: string;
+    readonly port: number;
+    readonly bodyLimitBytes: number;
+    readonly requestTimeoutMs: number;
+    readonly headersTimeoutMs: number;
+    readonly keepAliveTimeoutMs: number;
+    /** Addresses (IPs, CIDRs or proxy-addr keywords) whose X-Forwarded-For is believed. */
+    readonly trustProxy: readonly string[];
+    readonly staticDir: string;
+  };
+  readonly log: {
+    readonly level: LogLevel;
+    readonly slowRequestMs: number;
+  };
+  readonly database: {
+    /** PostgreSQL connection string; absent means the embedded SQLite database. */
+    readonly url: string | undefined;
+    readonly sqlitePath: string;
+    readonly poolMax: number;
+    readonly connectTimeoutMs: number;
+    readonly statementTimeoutMs: number;
+    readonly migrateOnStart: boolean;
+  };
+  readonly redis: {
+    readonly url: string | undefined;
+    readonly keyPrefix: string;
+    readonly commandTimeoutMs: number;
+    readonly connectTimeoutMs: number;
+  };
+  readonly cors: {
+    /** Exact origins allowed to call the API from a browser; `*` alone means any origin, without credentials. */
+    readonly origins: readonly string[];
+  };
+  readonly rateLimit: {
+    readonly max: number;
+    readonly windowMs: number;
+    readonly authMax: number;
+    readonly authWindowMs: number;
+  };
+  readonly metrics: {
+    readonly token: string | undefined;
+  };
+  readonly shutdown: {
+    readonly graceMs: number;
+    readonly timeoutMs: number;
+  };
+  readonly commerce: {
+    readonly currency: string;
+  };
+}
+
+export interface VariableDoc {
+  readonly name: string;
+  readonly default: string;
+  readonly description: string;
+  readonly secret: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+const projectRoot = fileURLToPath(new URL('..', import.meta.url));
+
+/** Reads variables, collecting every problem (not only the first) and the documentation of each. */
+class EnvReader {
+  readonly problems: string[] = [];
+  readonly docs: VariableDoc[] = [];
+
+  constructor(private readonly env: Env) {}
+
+  private document(name: string, def: string, description: string, secret = false): void {
+    this.docs.push({ name, default: def, description, secret });
+  }
+
+  /** An empty string counts as unset, so `FOO=` in an env file falls back to the default. */
+  private raw(name: string): string | undefined {
+    const value = this.env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  }
+
+  string(name: string, def: string, description: string): string {
+    this.document(name, def === '' ? '(empty)' : def, description);
+    return this.raw(name) ?? def;
+  }
+
+  optionalString(name: string, description: string): string | undefined {
+    this.document(name, '(unset)', description);
+    return this.raw(name);
+  }
+
+  /** A secret may come from NAME or from a file named by NAME_FILE (Docker and Kubernetes secrets). */
+  secret(name: string, description: string): string | undefined {
+    this.document(name, '(unset)', `${description} Also read from the file named by \`${name}_FILE\`.`, true);
+    const direct = this.raw(name);
+    const file = this.raw(`${name}_FILE`);
+    if (direct !== undefined && file !== undefined) {
+      this.problems.push(`${name} and ${name}_FILE are both set; set only one`);
+      return undefined;
+    }
+    if (file === undefined) return direct;
+    try {
+      const value = readFileSync(file, 'utf8').trim();
+      if (value === '') this.problems.push(`${name}_FILE names an empty file (${file})`);
+      return value === '' ? undefined : value;
+    } catch (err) {
+      this.problems.push(
+        `${name}_FILE cannot be read (${file}): ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+      );
+      return undefined;
+    }
+  }
+
+  int(name: string, def: number, min: number, max: number, description: string): number {
+    this.document(name, String(def), description);
+    const value = this.raw(name);
+    if (value === undefined) return def;
+    if (!/^-?\d+$/.test(value)) {
+      this.problems.push(`${name} must be an integer between ${min} and ${max} (got "${value}")`);
+      return def;
+    }
+    const n = Number(value);
+    if (n < min || n > max) {
+      this.problems.push(`${name} must be an integer between ${min} and ${max} (got ${value})`);
+      return def;
+    }
+    return n;
+  }
+
+  bool(name: string, def: boolean | undefined, defDoc: string, description: string): boolean | undefined {
+    this.document(name, defDoc, description);
+    const value = this.raw(name)?.toLowerCase();
+    if (value === undefined) return def;
+    if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+    if (['0', 'false', 'no', 'off'].includes(value)) return false;
+    this.problems.push(`${name} must be true or false (got "${value}")`);
+    return def;
+  }
+
+  oneOf<T extends string>(name: string, values: readonly T[], def: T, description: string): T {
+    this.document(name, def, `${description} One of: ${values.join(', ')}.`);
+    const value = this.raw(name);
+    if (value === undefined) return def;
+    if ((values as readonly string[]).includes(value)) return value as T;
+    this.problems.push(`${name} must be one of ${values.join(', ')} (got "${value}")`);
+    return def;
+  }
+
+  list(name: string, description: string): string[] {
+    this.document(name, '(empty)', description);
+    const value = this.raw(name);
+    if (value === undefined) return [];
+    return value
+      .split(',')
+      .map((item) => item.trim())
+      .filter((item) => item !== '');
+  }
+
+  problem(message: string): void {
+    this.problems.push(message);
+  }
+}
+
+function checkUrl(reader: EnvReader, name: string, value: string | undefined, protocols: string[]): void {
+  if (value === undefined) return;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    // The value may hold a password: name the variable, never echo the value.
+    reader.problem(`${name} is not a valid URL`);
+    return;
+  }
+  if (!protocols.includes(url.protocol)) {
+    reader.problem(`${name} must use ${protocols.join(' or ')} (got "${url.protocol}")`);
+  }
+}
+
+const proxyKeywords = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+function isAddressOrCidr(entry: string): boolean {
+  if (proxyKeywords.has(entry)) return true;
+  const [address, prefix, extra] = entry.split('/');
+  if (address === undefined || extra !== undefined) return false;
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (prefix === undefined) return true;
+  if (!/^\d{1,3}$/.test(prefix)) return false;
+  return Number(prefix) <= (family === 4 ? 32 : 128);
+}
+
+function isOrigin(entry: string): boolean {
+  try {
+    const url = new URL(entry);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.origin === entry;
+  } catch {
+    return false;
+  }
+}
+
+function read(env: Env): { config: Config; reader: EnvReader } {
+  const r = new EnvReader(env);
+
+  const nodeEnv = r.oneOf(
+    'NODE_ENV',
+    ['development', 'production', 'test'] as const,
+    'development',
+    'Run mode.',
+  );
+
+  const host = r.string('HOST', '0.0.0.0', 'Interface to listen on.');
+  const port = r.int('PORT', 3000, 0, 65535, 'HTTP port (0 picks a free port).');
+  const bodyLimitBytes = r.int(
+    'BODY_LIMIT_BYTES',
+    102_400,
+    1024,
+    10_485_760,
+    'Largest request body; larger → 413.',
+  );
+  const requestTimeoutMs = r.int(
+    'REQUEST_TIMEOUT_MS',
+    30_000,
+    1000,
+    600_000,
+    'Longest time to receive a whole request (slow-loris guard).',
+  );
+  const headersTimeoutMs = r.int(
+    'HEADERS_TIMEOUT_MS',
+    15_000,
+    1000,
+    600_000,
+    'Longest time to receive request headers.',
+  );
+  const keepAliveTimeoutMs = r.int(
+    'KEEP_ALIVE_TIMEOUT_MS',
+    72_000,
+    1000,
+    600_000,
+    'Idle keep-alive socket lifetime; keep it above the proxy’s upstream keep-alive (nginx: 60 s).',
+  );
+  const trustProxy = r.list(
+    'TRUST_PROXY',
+    'Comma-separated proxy addresses or CIDRs (or loopback, linklocal, uniquelocal) whose X-Forwarded-For is trusted. Empty: the peer address is the client.',
+  );
+  for (const entry of trustProxy) {
+    if (!isAddressOrCidr(entry))
+      r.problem(`TRUST_PROXY entry "${entry}" is not an IP address, CIDR or keyword`);
+  }
+  const staticDir = r.string(
+    'STATIC_DIR',
+    'public',
+    'Directory of static files, relative to the project root.',
+  );
+
+  const logLevel = r.oneOf(
+    'LOG_LEVEL',
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const,
+    'info',
+    'Log level.',
+  );
+  const slowRequestMs = r.int(
+    'SLOW_REQUEST_MS',
+    1000,
+    1,
+    600_000,
+    'Requests slower than this are logged at warn.',
+  );
+
+  const databaseUrl = r.secret('DATABASE_URL', 'PostgreSQL connection string. Unset: embedded SQLite.');
+  checkUrl(r, 'DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:']);
+  const sqlitePath = r.string(
+    'SQLITE_PATH',
+    'data/shipshape.db',
+    'SQLite file, relative to the project root (`:memory:` for a throwaway database).',
+  );
+  const poolMax = r.int('DATABASE_POOL_MAX', 10, 1, 1000, 'PostgreSQL pool size per process.');
+  const connectTimeoutMs = r.int(
+    'DATABASE_CONNECT_TIMEOUT_MS',
+    5000,
+    100,
+    120_000,
+    'Wait for a PostgreSQL connection at most this long.',
+  );
+  const statementTimeoutMs = r.int(
+    'DATABASE_STATEMENT_TIMEOUT_MS',
+    10_000,
+    100,
+    3_600_000,
+    'PostgreSQL statement_timeout for the service’s sessions.',
+  );
+  const migrateOnStart = r.bool(
+    'DATABASE_MIGRATE_ON_START',
+    undefined,
+    'true on SQLite, false on PostgreSQL',
+    'Apply pending migrations when the service starts.',
+  );
+
+  const redisUrl = r.secret('REDIS_URL', 'Redis connection string. Unset: in-process cache and limits.');
+  checkUrl(r, 'REDIS_URL', redisUrl, ['redis:', 'rediss:']);
+  const redisKeyPrefix = r.string(
+    'REDIS_KEY_PREFIX',
+    'shipshape:',
+    'Prefix of every Redis key the service writes.',
+  );
+  const redisCommandTimeoutMs = r.int(
+    'REDIS_COMMAND_TIMEOUT_MS',
+    250,
+    10,
+    60_000,
+    'A Redis command slower than this counts as failed; the service carries on without Redis.',
+  );
+  const redisConnectTimeoutMs = r.int(
+    'REDIS_CONNECT_TIMEOUT_MS',
+    2000,
+    100,
+    60_000,
+    'Redis connect timeout.',
+  );
+
+  const corsOrigins = r.list(
+    'CORS_ORIGINS',
+    'Comma-separated browser origins allowed to call the API with credentials (e.g. https://shop.example.com). `*` alone allows any origin without credentials. Empty: no cross-origin access.',
+  );
+  for (const origin of corsOrigins) {
+    if (origin === '*') {
+      if (corsOrigins.length > 1) r.problem('CORS_ORIGINS: `*` cannot be combined with other origins');
+    } else if (origin === 'null') {
+      r.problem('CORS_ORIGINS must not contain "null": sandboxed pages and file: URLs all send it');
+    } else if (!isOrigin(origin)) {
+      r.problem(`CORS_ORIGINS entry "${origin}" is not an origin like https://example.com`);
+    }
+  }
+
+  const rateLimitMax = r.int(
+    'RATE_LIMIT_MAX',
+    300,
+    1,
+    1_000_000_000,
+    'Requests per client IP per window on /api.',
+  );
+  const rateLimitWindowMs = r.int('RATE_LIMIT_WINDOW_MS', 60_000, 1000, 86_400_000, 'Rate-limit window.');
+  const authRateLimitMax = r.int(
+    'AUTH_RATE_LIMIT_MAX',
+    20,
+    1,
+    1_000_000_000,
+    'Requests per client IP per window on the credential-taking /api/auth routes.',
+  );
+  const authRateLimitWindowMs = r.int(
+    'AUTH_RATE_LIMIT_WINDOW_MS',
+    60_000,
+    1000,
+    86_400_000,
+    'Window of the auth rate limit.',
+  );
+
+  const metricsToken = r.secret(
+    'METRICS_TOKEN',
+    'When set, /metrics requires `Authorization: Bearer <token>`.',
+  );
+
+  const shutdownGraceMs = r.int(
+    'SHUTDOWN_GRACE_MS',
+    1000,
+    0,
+    120_000,
+    'After SIGTERM, keep serving (readiness failing, `Connection: close`) this long before closing the listener.',
+  );
+  const shutdownTimeoutMs = r.int(
+    'SHUTDOWN_TIMEOUT_MS',
+    10_000,
+    100,
+    600_000,
+    'Longest shutdown, from the signal to exit (grace period included); then the process exits with code 1.',
+  );
+  if (shutdownGraceMs >= shutdownTimeoutMs)
+    r.problem('SHUTDOWN_GRACE_MS must be less than SHUTDOWN_TIMEOUT_MS');
+
+  const currency = r.string('CURRENCY', 'USD', 'ISO 4217 currency of every price.').toUpperCase();
+  if (!/^[A-Z]{3}$/.test(currency))
+    r.problem(`CURRENCY must be a three-letter ISO 4217 code (got "${currency}")`);
+
+  const config: Config = {
+    env: nodeEnv,
+    server: {
+      host,
+      port,
+      bodyLimitBytes,
+      requestTimeoutMs,
+      headersTimeoutMs,
+      keepAliveTimeoutMs,
+      trustProxy,
+      staticDir: resolve(projectRoot, staticDir),
+    },
+    log: { level: logLevel, slowRequestMs },
+    database: {
+      url: databaseUrl,
+      sqlitePath: sqlitePath === ':memory:' ? sqlitePath : resolve(projectRoot, sqlitePath),
+      poolMax,
+      connectTimeoutMs,
+      statementTimeoutMs,
+      migrateOnStart: migrateOnStart ?? databaseUrl === undefined,
+    },
+    redis: {
+      url: redisUrl,
+      keyPrefix: redisKeyPrefix,
+      commandTimeoutMs: redisCommandTimeoutMs,
+      connectTimeoutMs: redisConnectTimeoutMs,
+    },
+    cors: { origins: corsOrigins },
+    rateLimit: {
+      max: rateLimitMax,
+      windowMs: rateLimitWindowMs,
+      authMax: authRateLimitMax,
+      authWindowMs: authRateLimitWindowMs,
+    },
+    metrics: { token: metricsToken },
+    shutdown: { graceMs: shutdownGraceMs, timeoutMs: shutdownTimeoutMs },
+    commerce: { currency },
+  };
+  return { config, reader: r };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    for (const item of Object.values(value)) deepFreeze(item);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** Parses and validates the environment. Throws ConfigError listing every bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const { config, reader } = read(env);
+  if (reader.problems.length > 0) throw new ConfigError(reader.problems);
+  return deepFreeze(config);
+}
+
+/** Every variable the service reads, with its default and meaning. */
+export function describeConfig(): readonly VariableDoc[] {
+  return read({}).reader.docs;
+}

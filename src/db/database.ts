@@ -1,0 +1,24 @@
+import type { Kysely, Transaction } from 'kysely';
+import type { RefreshTokensTable, SessionsTable } from '../modules/auth/sessions.table.js';
+import type { IdempotencyKeysTable } from '../modules/idempotency/idempotency.table.js';
+import type { OrderItemsTable, OrdersTable } from '../modules/orders/orders.table.js';
+import type { ProductsTable } from '../modules/products/products.table.js';
+import type { UsersTable } from '../modules/users/users.table.js';
+
+/** The whole schema, composed from the tables each feature module owns. */
+export interface Database {
+  users: UsersTable;
+  sessions: SessionsTable;
+  refresh_tokens: RefreshTokensTable;
+  products: ProductsTable;
+  orders: OrdersTable;
+  order_items: OrderItemsTable;
+  idempotency_keys: IdempotencyKeysTable;
+}
+
+export type Engine = 'sqlite' | 'postgres';
+
+/** A query handle: the database itself or an open transaction. Repositories accept either. */
+export type Db = Kysely<Database>;
+export type Trx = Transaction<Database>;
+export type Queryable = Db | Trx;

@@ -1,0 +1,72 @@
+import { type Kysely, type Migration, type MigrationResultSet, Migrator } from 'kysely';
+import type { Database, Engine } from './database.js';
+import * as m001 from './migrations/001_initial.js';
+
+interface EngineMigration {
+  up(db: Kysely<unknown>, engine: Engine): Promise<void>;
+  down?(db: Kysely<unknown>, engine: Engine): Promise<void>;
+}
+
+/**
+ * Listed explicitly (not read from a directory) so the compiled service, the tests and the CLI all
+ * run exactly the same set. Append new migrations; never edit one that has shipped.
+ */
+const migrations: Record<string, EngineMigration> = {
+  '001_initial': m001,
+};
+
+function migratorFor(db: Kysely<Database>, engine: Engine): Migrator {
+  return new Migrator({
+    db,
+    provider: {
+      async getMigrations() {
+        const bound: Record<string, Migration> = {};
+        for (const [name, migration] of Object.entries(migrations)) {
+          const { down } = migration;
+          bound[name] = {
+            up: (trx) => migration.up(trx, engine),
+            ...(down === undefined ? {} : { down: (trx) => down(trx, engine) }),
+          };
+        }
+        return bound;
+      },
+    },
+  });
+}
+
+export class MigrationError extends Error {
+  constructor(
+    message: string,
+    readonly results: MigrationResultSet['results'],
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'MigrationError';
+  }
+}
+
+/**
+ * Applies every pending migration in one transaction (PostgreSQL also takes an advisory lock, so
+ * several workers starting at once apply them exactly once). Returns the names applied now.
+ */
+export async function migrateToLatest(db: Kysely<Database>, engine: Engine): Promise<string[]> {
+  const { error, results } = await migratorFor(db, engine).migrateToLatest();
+  if (error !== undefined) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+    throw new MigrationError(`migration ${failed} failed: ${String(error)}`, results, { cause: error });
+  }
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+/** Reverts the most recent migration (for development). */
+export async function migrateDown(db: Kysely<Database>, engine: Engine): Promise<string[]> {
+  const { error, results } = await migratorFor(db, engine).migrateDown();
+  if (error !== undefined)
+    throw new MigrationError(`rollback failed: ${String(error)}`, results, { cause: error });
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+export async function pendingMigrations(db: Kysely<Database>, engine: Engine): Promise<string[]> {
+  const all = await migratorFor(db, engine).getMigrations();
+  return all.filter((m) => m.executedAt === undefined).map((m) => m.name);
+}

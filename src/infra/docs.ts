@@ -1,0 +1,36 @@
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import type { FastifyInstance } from 'fastify';
+
+const description = `
+Shipshape's HTTP contract. Conventions:
+
+- JSON in and out. Errors are RFC 9457 problem details (\`application/problem+json\`) with a stable
+  \`code\`; \`405 METHOD_NOT_ALLOWED\` (with an \`Allow\` header) answers a known path with the wrong method.
+- Every response carries \`x-request-id\`: the caller's when it is 1–128 characters of
+  \`[A-Za-z0-9._:-]\`, else a new UUID.
+- IDs are UUIDs, timestamps ISO 8601 UTC, money a decimal string with two places.
+- Lists are cursor-paginated: \`limit\` 1–100 (default 20) and an opaque \`cursor\`.
+- \`/api\` routes are rate-limited per client IP; responses carry \`RateLimit-Limit\`,
+  \`RateLimit-Remaining\` and \`RateLimit-Reset\`, and a 429 carries \`Retry-After\`.
+`;
+
+/** OpenAPI 3 generated from the route schemas that also validate requests; Swagger UI at /docs. */
+export async function apiDocs(app: FastifyInstance, version: string): Promise<void> {
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Shipshape API', version, description },
+      components: {
+        securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+      },
+    },
+    refResolver: {
+      // Shared schemas (Problem) keep their own names under components.schemas.
+      buildLocalReference: (json, _baseUri, _fragment, i) =>
+        typeof json.$id === 'string' ? json.$id : `def-${i}`,
+    },
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs', staticCSP: false });
+  app.get('/docs/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+}

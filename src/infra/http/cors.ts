@@ -1,0 +1,43 @@
+import type { FastifyInstance } from 'fastify';
+
+/**
+ * CORS decided in one place, the app (KNOWN-DEFECTS 3): an exact allow-list of origins, credentials
+ * only for those origins, never `*` together with credentials, and the `null` origin (sandboxed
+ * iframes, file: pages) never allowed — configuration refuses to list it.
+ */
+
+const allowedMethods = 'GET, HEAD, POST, PATCH, DELETE';
+const allowedHeaders = 'Authorization, Content-Type, Idempotency-Key, If-None-Match, X-Request-Id';
+const exposedHeaders =
+  'ETag, Location, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-Request-Id, Idempotent-Replayed';
+const preflightMaxAgeSeconds = '600';
+
+export function cors(app: FastifyInstance, origins: readonly string[]): void {
+  if (origins.length === 0) return;
+  const anyOrigin = origins.length === 1 && origins[0] === '*';
+  const allowed = new Set(origins);
+
+  app.addHook('onRequest', (request, reply, done) => {
+    const origin = request.headers.origin;
+    if (!anyOrigin) reply.header('vary', 'Origin');
+    if (origin === undefined || (!anyOrigin && !allowed.has(origin))) return done();
+
+    if (anyOrigin) {
+      reply.header('access-control-allow-origin', '*');
+    } else {
+      reply.header('access-control-allow-origin', origin);
+      reply.header('access-control-allow-credentials', 'true');
+    }
+    reply.header('access-control-expose-headers', exposedHeaders);
+
+    const isPreflight =
+      request.method === 'OPTIONS' && request.headers['access-control-request-method'] !== undefined;
+    if (!isPreflight) return done();
+    reply
+      .header('access-control-allow-methods', allowedMethods)
+      .header('access-control-allow-headers', allowedHeaders)
+      .header('access-control-max-age', preflightMaxAgeSeconds)
+      .code(204)
+      .send();
+  });
+}

@@ -1,0 +1,89 @@
+import type { FastifyInstance } from 'fastify';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { secretsEqual } from '../lib/constant-time.js';
+import { UnauthenticatedError } from '../lib/errors.js';
+
+/**
+ * The service's own Prometheus registry (never prom-client's global one, so several apps in one
+ * process — the tests — do not collide). Feature modules register their metrics on it.
+ */
+export interface Metrics {
+  readonly registry: Registry;
+  readonly httpRequests: Counter<'method' | 'route' | 'status_code'>;
+  readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>;
+  readonly httpInFlight: Gauge;
+}
+
+/** The route label of requests that matched no route: one series, not one per URL (KNOWN-DEFECTS 8). */
+export const unmatchedRoute = 'unmatched';
+
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    httpRequests: new Counter({
+      name: 'http_requests_total',
+      help: 'HTTP requests answered, by method, route template and status code.',
+      labelNames: ['method', 'route', 'status_code'],
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: 'http_request_duration_seconds',
+      help: 'Time from receiving a request to sending the whole response.',
+      labelNames: ['method', 'route', 'status_code'],
+      // An API answers in milliseconds: resolution where it matters, up to the 10 s that means trouble.
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    httpInFlight: new Gauge({
+      name: 'http_requests_in_flight',
+      help: 'Requests received and not yet answered.',
+      registers: [registry],
+    }),
+  };
+}
+
+/** Records every request. Label children are cached: prom-client would otherwise hash labels per call. */
+export function httpMetrics(app: FastifyInstance, metrics: Metrics): void {
+  type Children = { count: Counter.Internal; duration: Histogram.Internal<'method'> };
+  const children = new Map<string, Children>();
+
+  app.addHook('onRequest', (request, _reply, done) => {
+    metrics.httpInFlight.inc();
+    // 'close' fires exactly once per response, whether it finished or the client went away.
+    request.raw.once('close', () => metrics.httpInFlight.dec());
+    done();
+  });
+
+  app.addHook('onResponse', (request, reply, done) => {
+    const route = request.is404 ? unmatchedRoute : (request.routeOptions.url ?? unmatchedRoute);
+    const status = String(reply.statusCode);
+    const key = `${request.method} ${route} ${status}`;
+    let child = children.get(key);
+    if (child === undefined) {
+      const labels = { method: request.method, route, status_code: status };
+      child = {
+        count: metrics.httpRequests.labels(labels),
+        duration: metrics.httpDuration.labels(labels) as Histogram.Internal<'method'>,
+      };
+      children.set(key, child);
+    }
+    child.count.inc();
+    child.duration.observe(reply.elapsedTime / 1000);
+    done();
+  });
+}
+
+/** GET /metrics, behind a bearer token when one is configured. */
+export function metricsRoute(app: FastifyInstance, metrics: Metrics, token: string | undefined): void {
+  app.get('/metrics', { schema: { hide: true }, config: { rateLimit: false } }, async (request, reply) => {
+    if (token !== undefined) {
+      const header = request.headers.authorization ?? '';
+      const given = header.startsWith('Bearer ') ? header.slice(7) : '';
+      if (!secretsEqual(given, token)) throw new UnauthenticatedError('A valid metrics token is required.');
+    }
+    reply.type(metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+}

@@ -1,0 +1,64 @@
+import { isIPv6 } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import { AppError, ErrorCode } from '../../lib/errors.js';
+import type { CounterStore } from './counter-store.js';
+
+export interface RateLimitRule {
+  /** Counters are kept per rule name, so routes sharing a name share a budget. */
+  readonly name: string;
+  readonly max: number;
+  readonly windowMs: number;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Overrides the scope's rate limit for one route; `false` exempts it. */
+    rateLimit?: RateLimitRule | false;
+  }
+}
+
+/**
+ * The part of a client address that identifies one client: the whole IPv4 address, or the /64
+ * prefix of an IPv6 one (a single host can use its whole /64). IPv4-mapped IPv6 becomes IPv4.
+ */
+export function clientKey(ip: string): string {
+  if (ip.startsWith('::ffff:') && ip.includes('.')) return ip.slice(7);
+  if (!isIPv6(ip)) return ip;
+  const [head = '', tail = ''] = ip.split('::');
+  const headGroups = head === '' ? [] : head.split(':');
+  const tailGroups = tail === '' ? [] : tail.split(':');
+  const groups = ip.includes('::')
+    ? [...headGroups, ...Array(8 - headGroups.length - tailGroups.length).fill('0'), ...tailGroups]
+    : headGroups;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toLowerCase().replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
+
+/**
+ * Per-client-IP fixed-window rate limiting for every route of the scope it is registered in.
+ * The client IP is `request.ip`, which Fastify takes from X-Forwarded-For only when the peer is a
+ * configured trusted proxy (KNOWN-DEFECTS 5). Headers follow the IETF RateLimit draft.
+ */
+export function rateLimit(app: FastifyInstance, store: CounterStore, defaultRule: RateLimitRule): void {
+  app.addHook('onRequest', async (request, reply) => {
+    const rule = request.routeOptions.config.rateLimit ?? defaultRule;
+    if (rule === false) return;
+    const { count, resetInMs } = await store.increment(
+      `rl:${rule.name}:${clientKey(request.ip)}`,
+      rule.windowMs,
+    );
+    const resetSeconds = Math.max(1, Math.ceil(resetInMs / 1000));
+    reply.headers({
+      'ratelimit-limit': rule.max,
+      'ratelimit-remaining': Math.max(0, rule.max - count),
+      'ratelimit-reset': resetSeconds,
+    });
+    if (count > rule.max) {
+      throw new AppError(429, ErrorCode.RATE_LIMITED, `Too many requests; retry in ${resetSeconds} s.`, {
+        headers: { 'retry-after': String(resetSeconds) },
+      });
+    }
+  });
+}

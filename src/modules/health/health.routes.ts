@@ -1,0 +1,50 @@
+import type { FastifyInstance } from 'fastify';
+import type { Lifecycle } from '../../infra/lifecycle.js';
+import { HealthSchema, type Readiness, ReadinessSchema } from './health.schema.js';
+
+export interface ReadinessProbes {
+  /** Resolves when the database answers a trivial query in time. */
+  database(): Promise<void>;
+  /** 'degraded' when the shared cache is unreachable: the service still serves, from the database. */
+  cache(): Promise<'up' | 'degraded'>;
+}
+
+/** Liveness (`/health`) and readiness (`/ready`), as API.md specifies them. */
+export function healthRoutes(app: FastifyInstance, lifecycle: Lifecycle, probes: ReadinessProbes): void {
+  app.get(
+    '/health',
+    { schema: { tags: ['health'], response: { 200: HealthSchema } }, config: { rateLimit: false } },
+    async () => ({
+      status: 'healthy' as const,
+      timestamp: new Date().toISOString(),
+      uptime: process.uptime(),
+    }),
+  );
+
+  app.get(
+    '/ready',
+    {
+      schema: { tags: ['health'], response: { 200: ReadinessSchema, 503: ReadinessSchema } },
+      config: { rateLimit: false },
+    },
+    async (_request, reply) => {
+      const [database, cache] = await Promise.all([
+        probes.database().then(
+          () => 'up' as const,
+          () => 'down' as const,
+        ),
+        probes.cache().catch(() => 'degraded' as const),
+      ]);
+      const body: Readiness = { status: 'ready', checks: { database, cache } };
+      if (lifecycle.shuttingDown || database === 'down') {
+        reply.code(503).header('retry-after', '1');
+        return {
+          ...body,
+          status: 'unavailable' as const,
+          reason: lifecycle.shuttingDown ? 'shutting down' : 'database unreachable',
+        };
+      }
+      return body;
+    },
+  );
+}
