@@ -42,6 +42,8 @@ declare module 'fastify' {
 export interface AppOptions {
   /** A logger to use instead of one built from the configuration (tests capture log lines). */
   readonly logger?: Logger;
+  /** Adds routes inside the rate-limited /api scope (tests exercise the platform through it). */
+  readonly extendApi?: (api: FastifyInstance) => void | Promise<void>;
 }
 
 const version = (
@@ -151,6 +153,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         max: config.rateLimit.max,
         windowMs: config.rateLimit.windowMs,
       });
+      await options.extendApi?.(api);
     },
     { prefix: '/api' },
   );

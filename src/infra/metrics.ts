@@ -49,10 +49,10 @@ export function httpMetrics(app: FastifyInstance, metrics: Metrics): void {
   type Children = { count: Counter.Internal; duration: Histogram.Internal<'method'> };
   const children = new Map<string, Children>();
 
-  app.addHook('onRequest', (request, _reply, done) => {
+  app.addHook('onRequest', (_request, reply, done) => {
     metrics.httpInFlight.inc();
     // 'close' fires exactly once per response, whether it finished or the client went away.
-    request.raw.once('close', () => metrics.httpInFlight.dec());
+    reply.raw.once('close', () => metrics.httpInFlight.dec());
     done();
   });
 

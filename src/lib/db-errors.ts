@@ -51,6 +51,10 @@ export function classifyDbError(err: unknown): DbErrorKind {
       return 'unique_violation';
     }
     if (code === '23503' || code === 'SQLITE_CONSTRAINT_FOREIGNKEY') return 'foreign_key_violation';
+    // SQLite reports ON DELETE RESTRICT through its internal trigger mechanism.
+    if (code === 'SQLITE_CONSTRAINT_TRIGGER' && String(message).includes('FOREIGN KEY')) {
+      return 'foreign_key_violation';
+    }
     if (code === '23514' || code === 'SQLITE_CONSTRAINT_CHECK') return 'check_violation';
     if (pgUnavailable.has(code) || code.startsWith('08')) return 'unavailable';
     if (code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_') || code === 'SQLITE_LOCKED')

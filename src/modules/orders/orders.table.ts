@@ -1,4 +1,4 @@
-import type { Insertable, Selectable } from 'kysely';
+import type { Generated, Insertable, Selectable } from 'kysely';
 import type { CreatedAt, Money, UpdatedAt } from '../../db/column-types.js';
 
 export const orderStatuses = ['pending', 'paid', 'shipped', 'delivered', 'cancelled'] as const;
@@ -7,7 +7,7 @@ export type OrderStatus = (typeof orderStatuses)[number];
 export interface OrdersTable {
   id: string;
   user_id: string;
-  status: OrderStatus;
+  status: Generated<OrderStatus>;
   total_amount: Money;
   currency: string;
   created_at: CreatedAt;

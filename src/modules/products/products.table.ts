@@ -1,11 +1,11 @@
-import type { Insertable, Selectable, Updateable } from 'kysely';
+import type { Generated, Insertable, Selectable, Updateable } from 'kysely';
 import type { CreatedAt, Money, NullableTimestamp, UpdatedAt } from '../../db/column-types.js';
 
 export interface ProductsTable {
   id: string;
   sku: string;
   name: string;
-  description: string;
+  description: Generated<string>;
   price: Money;
   /** Never negative: a CHECK constraint backs up the conditional update that takes stock. */
   stock: number;

@@ -1,4 +1,4 @@
-import type { Insertable, Selectable, Updateable } from 'kysely';
+import type { Generated, Insertable, Selectable, Updateable } from 'kysely';
 import type { CreatedAt, NullableTimestamp, UpdatedAt } from '../../db/column-types.js';
 
 export const userRoles = ['customer', 'admin'] as const;
@@ -10,7 +10,7 @@ export interface UsersTable {
   email: string;
   username: string;
   password_hash: string;
-  role: UserRole;
+  role: Generated<UserRole>;
   created_at: CreatedAt;
   updated_at: UpdatedAt;
   last_login_at: NullableTimestamp;

@@ -1,0 +1,51 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from './app.js';
+import type { Config } from './config.js';
+import { installGracefulShutdown } from './infra/shutdown.js';
+
+export interface ServerOptions {
+  /** Adds routes before the server starts (test fixtures use it for deliberately slow routes). */
+  readonly extend?: (app: FastifyInstance) => void | Promise<void>;
+}
+
+/**
+ * Builds the app, installs graceful shutdown, listens, and tells the process manager we are ready
+ * (PM2's `wait_ready`) once the database answers.
+ */
+export async function startServer(config: Config, options: ServerOptions = {}): Promise<FastifyInstance> {
+  const app = await buildApp(config);
+  await options.extend?.(app);
+  process.on('uncaughtException', (err) => {
+    app.log.fatal({ err }, 'uncaught exception; exiting');
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (err) => {
+    app.log.fatal({ err }, 'unhandled promise rejection; exiting');
+    process.exit(1);
+  });
+
+  installGracefulShutdown(app, config.shutdown);
+  await app.listen({ host: config.server.host, port: config.server.port });
+
+  // Ready means able to serve: keep asking the database until it answers.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await app.database.ping(2000);
+      break;
+    } catch (err) {
+      if (attempt === 1) app.log.warn({ err }, 'database not reachable yet; waiting before reporting ready');
+      await sleep(1000);
+    }
+  }
+  process.send?.('ready');
+  app.log.info(
+    {
+      engine: app.database.engine,
+      cache: app.redis === undefined ? 'memory' : 'redis',
+      address: app.server.address(),
+    },
+    'ready',
+  );
+  return app;
+}

@@ -1,0 +1,142 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { freePort } from './ports.js';
+import { postgresAdminUrl } from './services.js';
+
+const prefix = 'shipshape_test_';
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let swept = false;
+
+/** Drops databases left behind by test processes that died before cleaning up. */
+async function sweepStaleDatabases(admin: pg.Client): Promise<void> {
+  if (swept) return;
+  swept = true;
+  const { rows } = await admin.query<{ datname: string }>(
+    'SELECT datname FROM pg_database WHERE datname LIKE $1',
+    [`${prefix}%`],
+  );
+  for (const { datname } of rows) {
+    const pid = Number(datname.slice(prefix.length).split('_')[0]);
+    if (Number.isInteger(pid) && !isAlive(pid)) {
+      await admin.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`).catch(() => {});
+    }
+  }
+}
+
+export interface TestDatabase {
+  readonly name: string;
+  readonly url: string;
+  drop(): Promise<void>;
+}
+
+/** A fresh, empty database on the machine's PostgreSQL, for one test file or one test. */
+export async function createTestDatabase(adminUrl = postgresAdminUrl): Promise<TestDatabase> {
+  const name = `${prefix}${process.pid}_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await sweepStaleDatabases(admin);
+    await admin.query(`CREATE DATABASE "${name}"`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return {
+    name,
+    url: url.toString(),
+    async drop() {
+      const client = new pg.Client({ connectionString: adminUrl });
+      await client.connect();
+      try {
+        await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      } finally {
+        await client.end();
+      }
+    },
+  };
+}
+
+function pgBinDir(): string {
+  try {
+    return execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim();
+  } catch {
+    return '/usr/lib/postgresql/15/bin';
+  }
+}
+
+/** initdb and postgres refuse to run as root: run them as the postgres user when we are root. */
+function asPostgresUser(command: string, args: string[]): { status: number | null; output: string } {
+  const [file, argv] =
+    process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
+  const result = spawnSync(file, argv, { encoding: 'utf8' });
+  return { status: result.status, output: `${result.stdout ?? ''}${result.stderr ?? ''}` };
+}
+
+export interface ThrowawayPostgres {
+  readonly port: number;
+  /** Connection string for the `postgres` database of this instance. */
+  readonly url: string;
+  start(): void;
+  /** A fast shutdown: connections are terminated. */
+  stop(): void;
+  /** Removes the instance and its files. */
+  destroy(): void;
+}
+
+/**
+ * A PostgreSQL server of our own on a free port in a temporary directory, for tests that stop or
+ * break the database (the machine's server is never touched).
+ */
+export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
+  const bin = pgBinDir();
+  const dir = mkdtempSync(join(tmpdir(), 'shipshape-pg-'));
+  const data = join(dir, 'data');
+  if (process.getuid?.() === 0)
+    chownSync(dir, Number(execFileSync('id', ['-u', 'postgres']).toString().trim()), 0);
+  const init = asPostgresUser(join(bin, 'initdb'), [
+    '-D',
+    data,
+    '-U',
+    'postgres',
+    '--auth=trust',
+    '-E',
+    'UTF8',
+    '--no-sync',
+  ]);
+  if (init.status !== 0) throw new Error(`initdb failed:\n${init.output}`);
+  const port = await freePort();
+  const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off`;
+  const pgCtl = (...args: string[]) => asPostgresUser(join(bin, 'pg_ctl'), ['-D', data, ...args]);
+  const instance: ThrowawayPostgres = {
+    port,
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    start() {
+      const result = pgCtl('-o', options, '-l', join(dir, 'log'), '-w', '-t', '30', 'start');
+      if (result.status !== 0) throw new Error(`pg_ctl start failed:\n${result.output}`);
+    },
+    stop() {
+      pgCtl('-m', 'immediate', '-w', 'stop');
+    },
+    destroy() {
+      if (existsSync(join(data, 'postmaster.pid'))) pgCtl('-m', 'immediate', '-w', 'stop');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  instance.start();
+  process.once('exit', () => instance.destroy());
+  return instance;
+}

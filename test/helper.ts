@@ -1,0 +1,133 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import type { Level, Logger } from 'pino';
+import { buildApp } from '../src/app.js';
+import { type Config, loadConfig } from '../src/config.js';
+import { createLogger } from '../src/infra/logger.js';
+import { createTestDatabase } from './harness/postgres.js';
+import { redisUrl, type Service, skipUnless } from './harness/services.js';
+
+export type EngineName = 'sqlite' | 'postgres';
+
+/** The engine matrix every component suite runs on. */
+export const engines: readonly EngineName[] = ['sqlite', 'postgres'];
+
+/** Skip message (or false) for a suite on this engine, failing under CI when the server is missing. */
+export function skipEngine(engine: EngineName, ...extra: Service[]): Promise<string | false> {
+  return skipUnless(...(engine === 'postgres' ? (['postgres'] as Service[]) : []), ...extra);
+}
+
+export interface TestAppOptions {
+  readonly engine?: EngineName;
+  /** Use Redis: true for the machine's server (with a key prefix of our own), or a URL. */
+  readonly redis?: boolean | string;
+  /** Extra environment, as a deployment would set it. */
+  readonly env?: Readonly<Record<string, string>>;
+  readonly logger?: Logger;
+  /** Routes the test needs on top of the real ones (added before the app starts). */
+  readonly extend?: (app: FastifyInstance) => void | Promise<void>;
+  /** Routes inside the rate-limited /api scope. */
+  readonly extendApi?: (api: FastifyInstance) => void | Promise<void>;
+}
+
+export interface TestDatabaseEnv {
+  readonly env: Record<string, string>;
+  cleanup(): Promise<void>;
+}
+
+/** An empty database on the requested engine, as the environment variables that point at it. */
+export async function testDatabaseEnv(engine: EngineName): Promise<TestDatabaseEnv> {
+  if (engine === 'postgres') {
+    const database = await createTestDatabase();
+    return {
+      env: { DATABASE_URL: database.url, DATABASE_MIGRATE_ON_START: 'true' },
+      cleanup: () => database.drop(),
+    };
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'shipshape-sqlite-'));
+  return {
+    env: { SQLITE_PATH: join(dir, 'test.db') },
+    cleanup: async () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+export function testConfig(env: Readonly<Record<string, string>> = {}): Config {
+  return loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', SHUTDOWN_GRACE_MS: '0', ...env });
+}
+
+/** Deletes every key under a prefix (tests only: SCAN is fine here, never in the service). */
+async function deleteKeys(url: string, prefix: string): Promise<void> {
+  const client = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => null });
+  client.on('error', () => {});
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await client.del(...keys);
+    } while (cursor !== '0');
+  } catch {
+    // The server may be gone (chaos tests); its keys went with it.
+  } finally {
+    client.disconnect();
+  }
+}
+
+/**
+ * A real app on a fresh database (SQLite file or PostgreSQL database of its own), optionally on
+ * Redis under a key prefix of its own. Closing the app drops the database and the keys.
+ */
+export async function buildTestApp(options: TestAppOptions = {}): Promise<FastifyInstance> {
+  const database = await testDatabaseEnv(options.engine ?? 'sqlite');
+  const redis = options.redis === true ? redisUrl : options.redis === false ? undefined : options.redis;
+  const keyPrefix = `test:${process.pid}:${randomBytes(4).toString('hex')}:`;
+  const config = testConfig({
+    ...database.env,
+    ...(redis === undefined ? {} : { REDIS_URL: redis, REDIS_KEY_PREFIX: keyPrefix }),
+    ...options.env,
+  });
+  let app: FastifyInstance;
+  try {
+    app = await buildApp(config, {
+      ...(options.logger === undefined ? {} : { logger: options.logger }),
+      ...(options.extendApi === undefined ? {} : { extendApi: options.extendApi }),
+    });
+  } catch (err) {
+    await database.cleanup();
+    throw err;
+  }
+  app.addHook('onClose', async () => {
+    await database.cleanup();
+    if (redis !== undefined) await deleteKeys(redis, keyPrefix);
+  });
+  await options.extend?.(app);
+  await app.ready();
+  return app;
+}
+
+export interface CapturedLogs {
+  readonly logger: Logger;
+  readonly lines: Array<Record<string, unknown>>;
+  readonly text: () => string;
+}
+
+/** The service's logger (same redaction), writing to lines the test can read. */
+export function captureLogs(level: Level = 'info'): CapturedLogs {
+  const raw: string[] = [];
+  const lines: Array<Record<string, unknown>> = [];
+  const stream = new Writable({
+    write(chunk, _encoding, callback) {
+      const text = chunk.toString();
+      raw.push(text);
+      for (const line of text.split('\n')) if (line.trim() !== '') lines.push(JSON.parse(line));
+      callback();
+    },
+  });
+  const logger = createLogger({ env: 'test', log: { level, slowRequestMs: 1000 } }, stream);
+  return { logger, lines, text: () => raw.join('') };
+}
