@@ -27,7 +27,9 @@ if (built >= newestInput) process.exit(0);
 
 let tsc;
 try {
-  tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  // The bin path, read from the package manifest (TypeScript 7 does not export ./bin/tsc).
+  const manifest = createRequire(import.meta.url).resolve('typescript/package.json');
+  tsc = join(dirname(manifest), 'bin', 'tsc');
 } catch {
   if (built > 0) {
     console.warn(

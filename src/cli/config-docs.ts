@@ -19,7 +19,9 @@ if (process.argv.includes('--env')) {
   }
   process.stdout.write(lines.join('\n'));
 } else {
-  const escape = (text: string) => text.replaceAll('|', '\\|');
-  const rows = docs.map((doc) => `| \`${doc.name}\` | ${escape(doc.default)} | ${escape(doc.description)} |`);
+  const escapeCell = (text: string) => text.replaceAll('|', '\\|');
+  const rows = docs.map(
+    (doc) => `| \`${doc.name}\` | ${escapeCell(doc.default)} | ${escapeCell(doc.description)} |`,
+  );
   process.stdout.write(['| Variable | Default | Meaning |', '|---|---|---|', ...rows, ''].join('\n'));
 }

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
-import SqliteDatabase from 'better-sqlite3';
+import type SqliteDatabase from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -66,8 +67,13 @@ function createPostgres(config: Config['database'], url: string, logger: Logger)
     application_name: 'shipshape',
     types: pgTypes,
   });
-  // An idle client losing its connection emits here; unhandled, it would crash the process.
+  // A connection that breaks emits 'error' on its client — while idle through the pool, while
+  // checked out on the client itself. Unhandled, either would crash the process when the database
+  // restarts; the query in flight is rejected separately and becomes a 503.
   pool.on('error', (err) => logger.warn({ err }, 'idle PostgreSQL connection failed'));
+  pool.on('connect', (client) => {
+    client.on('error', (err) => logger.warn({ err }, 'PostgreSQL connection failed'));
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     engine: 'postgres',
@@ -82,7 +88,10 @@ function createPostgres(config: Config['database'], url: string, logger: Logger)
 
 function createSqlite(config: Config['database']): DatabaseHandle {
   if (config.sqlitePath !== ':memory:') mkdirSync(dirname(config.sqlitePath), { recursive: true });
-  const database = new SqliteDatabase(config.sqlitePath);
+  // Loaded only when SQLite is used: a PostgreSQL deployment never needs the native module, so it
+  // runs on any Node version even where better-sqlite3 was not built for it.
+  const Sqlite = createRequire(import.meta.url)('better-sqlite3') as typeof SqliteDatabase;
+  const database = new Sqlite(config.sqlitePath);
   // WAL lets readers proceed during a write; NORMAL sync is durable across process crashes in WAL mode.
   database.pragma('journal_mode = WAL');
   database.pragma('synchronous = NORMAL');

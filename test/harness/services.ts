@@ -22,7 +22,7 @@ function reachable(url: string, defaultPort: number): Promise<boolean> {
   const { hostname, port } = new URL(url);
   return new Promise((resolve) => {
     const socket = createConnection({ host: hostname || '127.0.0.1', port: Number(port || defaultPort) });
-    socket.setTimeout(1000);
+    socket.setTimeout(3000);
     socket.once('connect', () => {
       socket.destroy();
       resolve(true);
@@ -35,15 +35,15 @@ function reachable(url: string, defaultPort: number): Promise<boolean> {
   });
 }
 
-const checks = new Map<Service, Promise<boolean>>();
+// Started on import, before any suite runs (a suite already running could block the event loop
+// and make a pending check time out).
+const checks: Record<Service, Promise<boolean>> = {
+  postgres: reachable(postgresAdminUrl, 5432),
+  redis: reachable(redisUrl, 6379),
+};
 
 export function serviceAvailable(service: Service): Promise<boolean> {
-  let check = checks.get(service);
-  if (check === undefined) {
-    check = service === 'postgres' ? reachable(postgresAdminUrl, 5432) : reachable(redisUrl, 6379);
-    checks.set(service, check);
-  }
-  return check;
+  return checks[service];
 }
 
 export const inCi = process.env.CI === 'true' || process.env.CI === '1';

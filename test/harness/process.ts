@@ -1,0 +1,51 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+
+export interface ServerProcess {
+  readonly child: ChildProcess;
+  readonly port: number;
+  /** Every JSON log line the process has written so far. */
+  readonly logs: Array<Record<string, unknown>>;
+  readonly stderr: () => string;
+  exited(): Promise<number | null>;
+}
+
+/**
+ * Starts a TypeScript entry point as a real process (through tsx) and resolves once it logs
+ * 'ready', with the port it listens on.
+ */
+export async function startServerProcess(
+  entry: string,
+  env: Record<string, string>,
+  timeoutMs = 20_000,
+): Promise<ServerProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+    env: { ...process.env, NODE_ENV: 'test', LOG_LEVEL: 'info', PORT: '0', HOST: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  let errText = '';
+  child.stderr.on('data', (chunk) => {
+    errText += chunk;
+  });
+  const exit = once(child, 'exit').then(([code]) => code as number | null);
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not become ready:\n${errText}`)), timeoutMs);
+    exit.then((code) => reject(new Error(`server exited with ${code} before ready:\n${errText}`)));
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      let entry: Record<string, unknown>;
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        return;
+      }
+      logs.push(entry);
+      if (entry.msg === 'ready') {
+        clearTimeout(timer);
+        resolve((entry.address as { port: number }).port);
+      }
+    });
+  });
+  return { child, port, logs, stderr: () => errText, exited: () => exit };
+}
