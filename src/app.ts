@@ -24,7 +24,10 @@ import {
 import { rateLimit } from './infra/rate-limit/rate-limit.js';
 import { createRedis, type RedisHandle } from './infra/redis.js';
 import { staticFiles } from './infra/static-files.js';
+import { createAuthDeps } from './modules/auth/auth.deps.js';
+import { authRoutes } from './modules/auth/auth.routes.js';
 import { healthRoutes } from './modules/health/health.routes.js';
+import { usersRoutes } from './modules/users/users.routes.js';
 
 import './infra/http/auth-context.js';
 
@@ -96,6 +99,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const metrics = createMetrics();
   const lifecycle = createLifecycle();
   const counters = redis === undefined ? createMemoryCounterStore() : createRedisCounterStore(redis);
+  const auth = createAuthDeps({
+    db: database.db,
+    config: config.auth,
+    counters,
+    registry: metrics.registry,
+    logger: logger.child({ component: 'auth' }),
+  });
+  if (config.auth.jwtSecretGenerated) {
+    logger.warn(
+      'JWT_SECRET is not set: using a random key; tokens end with this process and work only in it',
+    );
+  }
 
   app.decorate('config', config);
   app.decorate('database', database);
@@ -104,7 +119,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('lifecycle', lifecycle);
   app.decorate('counters', counters);
   app.decorateRequest('auth', null);
+  app.addHook('onReady', () => auth.revocations.start());
   app.addHook('onClose', async () => {
+    await auth.revocations.stop();
     await redis?.close();
     await database.close();
   });
@@ -153,6 +170,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         max: config.rateLimit.max,
         windowMs: config.rateLimit.windowMs,
       });
+      const authLimit = {
+        name: 'auth',
+        max: config.rateLimit.authMax,
+        windowMs: config.rateLimit.authWindowMs,
+      };
+      await api.register(async (scope) => authRoutes(scope, auth, authLimit), { prefix: '/auth' });
+      await api.register(async (scope) => usersRoutes(scope, auth), { prefix: '/users' });
       await options.extendApi?.(api);
     },
     { prefix: '/api' },

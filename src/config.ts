@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
@@ -56,6 +57,28 @@ export interface Config {
   };
   readonly metrics: {
     readonly token: string | undefined;
+  };
+  readonly auth: {
+    /** HMAC key for access tokens (HS256). */
+    readonly jwtSecret: string;
+    /** True when JWT_SECRET was unset and a random per-process key was made (development only). */
+    readonly jwtSecretGenerated: boolean;
+    readonly issuer: string;
+    readonly audience: string;
+    readonly accessTokenTtlSeconds: number;
+    readonly refreshAbsoluteTtlSeconds: number;
+    readonly refreshIdleTtlSeconds: number;
+    readonly passwordAlgorithm: 'argon2id' | 'bcrypt';
+    readonly argon2: {
+      readonly memoryKib: number;
+      readonly iterations: number;
+      readonly parallelism: number;
+    };
+    readonly bcryptCost: number;
+    readonly loginMaxFailures: number;
+    readonly loginFailureWindowSeconds: number;
+    readonly lockoutBaseSeconds: number;
+    readonly lockoutMaxSeconds: number;
   };
   readonly shutdown: {
     readonly graceMs: number;
@@ -381,6 +404,89 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     'When set, /metrics requires `Authorization: Bearer <token>`.',
   );
 
+  const jwtSecretGiven = r.secret(
+    'JWT_SECRET',
+    'Key that signs access tokens (HS256), at least 32 bytes. Required in production; in development an unset key is replaced by a random one per process (tokens then die with the process).',
+  );
+  if (jwtSecretGiven !== undefined && Buffer.byteLength(jwtSecretGiven) < 32) {
+    if (nodeEnv === 'production') r.problem('JWT_SECRET must be at least 32 bytes in production');
+  }
+  if (jwtSecretGiven === undefined && nodeEnv === 'production') {
+    r.problem(
+      'JWT_SECRET is required in production (at least 32 random bytes, e.g. `openssl rand -base64 48`)',
+    );
+  }
+  const jwtIssuer = r.string('JWT_ISSUER', 'shipshape', 'The `iss` claim of access tokens.');
+  const jwtAudience = r.string('JWT_AUDIENCE', 'shipshape-api', 'The `aud` claim of access tokens.');
+  const accessTokenTtlSeconds = r.int('ACCESS_TOKEN_TTL_SECONDS', 900, 30, 86_400, 'Access-token lifetime.');
+  const refreshAbsoluteTtlSeconds = r.int(
+    'REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS',
+    2_592_000,
+    300,
+    31_536_000,
+    'A login (refresh-token family) ends this long after it began, however active (30 days).',
+  );
+  const refreshIdleTtlSeconds = r.int(
+    'REFRESH_TOKEN_IDLE_TTL_SECONDS',
+    604_800,
+    60,
+    31_536_000,
+    'A refresh token unused this long is dead (7 days).',
+  );
+  const passwordAlgorithm = r.oneOf(
+    'PASSWORD_HASH_ALGORITHM',
+    ['argon2id', 'bcrypt'] as const,
+    'argon2id',
+    'Algorithm for new password hashes; hashes of either kind always verify, and older ones are upgraded at login.',
+  );
+  const argon2MemoryKib = r.int(
+    'ARGON2_MEMORY_KIB',
+    19_456,
+    256,
+    4_194_304,
+    'Argon2id memory cost (OWASP: 19 MiB).',
+  );
+  const argon2Iterations = r.int('ARGON2_ITERATIONS', 2, 1, 100, 'Argon2id time cost (OWASP: 2).');
+  const argon2Parallelism = r.int('ARGON2_PARALLELISM', 1, 1, 16, 'Argon2id lanes (OWASP: 1).');
+  const bcryptCost = r.int('BCRYPT_COST', 12, 4, 17, 'bcrypt cost factor (at least 12 in production).');
+  if (nodeEnv === 'production') {
+    if (bcryptCost < 12) r.problem('BCRYPT_COST must be at least 12 in production');
+    // OWASP's Argon2id settings trade memory for passes; all of them reach at least 9 MiB × 4 passes.
+    if (argon2MemoryKib < 7168 || argon2MemoryKib * argon2Iterations < 36_864) {
+      r.problem(
+        'ARGON2_MEMORY_KIB × ARGON2_ITERATIONS is below OWASP’s minimum (e.g. 19456 × 2) in production',
+      );
+    }
+  }
+  const loginMaxFailures = r.int(
+    'LOGIN_MAX_FAILURES',
+    5,
+    1,
+    1000,
+    'Failed logins for one account within the window before it is locked for a while.',
+  );
+  const loginFailureWindowSeconds = r.int(
+    'LOGIN_FAILURE_WINDOW_SECONDS',
+    900,
+    10,
+    86_400,
+    'Window in which failed logins are counted.',
+  );
+  const lockoutBaseSeconds = r.int(
+    'LOGIN_LOCKOUT_BASE_SECONDS',
+    30,
+    1,
+    86_400,
+    'First lockout; each further lockout within a day doubles it.',
+  );
+  const lockoutMaxSeconds = r.int(
+    'LOGIN_LOCKOUT_MAX_SECONDS',
+    900,
+    1,
+    86_400,
+    'Longest lockout, so an attacker cannot keep an account locked for long.',
+  );
+
   const shutdownGraceMs = r.int(
     'SHUTDOWN_GRACE_MS',
     1000,
@@ -437,6 +543,22 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       authWindowMs: authRateLimitWindowMs,
     },
     metrics: { token: metricsToken },
+    auth: {
+      jwtSecret: jwtSecretGiven ?? randomBytes(48).toString('base64'),
+      jwtSecretGenerated: jwtSecretGiven === undefined,
+      issuer: jwtIssuer,
+      audience: jwtAudience,
+      accessTokenTtlSeconds,
+      refreshAbsoluteTtlSeconds,
+      refreshIdleTtlSeconds,
+      passwordAlgorithm,
+      argon2: { memoryKib: argon2MemoryKib, iterations: argon2Iterations, parallelism: argon2Parallelism },
+      bcryptCost,
+      loginMaxFailures,
+      loginFailureWindowSeconds,
+      lockoutBaseSeconds,
+      lockoutMaxSeconds: Math.max(lockoutMaxSeconds, lockoutBaseSeconds),
+    },
     shutdown: { graceMs: shutdownGraceMs, timeoutMs: shutdownTimeoutMs },
     commerce: { currency },
   };

@@ -57,7 +57,20 @@ export async function testDatabaseEnv(engine: EngineName): Promise<TestDatabaseE
 }
 
 export function testConfig(env: Readonly<Record<string, string>> = {}): Config {
-  return loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', SHUTDOWN_GRACE_MS: '0', ...env });
+  return loadConfig({
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'silent',
+    SHUTDOWN_GRACE_MS: '0',
+    // Cheap hashing keeps hundreds of registrations fast; the production parameters have their own test.
+    ARGON2_MEMORY_KIB: '1024',
+    ARGON2_ITERATIONS: '1',
+    BCRYPT_COST: '4',
+    JWT_SECRET: 'test-secret-test-secret-test-secret-0123456789',
+    // Suites that test limits set their own; the rest must not trip over them.
+    RATE_LIMIT_MAX: '1000000',
+    AUTH_RATE_LIMIT_MAX: '1000000',
+    ...env,
+  });
 }
 
 /** Deletes every key under a prefix (tests only: SCAN is fine here, never in the service). */

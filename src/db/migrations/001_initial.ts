@@ -126,6 +126,13 @@ export async function up(db: AnyDb, engine: Engine): Promise<void> {
     .on('sessions')
     .columns(['user_id', 'created_at'])
     .execute();
+  // Every instance polls recent revocations (src/modules/auth/revocations.ts); only revoked rows are indexed.
+  await db.schema
+    .createIndex('sessions_revoked_at_idx')
+    .on('sessions')
+    .column('revoked_at')
+    .where(sql.ref('revoked_at'), 'is not', null)
+    .execute();
 
   await db.schema
     .createTable('refresh_tokens')

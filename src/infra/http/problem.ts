@@ -75,3 +75,15 @@ export function codeForStatus(status: number): ErrorCode {
       return status >= 500 ? Codes.INTERNAL : Codes.VALIDATION_FAILED;
   }
 }
+
+/** Response schemas for error statuses, all pointing at the shared Problem schema (for OpenAPI). */
+export function problemResponses(
+  ...statuses: number[]
+): Record<number, { $ref: string; description: string }> {
+  return Object.fromEntries(
+    statuses.map((status) => [status, { $ref: 'Problem#', description: STATUS_CODES[status] ?? 'Error' }]),
+  );
+}
+
+/** The schema of a bodiless 204. */
+export const noContent = { type: 'null', description: 'No content.' } as const;

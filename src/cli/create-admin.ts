@@ -1,0 +1,90 @@
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { pendingMigrations } from '../db/migrator.js';
+import { AppError } from '../lib/errors.js';
+import { createPasswordHasher } from '../modules/auth/passwords.js';
+import { createUser } from '../modules/users/users.service.js';
+import { CliError, runCli } from './run.js';
+
+/**
+ * `npm run user:create-admin -- --email a@example.com --username alice`
+ *
+ * The password is read from a hidden prompt on a terminal, or from the first line of stdin when
+ * piped (`printf '%s\n' "$PASSWORD" | npm run user:create-admin -- …`) — never from argv, which
+ * other users of the machine can read in the process list. There are no default accounts.
+ */
+
+async function readPassword(): Promise<string> {
+  if (!process.stdin.isTTY) {
+    const lines = createInterface({ input: process.stdin });
+    for await (const line of lines) {
+      lines.close();
+      return line;
+    }
+    throw new CliError('no password on stdin');
+  }
+  process.stderr.write('Password (input hidden): ');
+  process.stdin.setRawMode(true);
+  process.stdin.resume();
+  process.stdin.setEncoding('utf8');
+  return new Promise((resolve, reject) => {
+    let password = '';
+    process.stdin.on('data', (chunk: string) => {
+      for (const char of chunk) {
+        if (char === '\r' || char === '\n') {
+          process.stdin.setRawMode(false);
+          process.stdin.pause();
+          process.stderr.write('\n');
+          resolve(password);
+          return;
+        }
+        if (char === '\u0003') {
+          process.stdin.setRawMode(false);
+          reject(new CliError('cancelled'));
+          return;
+        }
+        if (char === '\u007f') password = password.slice(0, -1);
+        else password += char;
+      }
+    });
+  });
+}
+
+await runCli(async ({ db, engine }, config) => {
+  const { values } = parseArgs({
+    options: { email: { type: 'string' }, username: { type: 'string' } },
+    strict: true,
+  });
+  if (values.email === undefined || values.username === undefined) {
+    throw new CliError('usage: npm run user:create-admin -- --email <email> --username <username>');
+  }
+  if (values.email.length > 254 || !/^[^@\s]+@[^@\s]+$/.test(values.email))
+    throw new CliError('--email is not an email address');
+  if (!/^[A-Za-z0-9_.-]{3,50}$/.test(values.username)) {
+    throw new CliError('--username must be 3–50 letters, digits, _, . or -');
+  }
+  const pending = await pendingMigrations(db, engine);
+  if (pending.length > 0)
+    throw new CliError(`pending migrations (${pending.join(', ')}): run \`npm run db:migrate\` first`);
+
+  const password = await readPassword();
+  const length = [...password].length;
+  if (length < 8 || length > 128) throw new CliError('the password must be 8–128 characters');
+  try {
+    const user = await createUser(db, createPasswordHasher(config.auth), {
+      email: values.email,
+      username: values.username,
+      password,
+      role: 'admin',
+    });
+    console.log(`created admin ${user.username} <${user.email}> (${user.id})`);
+  } catch (err) {
+    if (err instanceof AppError) {
+      const details = err.options.errors
+        ?.map((e) => `${e.path.replace('/body/', '')} ${e.message}`)
+        .join('; ');
+      throw new CliError(`cannot create the admin: ${details ?? err.message}`);
+    }
+    throw err;
+  }
+});

@@ -1,0 +1,84 @@
+import type { Logger } from 'pino';
+import { Counter, type Registry } from 'prom-client';
+import type { Config } from '../../config.js';
+import type { Db } from '../../db/database.js';
+import type { CounterStore } from '../../infra/rate-limit/counter-store.js';
+import { createLoginLockout, type LoginLockout } from './lockout.js';
+import { createPasswordHasher, type PasswordHasher } from './passwords.js';
+import { createRevocationList, type RevocationList } from './revocations.js';
+import { createTokenService, type TokenService } from './tokens.js';
+
+export interface AuthMetrics {
+  readonly logins: Counter<'result'>;
+  readonly refreshes: Counter<'result'>;
+  readonly refreshReuse: Counter;
+  readonly revocations: Counter<'reason'>;
+  readonly lockouts: Counter;
+}
+
+/** Everything the auth and users services need, built once in the composition root. */
+export interface AuthDeps {
+  readonly db: Db;
+  readonly config: Config['auth'];
+  readonly passwords: PasswordHasher;
+  readonly tokens: TokenService;
+  readonly revocations: RevocationList;
+  readonly lockout: LoginLockout;
+  readonly metrics: AuthMetrics;
+  readonly logger: Logger;
+}
+
+export function createAuthMetrics(registry: Registry): AuthMetrics {
+  return {
+    logins: new Counter({
+      name: 'auth_logins_total',
+      help: 'Login attempts by result (success, failure, locked).',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    refreshes: new Counter({
+      name: 'auth_refreshes_total',
+      help: 'Refresh-token exchanges by result (success, invalid, reuse).',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    refreshReuse: new Counter({
+      name: 'auth_refresh_reuse_total',
+      help: 'Spent refresh tokens presented again (treated as theft: the session is revoked).',
+      registers: [registry],
+    }),
+    revocations: new Counter({
+      name: 'auth_session_revocations_total',
+      help: 'Sessions revoked, by reason.',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    lockouts: new Counter({
+      name: 'auth_lockouts_total',
+      help: 'Logins locked after repeated failures.',
+      registers: [registry],
+    }),
+  };
+}
+
+export function createAuthDeps(input: {
+  db: Db;
+  config: Config['auth'];
+  counters: CounterStore;
+  registry: Registry;
+  logger: Logger;
+}): AuthDeps {
+  return {
+    db: input.db,
+    config: input.config,
+    passwords: createPasswordHasher(input.config),
+    tokens: createTokenService(input.config),
+    revocations: createRevocationList(input.db, input.logger, {
+      // An access token lives at most this long, plus the clock tolerance of its verification.
+      retentionMs: (input.config.accessTokenTtlSeconds + 60) * 1000,
+    }),
+    lockout: createLoginLockout(input.counters, input.config),
+    metrics: createAuthMetrics(input.registry),
+    logger: input.logger,
+  };
+}

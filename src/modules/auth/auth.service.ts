@@ -1,0 +1,186 @@
+import { NotFoundError, UnauthenticatedError } from '../../lib/errors.js';
+import * as usersRepository from '../users/users.repository.js';
+import { createUser, tooManyAttempts } from '../users/users.service.js';
+import type { UserRow } from '../users/users.table.js';
+import type { AuthDeps } from './auth.deps.js';
+import * as sessionsRepository from './sessions.repository.js';
+import {
+  type ClientInfo,
+  issueRefreshToken,
+  revoke,
+  startSession,
+  type Tokens,
+  tokensFor,
+} from './sessions.service.js';
+import type { SessionRow } from './sessions.table.js';
+import { hashRefreshToken } from './tokens.js';
+
+/**
+ * Registration, login, refresh-token rotation with reuse detection, logout and session management.
+ * Every failure a client can cause is a coded 4xx; secrets never reach a log line.
+ */
+
+/** The one answer to every failed login: unknown account, wrong password or deactivated account. */
+function invalidCredentials(): UnauthenticatedError {
+  return new UnauthenticatedError('The login or password is not correct.');
+}
+
+function invalidRefreshToken(): UnauthenticatedError {
+  return new UnauthenticatedError('The refresh token is not valid.');
+}
+
+export async function register(
+  deps: AuthDeps,
+  input: { email: string; username: string; password: string },
+  client: ClientInfo,
+): Promise<{ user: UserRow; tokens: Tokens }> {
+  const { user, session, refreshToken } = await deps.db.transaction().execute(async (trx) => {
+    const created = await createUser(trx, deps.passwords, input);
+    return { user: created, ...(await startSession(trx, deps, created, client)) };
+  });
+  deps.logger.info({ event: 'user_registered', userId: user.id }, 'user registered');
+  return { user, tokens: await tokensFor(deps, user, session, refreshToken) };
+}
+
+export async function login(
+  deps: AuthDeps,
+  input: { login: string; password: string },
+  client: ClientInfo,
+): Promise<{ user: UserRow; tokens: Tokens }> {
+  const lockedFor = await deps.lockout.lockedFor(input.login);
+  if (lockedFor > 0) {
+    deps.metrics.logins.inc({ result: 'locked' });
+    throw tooManyAttempts(lockedFor);
+  }
+
+  const user = await usersRepository.findUserByLogin(deps.db, input.login);
+  // Unknown accounts cost one hash verification too, so timing does not tell them apart.
+  const passwordOk =
+    user === undefined
+      ? await deps.passwords.verifyNobody(input.password)
+      : await deps.passwords.verify(user.password_hash, input.password);
+
+  if (user === undefined || !passwordOk || user.deactivated_at !== null) {
+    deps.metrics.logins.inc({ result: 'failure' });
+    const lockout = await deps.lockout.recordFailure(input.login);
+    deps.logger.info(
+      {
+        event: 'login_failed',
+        userId: user?.id,
+        reason: user === undefined ? 'unknown_login' : !passwordOk ? 'wrong_password' : 'deactivated',
+        ip: client.ip,
+      },
+      'login failed',
+    );
+    if (lockout > 0) {
+      deps.metrics.lockouts.inc();
+      deps.logger.warn(
+        { event: 'login_locked', userId: user?.id, seconds: lockout, ip: client.ip },
+        'login locked',
+      );
+    }
+    throw invalidCredentials();
+  }
+
+  await deps.lockout.recordSuccess(input.login);
+  const rehash = deps.passwords.needsRehash(user.password_hash)
+    ? await deps.passwords.hash(input.password)
+    : undefined;
+  const now = new Date().toISOString();
+  const { session, refreshToken, updated } = await deps.db.transaction().execute(async (trx) => {
+    const changed = await usersRepository.updateUser(trx, user.id, {
+      last_login_at: now,
+      ...(rehash === undefined ? {} : { password_hash: rehash }),
+    });
+    return { updated: changed ?? user, ...(await startSession(trx, deps, user, client)) };
+  });
+  deps.metrics.logins.inc({ result: 'success' });
+  deps.logger.info(
+    {
+      event: 'login_succeeded',
+      userId: user.id,
+      sessionId: session.id,
+      rehashed: rehash !== undefined,
+      ip: client.ip,
+    },
+    'login succeeded',
+  );
+  return { user: updated, tokens: await tokensFor(deps, updated, session, refreshToken) };
+}
+
+type RotationOutcome =
+  | { kind: 'rotated'; user: UserRow; session: SessionRow; refreshToken: string }
+  | { kind: 'invalid' }
+  | { kind: 'reuse'; sessionId: string; userId: string };
+
+/**
+ * Exchanges a refresh token for a new pair, in one transaction. The presented token is spent by a
+ * conditional update, so of two concurrent uses exactly one succeeds. Presenting a spent token is
+ * treated as theft (RFC 9700 §4.14): the whole session — every token descended from that login —
+ * is revoked.
+ */
+export async function refresh(deps: AuthDeps, refreshToken: string): Promise<Tokens> {
+  const tokenHash = hashRefreshToken(refreshToken);
+  const now = new Date().toISOString();
+  const outcome = await deps.db.transaction().execute(async (trx): Promise<RotationOutcome> => {
+    const found = await sessionsRepository.findRefreshToken(trx, tokenHash);
+    if (found === undefined) return { kind: 'invalid' };
+    const { session } = found;
+    if (session.revoked_at !== null) return { kind: 'invalid' };
+    if (found.spent_at !== null) return { kind: 'reuse', sessionId: session.id, userId: session.user_id };
+    if (found.token_expires_at <= now || session.expires_at <= now) return { kind: 'invalid' };
+    if (!(await sessionsRepository.spendRefreshToken(trx, tokenHash, now))) {
+      return { kind: 'reuse', sessionId: session.id, userId: session.user_id };
+    }
+    const user = await usersRepository.findUserById(trx, session.user_id);
+    if (user === undefined || user.deactivated_at !== null) return { kind: 'invalid' };
+    await sessionsRepository.touchSession(trx, session.id, now);
+    return { kind: 'rotated', user, session, refreshToken: await issueRefreshToken(trx, deps, session) };
+  });
+
+  if (outcome.kind === 'reuse') {
+    deps.metrics.refreshes.inc({ result: 'reuse' });
+    deps.metrics.refreshReuse.inc();
+    deps.logger.warn(
+      { event: 'refresh_token_reuse', security: true, userId: outcome.userId, sessionId: outcome.sessionId },
+      'spent refresh token presented again: revoking the session',
+    );
+    await revoke(deps.db, deps, { sessionId: outcome.sessionId }, 'refresh_token_reuse');
+    throw invalidRefreshToken();
+  }
+  if (outcome.kind === 'invalid') {
+    deps.metrics.refreshes.inc({ result: 'invalid' });
+    throw invalidRefreshToken();
+  }
+  deps.metrics.refreshes.inc({ result: 'success' });
+  return tokensFor(deps, outcome.user, outcome.session, outcome.refreshToken);
+}
+
+/** Ends the session a refresh token belongs to. Unknown tokens are ignored: logout is idempotent. */
+export async function logout(deps: AuthDeps, refreshToken: string): Promise<void> {
+  const found = await sessionsRepository.findRefreshToken(deps.db, hashRefreshToken(refreshToken));
+  if (found !== undefined) await revoke(deps.db, deps, { sessionId: found.session.id }, 'logout');
+}
+
+export async function logoutAll(deps: AuthDeps, userId: string): Promise<void> {
+  await revoke(deps.db, deps, { userId }, 'logout_all');
+}
+
+export async function listSessions(deps: AuthDeps, userId: string, currentSessionId: string) {
+  const sessions = await sessionsRepository.listLiveSessions(deps.db, userId, new Date().toISOString());
+  return sessions.map((s) => ({
+    id: s.id,
+    createdAt: s.created_at,
+    lastUsedAt: s.last_used_at,
+    userAgent: s.user_agent,
+    ip: s.ip,
+    current: s.id === currentSessionId,
+  }));
+}
+
+/** Another user's session is indistinguishable from one that does not exist. */
+export async function revokeOwnSession(deps: AuthDeps, userId: string, sessionId: string): Promise<void> {
+  const session = await sessionsRepository.findSession(deps.db, sessionId);
+  if (session === undefined || session.user_id !== userId) throw new NotFoundError('No such session.');
+  await revoke(deps.db, deps, { sessionId }, 'revoked_by_user');
+}

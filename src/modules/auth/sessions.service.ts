@@ -1,0 +1,114 @@
+import { randomUUID } from 'node:crypto';
+import type { Db, Queryable } from '../../db/database.js';
+import type { UserRow } from '../users/users.table.js';
+import type { AuthDeps } from './auth.deps.js';
+import { insertRefreshToken, insertSession, revokeSessions } from './sessions.repository.js';
+import type { SessionRow } from './sessions.table.js';
+import { newRefreshToken } from './tokens.js';
+
+export interface ClientInfo {
+  readonly userAgent: string | undefined;
+  readonly ip: string;
+}
+
+export const revocationReasons = [
+  'logout',
+  'logout_all',
+  'revoked_by_user',
+  'password_changed',
+  'deactivated',
+  'role_changed',
+  'refresh_token_reuse',
+] as const;
+export type RevocationReason = (typeof revocationReasons)[number];
+
+export interface Tokens {
+  readonly sessionId: string;
+  readonly accessToken: string;
+  readonly refreshToken: string;
+  readonly expiresIn: number;
+  /** When the login ends at the latest (for the cookie's Max-Age). */
+  readonly sessionExpiresAt: string;
+}
+
+/** Starts a login: a new session (refresh-token family) with its first refresh token. */
+export async function startSession(
+  trx: Queryable,
+  deps: AuthDeps,
+  user: UserRow,
+  client: ClientInfo,
+): Promise<{ session: SessionRow; refreshToken: string }> {
+  const now = new Date();
+  const session = await insertSession(trx, {
+    id: randomUUID(),
+    user_id: user.id,
+    created_at: now.toISOString(),
+    last_used_at: now.toISOString(),
+    expires_at: new Date(now.getTime() + deps.config.refreshAbsoluteTtlSeconds * 1000).toISOString(),
+    revoked_at: null,
+    revoked_reason: null,
+    user_agent: client.userAgent?.slice(0, 512) ?? null,
+    ip: client.ip.slice(0, 64),
+  });
+  const refreshToken = await issueRefreshToken(trx, deps, session);
+  return { session, refreshToken };
+}
+
+/** A new refresh token of a session; it dies when unused for the idle lifetime or with the session. */
+export async function issueRefreshToken(
+  trx: Queryable,
+  deps: AuthDeps,
+  session: SessionRow,
+): Promise<string> {
+  const { token, hash } = newRefreshToken();
+  const idleEnd = Date.now() + deps.config.refreshIdleTtlSeconds * 1000;
+  await insertRefreshToken(trx, {
+    token_hash: hash,
+    session_id: session.id,
+    created_at: new Date().toISOString(),
+    expires_at: new Date(Math.min(idleEnd, Date.parse(session.expires_at))).toISOString(),
+    spent_at: null,
+  });
+  return token;
+}
+
+export async function tokensFor(
+  deps: AuthDeps,
+  user: UserRow,
+  session: SessionRow,
+  refreshToken: string,
+): Promise<Tokens> {
+  const { accessToken, expiresIn } = await deps.tokens.issueAccessToken({
+    userId: user.id,
+    sessionId: session.id,
+    role: user.role,
+    sessionExpiresAt: session.expires_at,
+  });
+  return {
+    sessionId: session.id,
+    accessToken,
+    refreshToken,
+    expiresIn,
+    sessionExpiresAt: session.expires_at,
+  };
+}
+
+/**
+ * Revokes sessions — and with them their access tokens: this instance refuses them at once, every
+ * other instance within a second (revocations.ts). Takes the database, not a transaction: the
+ * local revocation list must only learn what has been committed.
+ */
+export async function revoke(
+  db: Db,
+  deps: AuthDeps,
+  filter: { sessionId: string } | { userId: string; exceptSessionId?: string },
+  reason: RevocationReason,
+): Promise<string[]> {
+  const ids = await revokeSessions(db, filter, reason, new Date().toISOString());
+  deps.revocations.markRevoked(ids);
+  if (ids.length > 0) {
+    deps.metrics.revocations.inc({ reason }, ids.length);
+    deps.logger.info({ event: 'sessions_revoked', reason, sessionIds: ids, ...filter }, 'sessions revoked');
+  }
+  return ids;
+}

@@ -1,0 +1,135 @@
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyInstance } from 'fastify';
+import { noContent, problemResponses } from '../../infra/http/problem.js';
+import { NotFoundError } from '../../lib/errors.js';
+import { pageSchema } from '../../lib/pagination.js';
+import type { AuthDeps } from '../auth/auth.deps.js';
+import { authenticate, authOf, requireRole } from '../auth/authenticate.js';
+import {
+  AdminUpdateBody,
+  ChangePasswordBody,
+  ListUsersQuery,
+  UpdateMeBody,
+  UserIdParams,
+  UserSchema,
+} from './users.schema.js';
+import * as usersService from './users.service.js';
+
+/** `/api/users` (API.md): the caller's own account, and admin management of every account. */
+export function usersRoutes(scope: FastifyInstance, deps: AuthDeps): void {
+  const app = scope.withTypeProvider<TypeBoxTypeProvider>();
+  const requireAuth = authenticate(deps);
+  const adminOnly = [requireAuth, requireRole('admin')];
+  const tags = ['users'];
+  const security = [{ bearerAuth: [] }];
+
+  app.get(
+    '/me',
+    {
+      schema: { tags, security, response: { 200: UserSchema, ...problemResponses(401) } },
+      preHandler: requireAuth,
+    },
+    async (request) => usersService.toUser(await usersService.getUser(deps.db, authOf(request).userId)),
+  );
+
+  app.patch(
+    '/me',
+    {
+      schema: {
+        tags,
+        security,
+        body: UpdateMeBody,
+        response: { 200: UserSchema, ...problemResponses(400, 401, 409) },
+      },
+      preHandler: requireAuth,
+    },
+    async (request) =>
+      usersService.toUser(await usersService.updateProfile(deps.db, authOf(request).userId, request.body)),
+  );
+
+  app.post(
+    '/me/password',
+    {
+      schema: {
+        tags,
+        security,
+        body: ChangePasswordBody,
+        response: { 204: noContent, ...problemResponses(400, 401, 403, 429) },
+      },
+      preHandler: requireAuth,
+    },
+    async (request, reply) => {
+      await usersService.changePassword(
+        deps,
+        authOf(request),
+        request.body.currentPassword,
+        request.body.newPassword,
+      );
+      reply.code(204);
+    },
+  );
+
+  app.delete(
+    '/me',
+    {
+      schema: { tags, security, response: { 204: noContent, ...problemResponses(401) } },
+      preHandler: requireAuth,
+    },
+    async (request, reply) => {
+      await usersService.deactivate(deps, authOf(request).userId);
+      reply.code(204);
+    },
+  );
+
+  app.get(
+    '/',
+    {
+      schema: {
+        tags,
+        security,
+        querystring: ListUsersQuery,
+        response: { 200: pageSchema(UserSchema), ...problemResponses(400, 401, 403) },
+      },
+      preHandler: adminOnly,
+    },
+    async (request) => usersService.listUsers(deps.db, request.query),
+  );
+
+  app.get(
+    '/:id',
+    {
+      schema: {
+        tags,
+        security,
+        params: UserIdParams,
+        response: { 200: UserSchema, ...problemResponses(400, 401, 404) },
+      },
+      preHandler: requireAuth,
+    },
+    async (request) => {
+      const auth = authOf(request);
+      // Someone else's account answers exactly like an account that does not exist.
+      if (auth.role !== 'admin' && auth.userId !== request.params.id)
+        throw new NotFoundError('No such user.');
+      return usersService.toUser(await usersService.getUser(deps.db, request.params.id));
+    },
+  );
+
+  app.patch(
+    '/:id',
+    {
+      schema: {
+        tags,
+        security,
+        params: UserIdParams,
+        body: AdminUpdateBody,
+        response: { 200: UserSchema, ...problemResponses(400, 401, 403, 404, 409) },
+      },
+      preHandler: adminOnly,
+    },
+    async (request) =>
+      usersService.toUser(
+        await usersService.adminUpdate(deps, authOf(request).userId, request.params.id, request.body),
+      ),
+  );
+}

@@ -1,0 +1,189 @@
+import { randomUUID } from 'node:crypto';
+import type { Queryable } from '../../db/database.js';
+import { classifyDbError, violatedConstraint } from '../../lib/db-errors.js';
+import {
+  AppError,
+  ConflictError,
+  ErrorCode,
+  ForbiddenError,
+  NotFoundError,
+  ValidationError,
+} from '../../lib/errors.js';
+import { decodeCursor, type Page, toPage } from '../../lib/pagination.js';
+import type { AuthDeps } from '../auth/auth.deps.js';
+import { isCommonPassword } from '../auth/common-passwords.js';
+import type { PasswordHasher } from '../auth/passwords.js';
+import { revoke } from '../auth/sessions.service.js';
+import * as usersRepository from './users.repository.js';
+import type { User } from './users.schema.js';
+import type { UserRole, UserRow } from './users.table.js';
+
+export function toUser(row: UserRow): User {
+  return {
+    id: row.id,
+    email: row.email,
+    username: row.username,
+    role: row.role,
+    isActive: row.deactivated_at === null,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    lastLoginAt: row.last_login_at,
+  };
+}
+
+export function tooManyAttempts(retryAfterSeconds: number): AppError {
+  return new AppError(
+    429,
+    ErrorCode.RATE_LIMITED,
+    `Too many failed attempts; try again in ${retryAfterSeconds} s.`,
+    {
+      headers: { 'retry-after': String(retryAfterSeconds) },
+    },
+  );
+}
+
+/** Length is checked by the schema; here, what a schema cannot know. */
+export function assertAcceptablePassword(
+  password: string,
+  path: string,
+  context: { email?: string; username?: string },
+): void {
+  const lower = password.toLowerCase();
+  const reason = isCommonPassword(password)
+    ? 'is one of the most common passwords'
+    : context.email !== undefined && lower === context.email.toLowerCase()
+      ? 'must not be your email address'
+      : context.username !== undefined && lower === context.username.toLowerCase()
+        ? 'must not be your username'
+        : undefined;
+  if (reason !== undefined)
+    throw new ValidationError('Choose a less guessable password.', [{ path, message: reason }]);
+}
+
+/** Turns a unique violation on email or username into a 409 naming the field; rethrows the rest. */
+function conflictOrRethrow(err: unknown, bodyPath = '/body'): never {
+  if (classifyDbError(err) === 'unique_violation') {
+    const constraint = violatedConstraint(err) ?? '';
+    const field = constraint.includes('email')
+      ? 'email'
+      : constraint.includes('username')
+        ? 'username'
+        : undefined;
+    if (field !== undefined) {
+      throw new ConflictError(`That ${field} is already taken.`, [
+        { path: `${bodyPath}/${field}`, message: 'is already taken' },
+      ]);
+    }
+  }
+  throw err;
+}
+
+export async function createUser(
+  trx: Queryable,
+  passwords: PasswordHasher,
+  input: { email: string; username: string; password: string; role?: UserRole },
+): Promise<UserRow> {
+  assertAcceptablePassword(input.password, '/body/password', input);
+  const passwordHash = await passwords.hash(input.password);
+  try {
+    return await usersRepository.insertUser(trx, {
+      id: randomUUID(),
+      email: input.email.trim().toLowerCase(),
+      username: input.username,
+      password_hash: passwordHash,
+      role: input.role ?? 'customer',
+    });
+  } catch (err) {
+    conflictOrRethrow(err);
+  }
+}
+
+export async function getUser(db: Queryable, id: string): Promise<UserRow> {
+  const user = await usersRepository.findUserById(db, id);
+  if (user === undefined) throw new NotFoundError('No such user.');
+  return user;
+}
+
+export async function updateProfile(
+  db: Queryable,
+  userId: string,
+  changes: { email?: string; username?: string },
+): Promise<UserRow> {
+  try {
+    const updated = await usersRepository.updateUser(db, userId, {
+      ...(changes.email === undefined ? {} : { email: changes.email.trim().toLowerCase() }),
+      ...(changes.username === undefined ? {} : { username: changes.username }),
+    });
+    if (updated === undefined) throw new NotFoundError('No such user.');
+    return updated;
+  } catch (err) {
+    conflictOrRethrow(err);
+  }
+}
+
+/** Verifies the current password, stores the new one and ends every other session. */
+export async function changePassword(
+  deps: AuthDeps,
+  auth: { userId: string; sessionId: string },
+  currentPassword: string,
+  newPassword: string,
+): Promise<void> {
+  const user = await getUser(deps.db, auth.userId);
+  // A stolen access token must not become a way to guess the password: same lockout as login.
+  const locked = await deps.lockout.lockedFor(user.email);
+  if (locked > 0) throw tooManyAttempts(locked);
+  if (!(await deps.passwords.verify(user.password_hash, currentPassword))) {
+    await deps.lockout.recordFailure(user.email);
+    throw new ForbiddenError('The current password is not correct.');
+  }
+  assertAcceptablePassword(newPassword, '/body/newPassword', user);
+  const passwordHash = await deps.passwords.hash(newPassword);
+  await usersRepository.updateUser(deps.db, user.id, { password_hash: passwordHash });
+  await revoke(deps.db, deps, { userId: user.id, exceptSessionId: auth.sessionId }, 'password_changed');
+}
+
+/** Deactivates (never deletes) an account: its orders stay, its sessions end. */
+export async function deactivate(deps: AuthDeps, userId: string): Promise<void> {
+  await usersRepository.updateUser(deps.db, userId, { deactivated_at: new Date().toISOString() });
+  await revoke(deps.db, deps, { userId }, 'deactivated');
+}
+
+export async function adminUpdate(
+  deps: AuthDeps,
+  actorId: string,
+  userId: string,
+  changes: { role?: UserRole; isActive?: boolean },
+): Promise<UserRow> {
+  if (actorId === userId) {
+    // The last admin demoting or deactivating themselves would leave nobody to undo it.
+    throw new ConflictError('Admins cannot change their own role or status; ask another admin.');
+  }
+  const user = await getUser(deps.db, userId);
+  const roleChanged = changes.role !== undefined && changes.role !== user.role;
+  const deactivating = changes.isActive === false && user.deactivated_at === null;
+  const reactivating = changes.isActive === true && user.deactivated_at !== null;
+  if (!roleChanged && !deactivating && !reactivating) return user;
+  const updated = await usersRepository.updateUser(deps.db, userId, {
+    ...(roleChanged ? { role: changes.role } : {}),
+    ...(deactivating ? { deactivated_at: new Date().toISOString() } : {}),
+    ...(reactivating ? { deactivated_at: null } : {}),
+  });
+  if (updated === undefined) throw new NotFoundError('No such user.');
+  // Access tokens carry the role: end the sessions so no token keeps powers the user has lost.
+  if (deactivating) await revoke(deps.db, deps, { userId }, 'deactivated');
+  else if (roleChanged) await revoke(deps.db, deps, { userId }, 'role_changed');
+  return updated;
+}
+
+export async function listUsers(
+  db: Queryable,
+  query: { limit: number; cursor?: string; q?: string },
+): Promise<Page<User>> {
+  const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor, ['timestamp', 'uuid']);
+  const rows = await usersRepository.listUsers(db, {
+    limit: query.limit,
+    ...(after === undefined ? {} : { after: [after[0] ?? '', after[1] ?? ''] as const }),
+    ...(query.q === undefined ? {} : { q: query.q }),
+  });
+  return toPage(rows, query.limit, toUser, (row) => [row.created_at, row.id]);
+}
