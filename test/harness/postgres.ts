@@ -119,7 +119,7 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
   ]);
   if (init.status !== 0) throw new Error(`initdb failed:\n${init.output}`);
   const port = await freePort();
-  const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off`;
+  const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
   const pgCtl = (...args: string[]) => asPostgresUser(join(bin, 'pg_ctl'), ['-D', data, ...args]);
   const instance: ThrowawayPostgres = {
     port,
