@@ -152,7 +152,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.addSchema(ProblemSchema);
 
   await apiDocs(app, version);
-  metricsRoute(app, metrics, config.metrics.token);
+  // With a metrics port of its own, /metrics is served there only: on the shared main port a
+  // scrape would see one random worker's numbers (KNOWN-DEFECTS 9).
+  if (config.metrics.port === undefined) metricsRoute(app, metrics, config.metrics.token);
   healthRoutes(app, lifecycle, {
     database: () => database.ping(1000),
     cache: async () => {

@@ -57,6 +57,13 @@ export interface Config {
   };
   readonly metrics: {
     readonly token: string | undefined;
+    /**
+     * When set, each process serves /metrics on its own port (this + `instance`) instead of the main
+     * port: under PM2 every worker is scraped and the totals add up.
+     */
+    readonly port: number | undefined;
+    /** The worker number PM2 gives each cluster instance (NODE_APP_INSTANCE); 0 otherwise. */
+    readonly instance: number;
   };
   readonly auth: {
     /** HMAC key for access tokens (HS256). */
@@ -403,6 +410,21 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     'METRICS_TOKEN',
     'When set, /metrics requires `Authorization: Bearer <token>`.',
   );
+  const metricsPort = r.int(
+    'METRICS_PORT',
+    0,
+    0,
+    65535,
+    'Serve /metrics on this port plus the worker number (NODE_APP_INSTANCE) instead of the main port. 0: on the main port.',
+  );
+  const appInstance = r.int(
+    'NODE_APP_INSTANCE',
+    0,
+    0,
+    10_000,
+    'Worker number, set by PM2 in cluster mode (offsets METRICS_PORT); leave unset.',
+  );
+  if (metricsPort > 0 && metricsPort + appInstance > 65535) r.problem('METRICS_PORT + NODE_APP_INSTANCE exceeds 65535');
 
   const jwtSecretGiven = r.secret(
     'JWT_SECRET',
@@ -542,7 +564,11 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       authMax: authRateLimitMax,
       authWindowMs: authRateLimitWindowMs,
     },
-    metrics: { token: metricsToken },
+    metrics: {
+      token: metricsToken,
+      port: metricsPort === 0 ? undefined : metricsPort + appInstance,
+      instance: appInstance,
+    },
     auth: {
       jwtSecret: jwtSecretGiven ?? randomBytes(48).toString('base64'),
       jwtSecretGenerated: jwtSecretGiven === undefined,

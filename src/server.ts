@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import type { Config } from './config.js';
+import { startMetricsServer } from './infra/metrics.js';
 import { installGracefulShutdown } from './infra/shutdown.js';
 
 export interface ServerOptions {
@@ -26,6 +27,15 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   });
 
   installGracefulShutdown(app, config.shutdown);
+  const metricsPort = config.metrics.port;
+  if (metricsPort !== undefined) {
+    const metricsServer = await startMetricsServer(app.metrics, {
+      host: config.server.host,
+      port: metricsPort,
+      token: config.metrics.token,
+    });
+    app.addHook('onClose', () => metricsServer.close());
+  }
   await app.listen({ host: config.server.host, port: config.server.port });
 
   // Ready means able to serve: keep asking the database until it answers.

@@ -1,3 +1,4 @@
+import { createServer } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { secretsEqual } from '../lib/constant-time.js';
@@ -75,15 +76,57 @@ export function httpMetrics(app: FastifyInstance, metrics: Metrics): void {
   });
 }
 
-/** GET /metrics, behind a bearer token when one is configured. */
+/** Whether an Authorization header carries the metrics token (always, when none is configured). */
+export function metricsAuthorized(header: string | undefined, token: string | undefined): boolean {
+  if (token === undefined) return true;
+  const given = header?.startsWith('Bearer ') ? header.slice(7) : '';
+  return secretsEqual(given, token);
+}
+
+/** GET /metrics on the main port, behind a bearer token when one is configured. */
 export function metricsRoute(app: FastifyInstance, metrics: Metrics, token: string | undefined): void {
   app.get('/metrics', { schema: { hide: true }, config: { rateLimit: false } }, async (request, reply) => {
-    if (token !== undefined) {
-      const header = request.headers.authorization ?? '';
-      const given = header.startsWith('Bearer ') ? header.slice(7) : '';
-      if (!secretsEqual(given, token)) throw new UnauthenticatedError('A valid metrics token is required.');
+    if (!metricsAuthorized(request.headers.authorization, token)) {
+      throw new UnauthenticatedError('A valid metrics token is required.');
     }
     reply.type(metrics.registry.contentType);
     return metrics.registry.metrics();
   });
+}
+
+/**
+ * /metrics on a port of its own (METRICS_PORT + worker number): under PM2 each worker is scraped
+ * separately, because PM2 never runs our code in its master and prom-client cannot aggregate there.
+ */
+export async function startMetricsServer(
+  metrics: Metrics,
+  options: { host: string; port: number; token: string | undefined },
+): Promise<{ close(): Promise<void> }> {
+  const server = createServer((req, res) => {
+    if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found\n');
+      return;
+    }
+    if (!metricsAuthorized(req.headers.authorization, options.token)) {
+      res
+        .writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer' })
+        .end('Unauthorized\n');
+      return;
+    }
+    metrics.registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+      () => res.writeHead(500, { 'content-type': 'text/plain' }).end('Metrics unavailable\n'),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => resolve());
+  });
+  return {
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
 }

@@ -1,0 +1,238 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Pm2Cluster, startPm2Cluster } from '../harness/pm2.js';
+import { freePort } from '../harness/ports.js';
+import { redisUrl, skipUnless } from '../harness/services.js';
+import { type TestDatabaseEnv, testDatabaseEnv } from '../helper.js';
+import { type LoadRequest, type LoadResponse, send, startLoad } from '../support/load.js';
+
+/** Two consecutive free ports, for the per-worker metrics servers. */
+async function freePortPair(): Promise<number> {
+  for (;;) {
+    const base = await freePort();
+    if (base < 65535 && (await isFree(base + 1))) return base;
+  }
+}
+
+async function isFree(port: number): Promise<boolean> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+function metricTotal(text: string, name: string, filter: (labels: string) => boolean = () => true): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    const match = new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`).exec(line);
+    if (match !== null && filter(match[1] ?? '')) total += Number(match[2]);
+  }
+  return total;
+}
+
+/** A fresh client address for X-Forwarded-For (the cluster trusts loopback as its proxy). */
+function clientIp(): string {
+  const b = randomBytes(3);
+  return `10.${b[0]}.${b[1]}.${b[2]}`;
+}
+
+async function register(port: number): Promise<{ accessToken: string }> {
+  const name = `pm2${randomBytes(5).toString('hex')}`;
+  const res = await send(port, {
+    method: 'POST',
+    path: '/api/auth/register',
+    headers: { 'x-forwarded-for': clientIp() },
+    body: { email: `${name}@example.com`, username: name, password: 'a password for load tests' },
+  });
+  assert.equal(res.status, 201, res.body);
+  return JSON.parse(res.body);
+}
+
+describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
+  skip: await skipUnless('postgres', 'redis'),
+}, () => {
+  let database: TestDatabaseEnv;
+  let cluster: Pm2Cluster;
+  const rateLimit = 60;
+
+  before(async () => {
+    database = await testDatabaseEnv('postgres');
+    cluster = await startPm2Cluster({
+      instances: 2,
+      port: await freePort(),
+      metricsPort: await freePortPair(),
+      env: {
+        ...database.env,
+        REDIS_URL: redisUrl,
+        REDIS_KEY_PREFIX: `test:pm2:${randomBytes(4).toString('hex')}:`,
+        JWT_SECRET: randomBytes(48).toString('base64'),
+        LOG_LEVEL: 'warn',
+        SHUTDOWN_GRACE_MS: '500',
+        SHUTDOWN_TIMEOUT_MS: '8000',
+        ARGON2_MEMORY_KIB: '19456',
+        // Each simulated client sends its own X-Forwarded-For, so limits can be checked per client.
+        TRUST_PROXY: '127.0.0.1',
+        RATE_LIMIT_MAX: String(rateLimit),
+        AUTH_RATE_LIMIT_MAX: String(rateLimit),
+        LOGIN_MAX_FAILURES: '5',
+      },
+    });
+  });
+  after(async () => {
+    await cluster?.destroy();
+    await database?.cleanup();
+  });
+
+  test('the shipped ecosystem file runs two workers in cluster mode, each with its own metrics port', async () => {
+    const workers = await cluster.workers();
+    assert.equal(workers.length, 2);
+    assert.deepEqual(workers.map((w) => w.instance).sort(), [0, 1]);
+    assert.ok(workers.every((w) => w.status === 'online'));
+    for (const offset of [0, 1]) {
+      const res = await send(cluster.metricsPort + offset, { method: 'GET', path: '/metrics' });
+      assert.equal(res.status, 200);
+      assert.match(res.body, /http_requests_total|process_cpu_user_seconds_total/);
+    }
+    const main = await send(cluster.port, { method: 'GET', path: '/metrics' });
+    assert.equal(main.status, 404, 'not on the shared port, where one random worker would answer');
+  });
+
+  test('metrics add up: N requests spread over the workers → the scraped totals sum to N', async () => {
+    const count = (text: string) =>
+      metricTotal(text, 'http_requests_total', (l) => l.includes('route="/health"'));
+    const scrape = async () => {
+      let total = 0;
+      const perWorker: number[] = [];
+      for (const offset of [0, 1]) {
+        const n = count((await send(cluster.metricsPort + offset, { method: 'GET', path: '/metrics' })).body);
+        perWorker.push(n);
+        total += n;
+      }
+      return { total, perWorker };
+    };
+    const before = await scrape();
+    const requests = 400;
+    const load = startLoad({
+      port: cluster.port,
+      connections: 8,
+      next: () => ({ method: 'GET', path: '/health' }),
+    });
+    while (load.answered() < requests) await sleep(5);
+    const result = await load.stop();
+    const after = await scrape();
+    console.log(
+      `metrics: ${result.answered} requests; per worker ${after.perWorker.map((n, i) => n - (before.perWorker[i] ?? 0)).join(' + ')}`,
+    );
+    assert.deepEqual(result.failures, []);
+    assert.equal(after.total - before.total, result.answered);
+    assert.ok(
+      after.perWorker.every((n, i) => n > (before.perWorker[i] ?? 0)),
+      'both workers served requests',
+    );
+  });
+
+  test('limits add up across workers: a limit of L admits L requests in total, not 2L', async () => {
+    const ip = clientIp();
+    // New connection per request: PM2's master spreads them over both workers.
+    const statuses = await Promise.all(
+      Array.from({ length: rateLimit * 2 }, () =>
+        send(cluster.port, { method: 'GET', path: '/api/users/me', headers: { 'x-forwarded-for': ip } }).then(
+          (r) => r.status,
+        ),
+      ),
+    );
+    const admitted = statuses.filter((s) => s !== 429).length;
+    assert.equal(admitted, rateLimit, `admitted ${admitted} of ${statuses.length}`);
+  });
+
+  test('login lockout holds across workers', async () => {
+    const login = `${randomBytes(6).toString('hex')}@example.com`;
+    const attempt = () =>
+      send(cluster.port, {
+        method: 'POST',
+        path: '/api/auth/login',
+        headers: { 'x-forwarded-for': clientIp() },
+        body: { login, password: 'wrong password' },
+      }).then((r) => r.status);
+    const first = [];
+    for (let i = 0; i < 5; i++) first.push(await attempt());
+    assert.deepEqual(first, [401, 401, 401, 401, 401]);
+    assert.equal(await attempt(), 429);
+  });
+
+  test('reload under load, three times: no failed request, every acknowledged write is there', async () => {
+    const users = await Promise.all(Array.from({ length: 4 }, () => register(cluster.port)));
+    const acknowledged: string[] = [];
+    const next = (client: number, i: number): LoadRequest => {
+      const user = users[client % users.length];
+      const headers = { 'x-forwarded-for': clientIp() };
+      return i % 3 === 2
+        ? {
+            method: 'GET',
+            path: '/api/users/me',
+            headers: { ...headers, authorization: `Bearer ${user?.accessToken}` },
+          }
+        : { method: 'GET', path: '/health', headers };
+    };
+    const load = startLoad({
+      port: cluster.port,
+      connections: 8,
+      next,
+      onResponse: (req: LoadRequest, res: LoadResponse) => {
+        if (req.path === '/api/users/me' && res.status === 200) acknowledged.push(res.body);
+      },
+    });
+    const before = (await cluster.workers()).map((w) => w.pid).sort();
+    for (let i = 0; i < 3; i++) {
+      await sleep(700);
+      await cluster.reload();
+      await cluster.waitUntilServing();
+    }
+    await sleep(700);
+    const result = await load.stop();
+    const afterPids = (await cluster.workers()).map((w) => w.pid).sort();
+    console.log(
+      `reload under load: ${result.sent} requests in ${result.durationMs} ms, ${result.failures.length} failed, 3 reloads; statuses ${JSON.stringify(result.statuses)}`,
+    );
+    assert.notDeepEqual(afterPids, before, 'the workers were replaced');
+    assert.deepEqual(result.failures, []);
+    assert.equal(result.sent, result.answered);
+    assert.ok(result.answered > 200);
+    assert.ok(acknowledged.length > 0);
+  });
+
+  test('kill -9 of a worker under load: PM2 replaces it in seconds; only its in-flight requests fail', async () => {
+    const connections = 8;
+    const load = startLoad({
+      port: cluster.port,
+      connections,
+      next: () => ({ method: 'GET', path: '/health' }),
+    });
+    await sleep(500);
+    const [victim] = await cluster.workers();
+    assert.ok(victim);
+    const killedAt = Date.now();
+    process.kill(victim.pid, 'SIGKILL');
+    let recoveredMs = -1;
+    for (let i = 0; i < 200; i++) {
+      const workers = await cluster.workers();
+      if (workers.length === 2 && workers.every((w) => w.status === 'online' && w.pid !== victim.pid)) {
+        recoveredMs = Date.now() - killedAt;
+        break;
+      }
+      await sleep(50);
+    }
+    await cluster.waitUntilServing();
+    await sleep(500);
+    const result = await load.stop();
+    console.log(
+      `crash: worker ${victim.pid} killed; replaced in ${recoveredMs} ms; ${result.sent} requests, ${result.failures.length} failed (${result.failures.map((f) => f.error).join(', ')})`,
+    );
+    assert.ok(recoveredMs >= 0 && recoveredMs < 10_000, `recovered in ${recoveredMs} ms`);
+    assert.ok(result.failures.length <= connections, 'at most the requests in flight, one per connection');
+  });
+});
