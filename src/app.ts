@@ -4,7 +4,12 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { migrateToLatest } from './db/migrator.js';
+import { type Cache, createCache } from './infra/cache/cache.js';
+import { createMemoryCacheBackend } from './infra/cache/memory-backend.js';
+import { createCacheMetrics } from './infra/cache/metrics.js';
+import { createRedisCacheBackend } from './infra/cache/redis-backend.js';
 import { createDatabase, type DatabaseHandle } from './infra/database.js';
+import { registerDatabasePoolMetrics } from './infra/database-metrics.js';
 import { apiDocs } from './infra/docs.js';
 import { cors } from './infra/http/cors.js';
 import { errorHandling, handleFrameworkError } from './infra/http/errors.js';
@@ -27,6 +32,12 @@ import { staticFiles } from './infra/static-files.js';
 import { createAuthDeps } from './modules/auth/auth.deps.js';
 import { authRoutes } from './modules/auth/auth.routes.js';
 import { healthRoutes } from './modules/health/health.routes.js';
+import { createIdempotencyCleanup } from './modules/idempotency/idempotency.cleanup.js';
+import { createOrderMetrics } from './modules/orders/orders.metrics.js';
+import { ordersRoutes } from './modules/orders/orders.routes.js';
+import type { OrdersDeps } from './modules/orders/orders.service.js';
+import { createProductCache } from './modules/products/products.cache.js';
+import { type CatalogDeps, productsRoutes } from './modules/products/products.routes.js';
 import { usersRoutes } from './modules/users/users.routes.js';
 
 import './infra/http/auth-context.js';
@@ -39,6 +50,7 @@ declare module 'fastify' {
     metrics: Metrics;
     lifecycle: Lifecycle;
     counters: CounterStore;
+    cache: Cache;
   }
 }
 
@@ -106,6 +118,37 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     registry: metrics.registry,
     logger: logger.child({ component: 'auth' }),
   });
+  // The cache: in-process by default (per process), Redis when configured (shared by every instance).
+  const cacheBackend =
+    redis === undefined ? createMemoryCacheBackend(config.cache.maxEntries) : createRedisCacheBackend(redis);
+  const cache = createCache(cacheBackend, {
+    metrics: createCacheMetrics(metrics.registry, cacheBackend.kind),
+    logger: logger.child({ component: 'cache' }),
+  });
+  registerDatabasePoolMetrics(metrics.registry, database);
+  const catalog: CatalogDeps = {
+    db: database.db,
+    currency: config.commerce.currency,
+    cache: createProductCache(cache, {
+      productSeconds: config.cache.productTtlSeconds,
+      listSeconds: config.cache.productListTtlSeconds,
+    }),
+  };
+  const orders: OrdersDeps = {
+    db: database.db,
+    currency: config.commerce.currency,
+    products: catalog.cache,
+    idempotency: {
+      ttlMs: config.idempotency.ttlHours * 3_600_000,
+      lockMs: config.idempotency.lockSeconds * 1000,
+    },
+    metrics: createOrderMetrics(metrics.registry),
+  };
+  const idempotencyCleanup = createIdempotencyCleanup(
+    database.db,
+    config.idempotency.cleanupIntervalSeconds * 1000,
+    logger.child({ component: 'idempotency' }),
+  );
   if (config.auth.jwtSecretGenerated) {
     logger.warn(
       'JWT_SECRET is not set: using a random key; tokens end with this process and work only in it',
@@ -118,10 +161,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('metrics', metrics);
   app.decorate('lifecycle', lifecycle);
   app.decorate('counters', counters);
+  app.decorate('cache', cache);
   app.decorateRequest('auth', null);
   app.addHook('onReady', () => auth.revocations.start());
+  app.addHook('onReady', async () => idempotencyCleanup.start());
   app.addHook('onClose', async () => {
     await auth.revocations.stop();
+    await idempotencyCleanup.stop();
     await redis?.close();
     await database.close();
   });
@@ -157,11 +203,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   if (config.metrics.port === undefined) metricsRoute(app, metrics, config.metrics.token);
   healthRoutes(app, lifecycle, {
     database: () => database.ping(1000),
-    cache: async () => {
-      if (redis === undefined) return 'up';
-      await redis.ping(500);
-      return 'up';
-    },
+    cache: () => cache.status(),
   });
   await staticFiles(app, config.server.staticDir);
 
@@ -179,6 +221,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       };
       await api.register(async (scope) => authRoutes(scope, auth, authLimit), { prefix: '/auth' });
       await api.register(async (scope) => usersRoutes(scope, auth), { prefix: '/users' });
+      await api.register(async (scope) => productsRoutes(scope, auth, catalog), { prefix: '/products' });
+      await api.register(async (scope) => ordersRoutes(scope, auth, orders), { prefix: '/orders' });
       await options.extendApi?.(api);
     },
     { prefix: '/api' },

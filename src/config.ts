@@ -94,6 +94,18 @@ export interface Config {
   readonly commerce: {
     readonly currency: string;
   };
+  readonly cache: {
+    /** Bound of the in-process cache (per process); unused when the cache is Redis. */
+    readonly maxEntries: number;
+    readonly productTtlSeconds: number;
+    readonly productListTtlSeconds: number;
+  };
+  readonly idempotency: {
+    readonly ttlHours: number;
+    readonly lockSeconds: number;
+    /** 0: no periodic cleanup in the service (run the CLI instead). */
+    readonly cleanupIntervalSeconds: number;
+  };
 }
 
 export interface VariableDoc {
@@ -424,7 +436,8 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     10_000,
     'Worker number, set by PM2 in cluster mode (offsets METRICS_PORT); leave unset.',
   );
-  if (metricsPort > 0 && metricsPort + appInstance > 65535) r.problem('METRICS_PORT + NODE_APP_INSTANCE exceeds 65535');
+  if (metricsPort > 0 && metricsPort + appInstance > 65535)
+    r.problem('METRICS_PORT + NODE_APP_INSTANCE exceeds 65535');
 
   const jwtSecretGiven = r.secret(
     'JWT_SECRET',
@@ -530,6 +543,49 @@ function read(env: Env): { config: Config; reader: EnvReader } {
   if (!/^[A-Z]{3}$/.test(currency))
     r.problem(`CURRENCY must be a three-letter ISO 4217 code (got "${currency}")`);
 
+  const cacheMaxEntries = r.int(
+    'CACHE_MAX_ENTRIES',
+    10_000,
+    100,
+    10_000_000,
+    'Entries the in-process cache keeps (least recently used go first). Each process has its own; with `REDIS_URL` the cache is in Redis instead.',
+  );
+  const cacheProductTtlSeconds = r.int(
+    'CACHE_PRODUCT_TTL_SECONDS',
+    300,
+    1,
+    86_400,
+    'Longest a cached product lives. Writes invalidate it at once; the TTL only bounds memory and a missed invalidation.',
+  );
+  const cacheProductListTtlSeconds = r.int(
+    'CACHE_PRODUCT_LIST_TTL_SECONDS',
+    60,
+    1,
+    86_400,
+    'Longest a cached page of the product list lives (also invalidated by every product or stock change).',
+  );
+  const idempotencyTtlHours = r.int(
+    'IDEMPOTENCY_KEY_TTL_HOURS',
+    24,
+    24,
+    8760,
+    'How long an `Idempotency-Key` and the response it produced are kept (at least 24 h).',
+  );
+  const idempotencyLockSeconds = r.int(
+    'IDEMPOTENCY_LOCK_SECONDS',
+    60,
+    5,
+    3600,
+    'While the first request with an `Idempotency-Key` runs, repeats get 409; if it crashed, the key is taken over after this long.',
+  );
+  const idempotencyCleanupIntervalSeconds = r.int(
+    'IDEMPOTENCY_CLEANUP_INTERVAL_SECONDS',
+    3600,
+    0,
+    86_400,
+    'How often each process deletes expired idempotency keys (0: never; run `npm run idempotency:cleanup` instead).',
+  );
+
   const config: Config = {
     env: nodeEnv,
     server: {
@@ -587,6 +643,16 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     },
     shutdown: { graceMs: shutdownGraceMs, timeoutMs: shutdownTimeoutMs },
     commerce: { currency },
+    cache: {
+      maxEntries: cacheMaxEntries,
+      productTtlSeconds: cacheProductTtlSeconds,
+      productListTtlSeconds: cacheProductListTtlSeconds,
+    },
+    idempotency: {
+      ttlHours: idempotencyTtlHours,
+      lockSeconds: idempotencyLockSeconds,
+      cleanupIntervalSeconds: idempotencyCleanupIntervalSeconds,
+    },
   };
   return { config, reader: r };
 }

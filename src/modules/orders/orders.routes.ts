@@ -1,0 +1,200 @@
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { jsonContentType, serializeWithSchema } from '../../infra/cache/representation.js';
+import { problem, problemContentType, problemResponses } from '../../infra/http/problem.js';
+import { AppError } from '../../lib/errors.js';
+import { pageSchema } from '../../lib/pagination.js';
+import type { AuthDeps } from '../auth/auth.deps.js';
+import { authenticate, authOf, requireRole } from '../auth/authenticate.js';
+import * as idempotency from '../idempotency/idempotency.service.js';
+import {
+  CreateOrderBody,
+  CreateOrderHeaders,
+  ListOrdersQuery,
+  OrderIdParams,
+  OrderSchema,
+  UpdateOrderBody,
+} from './orders.schema.js';
+import * as ordersService from './orders.service.js';
+
+const idempotencyScope = 'POST /api/orders';
+
+/**
+ * POST with an Idempotency-Key: claim the key, then place the order and store its exact response
+ * bytes in the same transaction, and send those bytes. A business refusal (4xx) is stored and
+ * replayed too; a 5xx releases the key so a retry starts afresh.
+ */
+async function placeIdempotently(
+  deps: ordersService.OrdersDeps,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  key: string,
+  lines: readonly ordersService.OrderLine[],
+): Promise<FastifyReply> {
+  const { userId } = authOf(request);
+  const begun = await idempotency.begin(
+    deps.db,
+    {
+      userId,
+      key,
+      scope: idempotencyScope,
+      fingerprint: idempotency.fingerprint(ordersService.orderRequestOf(lines)),
+    },
+    deps.idempotency,
+  );
+  if (begun.kind === 'replay') {
+    deps.metrics.replayed.inc();
+    return reply
+      .code(begun.status)
+      .header('idempotent-replayed', 'true')
+      .type(begun.status < 400 ? jsonContentType : problemContentType)
+      .send(begun.body);
+  }
+  const { hold } = begun;
+  let body = '';
+  try {
+    await ordersService.placeOrder(deps, userId, lines, async (trx, order) => {
+      body = serializeWithSchema(reply, 201, order);
+      await idempotency.complete(trx, hold, { status: 201, body }, deps.idempotency);
+    });
+  } catch (err) {
+    if (
+      err instanceof AppError &&
+      err.status < 500 &&
+      !(err instanceof idempotency.IdempotencyKeyInUseError)
+    ) {
+      const refusal = serializeWithSchema(
+        reply,
+        err.status,
+        problem(err.status, err.code, err.message, request.id, err.options.errors),
+      );
+      await idempotency
+        .complete(deps.db, hold, { status: err.status, body: refusal }, deps.idempotency)
+        .catch(async (storeErr: unknown) => {
+          // Not stored (hold lost, or the database failed): a retry will run the request again.
+          request.log.warn({ err: storeErr }, 'could not store the idempotent response');
+          await idempotency.release(deps.db, hold).catch(() => {});
+        });
+      deps.metrics.failed.inc({ reason: ordersService.failureReason(err) });
+      return reply.code(err.status).type(problemContentType).send(refusal);
+    }
+    if (!(err instanceof idempotency.IdempotencyKeyInUseError)) {
+      await idempotency.release(deps.db, hold).catch((releaseErr: unknown) => {
+        request.log.warn(
+          { err: releaseErr },
+          'could not release the idempotency key; it frees itself when its lock expires',
+        );
+      });
+    }
+    throw err;
+  }
+  deps.metrics.created.inc();
+  return reply.code(201).type(jsonContentType).send(body);
+}
+
+/** `/api/orders` (API.md). */
+export function ordersRoutes(scope: FastifyInstance, auth: AuthDeps, deps: ordersService.OrdersDeps): void {
+  const app = scope.withTypeProvider<TypeBoxTypeProvider>();
+  const requireAuth = authenticate(auth);
+  const tags = ['orders'];
+  const security = [{ bearerAuth: [] }];
+
+  app.post(
+    '/',
+    {
+      schema: {
+        tags,
+        security,
+        description:
+          'Places an order: stock is taken and prices are read in one transaction. Unknown or archived product → 422 (`VALIDATION_FAILED`, the line in `errors[].path`); not enough stock → 409 `INSUFFICIENT_STOCK`. Lines are answered in productId order. An `Idempotency-Key` identifies the request by its lines, in any order.',
+        headers: CreateOrderHeaders,
+        body: CreateOrderBody,
+        response: { 201: OrderSchema, ...problemResponses(400, 401, 409, 422, 503) },
+      },
+      preHandler: requireAuth,
+    },
+    async (request, reply) => {
+      try {
+        const lines = ordersService.orderLines(request.body.items);
+        const key = request.headers['idempotency-key'];
+        if (key !== undefined) return await placeIdempotently(deps, request, reply, key, lines);
+        const order = await ordersService.placeOrder(deps, authOf(request).userId, lines);
+        deps.metrics.created.inc();
+        reply.code(201);
+        return order;
+      } catch (err) {
+        deps.metrics.failed.inc({ reason: ordersService.failureReason(err) });
+        throw err;
+      }
+    },
+  );
+
+  app.get(
+    '/',
+    {
+      schema: {
+        tags,
+        security,
+        description: 'The caller’s orders, newest first; admins see everyone’s and may filter by `userId`.',
+        querystring: ListOrdersQuery,
+        response: { 200: pageSchema(OrderSchema), ...problemResponses(400, 401, 403) },
+      },
+      preHandler: requireAuth,
+    },
+    async (request) => ordersService.listOrders(deps.db, authOf(request), request.query),
+  );
+
+  app.get(
+    '/:id',
+    {
+      schema: {
+        tags,
+        security,
+        params: OrderIdParams,
+        response: { 200: OrderSchema, ...problemResponses(400, 401, 404) },
+      },
+      preHandler: requireAuth,
+    },
+    async (request) => ordersService.getOrder(deps.db, authOf(request), request.params.id.toLowerCase()),
+  );
+
+  app.post(
+    '/:id/cancel',
+    {
+      schema: {
+        tags,
+        security,
+        description: 'Owner or admin: `pending` or `paid` → `cancelled`, stock returned; otherwise 409.',
+        params: OrderIdParams,
+        response: { 200: OrderSchema, ...problemResponses(400, 401, 404, 409) },
+      },
+      preHandler: requireAuth,
+    },
+    async (request) => {
+      const caller = authOf(request);
+      return ordersService.transition(
+        deps,
+        request.params.id.toLowerCase(),
+        'cancelled',
+        caller.role === 'admin' ? undefined : caller.userId,
+      );
+    },
+  );
+
+  app.patch(
+    '/:id',
+    {
+      schema: {
+        tags,
+        security,
+        description:
+          'Admin: `pending → paid → shipped → delivered`, or `pending`/`paid` → `cancelled` (stock returned); any other move → 409 `INVALID_STATE_TRANSITION`.',
+        params: OrderIdParams,
+        body: UpdateOrderBody,
+        response: { 200: OrderSchema, ...problemResponses(400, 401, 403, 404, 409) },
+      },
+      preHandler: [requireAuth, requireRole('admin')],
+    },
+    async (request) => ordersService.transition(deps, request.params.id.toLowerCase(), request.body.status),
+  );
+}
