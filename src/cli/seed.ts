@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { migrateToLatest, pendingMigrations } from '../db/migrator.js';
 import { formatCents } from '../lib/money.js';
+import { insertProductsSkippingExisting } from '../modules/products/products.repository.js';
 import { CliError, runCli } from './run.js';
 
 /**
@@ -43,12 +44,8 @@ await runCli(async ({ db, engine }, config) => {
   let inserted = 0;
   for (let start = 1; start <= 1000; start += 100) {
     const rows = Array.from({ length: 100 }, (_, i) => ({ id: randomUUID(), ...demoProduct(start + i) }));
-    const result = await db
-      .insertInto('products')
-      .values(rows)
-      .onConflict((oc) => oc.column('sku').doNothing())
-      .executeTakeFirst();
-    inserted += Number(result.numInsertedOrUpdatedRows ?? 0);
+    // Existing skus are skipped, so the command is idempotent and never undoes an admin's edits.
+    inserted += await insertProductsSkippingExisting(db, rows);
   }
   console.log(`${engine}: seeded ${inserted} new demo products (1,000 in the demo catalog)`);
 });
