@@ -134,12 +134,11 @@ export function createCache(backend: CacheBackend, options: CacheOptions): Cache
       flights.set(entry.scope, byId);
     }
     byId.set(id, promise);
-    // Kept until the next turn of the event loop: a lookup answered just before the store (in the
-    // same batch of replies) still joins this load instead of starting a second one.
-    promise.then(
-      () => setImmediate(() => forget(entry.scope, id, promise)),
-      () => forget(entry.scope, id, promise),
-    );
+    // A stamped load is kept until the next turn of the event loop: a lookup answered just before
+    // the store (in the same batch of replies) still joins it instead of starting a second load.
+    // Without a stamp, nothing says a later caller may have this result: forget it at once.
+    const done = () => forget(entry.scope, id, promise);
+    promise.then(stamp === undefined ? done : () => setImmediate(done), done);
     return promise;
   }
 
