@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { SignJWT } from 'jose';
+import { jwtVerify, SignJWT } from 'jose';
 import { createTokenService, newRefreshToken } from '../../src/modules/auth/tokens.js';
 import { testConfig } from '../helper.js';
 
@@ -64,6 +64,19 @@ describe('access tokens', () => {
     assert.equal(body.exp - body.iat, 900);
   });
 
+  test('standard JWTs: an independent library verifies ours, and we accept its correctly made ones', async () => {
+    const { payload, protectedHeader } = await jwtVerify(await valid(), key, {
+      algorithms: ['HS256'],
+      typ: 'at+jwt',
+      issuer: config.issuer,
+      audience: config.audience,
+    });
+    assert.equal(protectedHeader.alg, 'HS256');
+    assert.equal(payload.sid, 's-1');
+    const theirs = await new SignJWT(claims()).setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' }).sign(key);
+    assert.equal((await tokens.verifyAccessToken(theirs)).sessionId, 's-1');
+  });
+
   test('never outlives its session', async () => {
     const soon = new Date(Date.now() + 60_000).toISOString();
     const { expiresIn } = await tokens.issueAccessToken({
@@ -108,6 +121,8 @@ describe('access tokens', () => {
     const { exp: _exp, ...noExp } = claims();
     await rejected(await sign(noExp));
     await rejected(await sign(claims({ role: 'superuser' })));
+    await rejected(await sign(claims({ iat: now + 3600, exp: now + 4000 })));
+    await rejected(await sign(claims({ sub: 42 })));
   });
 
   test('garbage and refresh tokens are refused', async () => {
