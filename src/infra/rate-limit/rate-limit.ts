@@ -22,6 +22,8 @@ declare module 'fastify' {
  * prefix of an IPv6 one (a single host can use its whole /64). IPv4-mapped IPv6 becomes IPv4.
  */
 export function clientKey(ip: string): string {
+  // Cheap tests first: this runs on every request, and isIPv6() is a large regular expression.
+  if (!ip.includes(':')) return ip;
   if (ip.startsWith('::ffff:') && ip.includes('.')) return ip.slice(7);
   if (!isIPv6(ip)) return ip;
   const [head = '', tail = ''] = ip.split('::');
