@@ -7,6 +7,7 @@ import { decodeCursor, type Page, toPage } from '../../lib/pagination.js';
 import type { IdempotencySettings } from '../idempotency/idempotency.service.js';
 import { IdempotencyKeyInUseError, IdempotencyKeyReusedError } from '../idempotency/idempotency.service.js';
 import type { ProductCache } from '../products/products.cache.js';
+import { pageLimit } from '../products/products.schema.js';
 import type { OrderFailureReason, OrderMetrics } from './orders.metrics.js';
 import * as ordersRepository from './orders.repository.js';
 import type { ListOrdersQuery, Order } from './orders.schema.js';
@@ -201,14 +202,15 @@ export async function listOrders(
     throw new ForbiddenError('Only admins can list other users’ orders.');
   }
   const userId = auth.role === 'admin' ? requested : auth.userId;
+  const limit = pageLimit(query.limit);
   const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor, ['timestamp', 'uuid']);
   const rows = await ordersRepository.listOrders(db, {
-    limit: query.limit,
+    limit,
     ...(userId === undefined ? {} : { userId }),
     ...(query.status === undefined ? {} : { status: query.status }),
     ...(after === undefined ? {} : { after: [after[0] ?? '', (after[1] ?? '').toLowerCase()] as const }),
   });
-  const pageRows = rows.slice(0, query.limit);
+  const pageRows = rows.slice(0, limit);
   const items = await ordersRepository.findOrderItems(
     db,
     pageRows.map((row) => row.id),
@@ -221,7 +223,7 @@ export async function listOrders(
   }
   return toPage(
     rows,
-    query.limit,
+    limit,
     (row) => toOrder(row, byOrder.get(row.id) ?? []),
     (row) => [row.created_at, row.id],
   );

@@ -1,4 +1,5 @@
 import { type Static, Type } from 'typebox';
+import { ValidationError } from '../../lib/errors.js';
 import { pageQueryProperties } from '../../lib/pagination.js';
 
 /**
@@ -83,6 +84,19 @@ export const UpdateProductBody = Type.Object(
 export type UpdateProductInput = Static<typeof UpdateProductBody>;
 
 export const ProductIdParams = Type.Object({ id: IdSchema }, { additionalProperties: false });
+
+/**
+ * The page size, once more: Ajv coerces `?limit=1e309` to Infinity and then skips `maximum` for
+ * non-finite numbers, so the schema alone lets it through (and the database rejects it: a 500).
+ */
+export function pageLimit(limit: number): number {
+  if (!Number.isSafeInteger(limit)) {
+    throw new ValidationError('The request is not valid.', [
+      { path: '/querystring/limit', message: 'must be <= 100' },
+    ]);
+  }
+  return limit;
+}
 
 export const ListProductsQuery = Type.Object({
   ...pageQueryProperties,

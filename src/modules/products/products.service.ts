@@ -9,6 +9,7 @@ import {
   type CreateProductInput,
   type ListProductsQuery,
   type Product,
+  pageLimit,
   skuRegExp,
   type UpdateProductInput,
 } from './products.schema.js';
@@ -118,7 +119,7 @@ export function productListing(query: ListProductsQuery): ProductListing {
     if (afterSku === undefined || !skuRegExp.test(afterSku)) throw invalidCursor();
   }
   return {
-    limit: query.limit,
+    limit: pageLimit(query.limit),
     ...(afterSku === undefined ? {} : { afterSku }),
     ...(query.q === undefined ? {} : { q: query.q.toLowerCase() }),
     ...(query.minPrice === undefined ? {} : { minPrice: normalizeAmount(query.minPrice) }),
