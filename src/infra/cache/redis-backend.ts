@@ -63,9 +63,11 @@ export function createRedisCacheBackend(redis: RedisHandle): CacheBackend {
       const [stamp, stored] = await redis.run((c) =>
         c.cacheLookup(globalKey, scopeKey(scope), entryKey(key), token(), generationTtlMs),
       );
-      if (stored !== null && stored.length > stamp.length && stored.startsWith(stamp)) {
-        if (stored.charCodeAt(stamp.length) === 10) {
+      if (stored?.startsWith(stamp) && stored.charCodeAt(stamp.length) === 10) {
+        try {
           return { hit: true, value: JSON.parse(stored.slice(stamp.length + 1)) };
+        } catch {
+          // Not ours or damaged: a miss, and the load overwrites it.
         }
       }
       return { hit: false, stamp };
