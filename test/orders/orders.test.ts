@@ -405,6 +405,29 @@ for (const engine of engines) {
       assert.equal(await unitsHeld(app, p.id), 0);
     });
 
+    test('a customer who deletes their account keeps their orders on record (KNOWN-DEFECTS 17)', async () => {
+      const leaver = await registerUser(app);
+      const p = await product({ stock: 3 });
+      const order = (await placeOrder(app, leaver, [{ productId: p.id, quantity: 1 }])).json();
+      const deleted = await app.inject({
+        method: 'DELETE',
+        url: '/api/users/me',
+        headers: bearer(leaver.accessToken),
+      });
+      assert.equal(deleted.statusCode, 204);
+      const kept = await getOrder(admin, order.id);
+      assert.equal(kept.statusCode, 200);
+      assert.deepEqual(kept.json(), order);
+      const listed = await app.inject({
+        url: `/api/orders?userId=${leaver.user.id}`,
+        headers: bearer(admin.accessToken),
+      });
+      assert.deepEqual(
+        listed.json().items.map((o: { id: string }) => o.id),
+        [order.id],
+      );
+    });
+
     test('archived products keep their past orders readable', async () => {
       const p = await product({ stock: 2 });
       const order = (await placeOrder(app, alice, [{ productId: p.id, quantity: 1 }])).json();
