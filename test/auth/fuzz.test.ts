@@ -50,7 +50,9 @@ describe('auth and users routes under generated input', () => {
   const query = fc
     .record({ q: nastyValue, limit: nastyValue, cursor: nastyValue }, { requiredKeys: [] })
     .map((q) =>
-      new URLSearchParams(Object.entries(q).map(([k, v]): [string, string] => [k, String(v)])).toString(),
+      new URLSearchParams(
+        Object.entries(q).map(([k, v]): [string, string] => [k, typeof v === 'string' ? v : String(JSON.stringify(v))]),
+      ).toString(),
     );
 
   const cases: Array<[string, () => fc.Arbitrary<InjectOptions>]> = [

@@ -151,7 +151,7 @@ for (const engine of engines) {
         assert.equal(res.statusCode, 400, forged);
         assert.equal(res.json().code, 'VALIDATION_FAILED');
       }
-      for (const limit of ['0', '101', 'abc']) {
+      for (const limit of ['0', '101', 'abc', '1e309', 'Infinity', '-Infinity', 'NaN', '2.5']) {
         assert.equal(
           (await app.inject({ url: `/api/users?limit=${limit}`, headers: bearer(admin.accessToken) }))
             .statusCode,
