@@ -7,6 +7,7 @@ import { migrateToLatest } from './db/migrator.js';
 import { type Cache, createCache } from './infra/cache/cache.js';
 import { createMemoryCacheBackend } from './infra/cache/memory-backend.js';
 import { createCacheMetrics } from './infra/cache/metrics.js';
+import { createNoCacheBackend } from './infra/cache/none-backend.js';
 import { createRedisCacheBackend } from './infra/cache/redis-backend.js';
 import { createDatabase, type DatabaseHandle } from './infra/database.js';
 import { registerDatabasePoolMetrics } from './infra/database-metrics.js';
@@ -119,8 +120,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logger: logger.child({ component: 'auth' }),
   });
   // The cache: in-process by default (per process), Redis when configured (shared by every instance).
-  const cacheBackend =
-    redis === undefined ? createMemoryCacheBackend(config.cache.maxEntries) : createRedisCacheBackend(redis);
+  const cacheBackend = !config.cache.enabled
+    ? createNoCacheBackend()
+    : redis === undefined
+      ? createMemoryCacheBackend(config.cache.maxEntries)
+      : createRedisCacheBackend(redis);
   const cache = createCache(cacheBackend, {
     metrics: createCacheMetrics(metrics.registry, cacheBackend.kind),
     logger: logger.child({ component: 'cache' }),

@@ -95,6 +95,8 @@ export interface Config {
     readonly currency: string;
   };
   readonly cache: {
+    /** False: every read goes to the database. */
+    readonly enabled: boolean;
     /** Bound of the in-process cache (per process); unused when the cache is Redis. */
     readonly maxEntries: number;
     readonly productTtlSeconds: number;
@@ -543,6 +545,12 @@ function read(env: Env): { config: Config; reader: EnvReader } {
   if (!/^[A-Z]{3}$/.test(currency))
     r.problem(`CURRENCY must be a three-letter ISO 4217 code (got "${currency}")`);
 
+  const cacheEnabled = r.bool(
+    'CACHE_ENABLED',
+    true,
+    'true',
+    'false: no cache at all, every read goes to the database (to measure what the cache is worth, or to rule it out).',
+  );
   const cacheMaxEntries = r.int(
     'CACHE_MAX_ENTRIES',
     10_000,
@@ -644,6 +652,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     shutdown: { graceMs: shutdownGraceMs, timeoutMs: shutdownTimeoutMs },
     commerce: { currency },
     cache: {
+      enabled: cacheEnabled ?? true,
       maxEntries: cacheMaxEntries,
       productTtlSeconds: cacheProductTtlSeconds,
       productListTtlSeconds: cacheProductListTtlSeconds,

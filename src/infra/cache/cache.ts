@@ -35,7 +35,7 @@ export type Lookup =
 
 /** Storage behind the cache. Every method may throw; the cache turns failures into misses. */
 export interface CacheBackend {
-  readonly kind: 'memory' | 'redis';
+  readonly kind: 'memory' | 'redis' | 'none';
   lookup(scope: string, key: string): Promise<Lookup>;
   store(key: string, stamp: string, value: unknown, ttlMs: number): Promise<void>;
   /** New generations for the scopes (their entries become misses); the keys are also deleted. */
@@ -47,7 +47,7 @@ export interface CacheBackend {
 }
 
 export interface Cache {
-  readonly kind: 'memory' | 'redis';
+  readonly kind: 'memory' | 'redis' | 'none';
   /**
    * The cached value for the entry, or else `load()`'s result, stored for next time. Concurrent
    * callers for one key share one load. `load` must return JSON-serialisable data (not undefined).

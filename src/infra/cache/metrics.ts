@@ -10,7 +10,7 @@ export interface CacheMetrics {
   errors(operation: 'lookup' | 'store' | 'invalidate'): void;
 }
 
-export function createCacheMetrics(registry: Registry, backend: 'memory' | 'redis'): CacheMetrics {
+export function createCacheMetrics(registry: Registry, backend: 'memory' | 'redis' | 'none'): CacheMetrics {
   const requests = new Counter({
     name: 'cache_requests_total',
     help: 'Cache lookups by cache and result: hit, miss, or error (backend unavailable; served from the database).',
