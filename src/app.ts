@@ -12,14 +12,14 @@ import { createRedisCacheBackend } from './infra/cache/redis-backend.js';
 import { createDatabase, type DatabaseHandle } from './infra/database.js';
 import { registerDatabasePoolMetrics } from './infra/database-metrics.js';
 import { apiDocs } from './infra/docs.js';
-import { cors } from './infra/http/cors.js';
+import { corsPolicy } from './infra/http/cors.js';
 import { errorHandling, handleFrameworkError } from './infra/http/errors.js';
 import { ProblemSchema } from './infra/http/problem.js';
 import { requestIdFor, requestIdHeader } from './infra/http/request-id.js';
 import { RequestLogController } from './infra/http/request-log.js';
-import { securityHeaders } from './infra/http/security-headers.js';
+import { apiSecurityHeaders } from './infra/http/security-headers.js';
 import { validation } from './infra/http/validation.js';
-import { closeConnectionsWhileDraining, createLifecycle, type Lifecycle } from './infra/lifecycle.js';
+import { createLifecycle, type Lifecycle } from './infra/lifecycle.js';
 import { createLogger } from './infra/logger.js';
 import { createMetrics, httpMetrics, type Metrics, metricsRoute } from './infra/metrics.js';
 import {
@@ -109,8 +109,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     config.redis.url === undefined
       ? undefined
       : createRedis(config.redis, config.redis.url, logger.child({ component: 'redis' }));
-  const metrics = createMetrics();
   const lifecycle = createLifecycle();
+  const metrics = createMetrics(() => lifecycle.inFlight);
   const counters = redis === undefined ? createMemoryCounterStore() : createRedisCounterStore(redis);
   const auth = createAuthDeps({
     db: database.db,
@@ -188,13 +188,16 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   }
 
   // HTTP platform: these hooks run for every route, 404s included.
+  // The platform's work on every request, in one hook (each hook costs every request something):
+  // security headers, the request id, in-flight tracking (draining, metrics) and CORS.
+  const cors = corsPolicy(config.cors.origins);
   app.addHook('onRequest', (request, reply, done) => {
+    reply.headers(apiSecurityHeaders);
     reply.header(requestIdHeader, request.id);
+    lifecycle.track(reply.raw);
+    if (cors?.(request, reply) === 'preflight-answered') return;
     done();
   });
-  securityHeaders(app);
-  cors(app, config.cors.origins);
-  closeConnectionsWhileDraining(app, lifecycle);
   validation(app);
   errorHandling(app);
   httpMetrics(app, metrics);

@@ -1,6 +1,7 @@
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
+import { pageSecurityHeaders } from './http/security-headers.js';
 
 const description = `
 Shipshape's HTTP contract. Conventions:
@@ -31,6 +32,16 @@ export async function apiDocs(app: FastifyInstance, version: string): Promise<vo
         typeof json.$id === 'string' ? json.$id : `def-${i}`,
     },
   });
-  await app.register(fastifySwaggerUi, { routePrefix: '/docs', staticCSP: false });
+  await app.register(fastifySwaggerUi, {
+    routePrefix: '/docs',
+    staticCSP: false,
+    // Swagger UI is an HTML page: it gets the page headers (its own scripts and styles may load).
+    uiHooks: {
+      onRequest: (_request, reply, done) => {
+        reply.headers(pageSecurityHeaders);
+        done();
+      },
+    },
+  });
   app.get('/docs/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 }

@@ -18,7 +18,8 @@ export interface Metrics {
 /** The route label of requests that matched no route: one series, not one per URL (KNOWN-DEFECTS 8). */
 export const unmatchedRoute = 'unmatched';
 
-export function createMetrics(): Metrics {
+/** `inFlight` reads the number of requests being answered (the lifecycle keeps it). */
+export function createMetrics(inFlight: () => number = () => 0): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   return {
@@ -41,6 +42,9 @@ export function createMetrics(): Metrics {
       name: 'http_requests_in_flight',
       help: 'Requests received and not yet answered.',
       registers: [registry],
+      collect() {
+        this.set(inFlight());
+      },
     }),
   };
 }
@@ -49,13 +53,6 @@ export function createMetrics(): Metrics {
 export function httpMetrics(app: FastifyInstance, metrics: Metrics): void {
   type Children = { count: Counter.Internal; duration: Histogram.Internal<'method'> };
   const children = new Map<string, Children>();
-
-  app.addHook('onRequest', (_request, reply, done) => {
-    metrics.httpInFlight.inc();
-    // 'close' fires exactly once per response, whether it finished or the client went away.
-    reply.raw.once('close', () => metrics.httpInFlight.dec());
-    done();
-  });
 
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.is404 ? unmatchedRoute : (request.routeOptions.url ?? unmatchedRoute);

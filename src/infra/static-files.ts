@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import { pageSecurityHeaders } from './http/security-headers.js';
 
 /** A name like `app.3f9a1c2b.js`: the content hash changes with the content, so it never goes stale. */
 const contentHashed = /\.[0-9a-f]{8,}\.[a-z0-9]+$/i;
@@ -30,6 +31,7 @@ export async function staticFiles(app: FastifyInstance, root: string): Promise<v
     cacheControl: false,
     setHeaders: (reply: FastifyReply, path: string) => {
       reply.header('cache-control', cacheControlFor(path));
+      if (path.endsWith('.html')) reply.headers(pageSecurityHeaders);
     },
   });
 }

@@ -85,10 +85,10 @@ describe('HTTP platform', () => {
     const res = await app.inject({ method: 'GET', url: '/health' });
     assert.equal(res.statusCode, 200);
     assertSecurityHeaders(res);
-    assert.equal(
-      res.headers['content-security-policy'],
-      "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-    );
+    assert.equal(res.headers['content-security-policy'], "default-src 'none'; frame-ancestors 'none'");
+    assert.equal(res.headers['cross-origin-resource-policy'], 'same-origin');
+    // Document-only headers are for HTML pages, not JSON.
+    assert.equal(res.headers['permissions-policy'], undefined);
     assert.deepEqual(Object.keys(res.json()).sort(), ['status', 'timestamp', 'uptime']);
   });
 
@@ -416,6 +416,8 @@ describe('static files', () => {
     assert.equal(res.statusCode, 200);
     assert.equal(res.headers['cache-control'], 'no-cache');
     assert.match(String(res.headers['content-security-policy']), /default-src 'self'/);
+    assert.equal(res.headers['cross-origin-opener-policy'], 'same-origin');
+    assert.match(String(res.headers['permissions-policy']), /camera=\(\)/);
     assertSecurityHeaders(res);
     const etag = String(res.headers.etag);
     assert.ok(etag.length > 2);

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 
 /**
  * CORS decided in one place, the app (KNOWN-DEFECTS 3): an exact allow-list of origins, credentials
@@ -12,15 +12,21 @@ const exposedHeaders =
   'ETag, Location, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-Request-Id, Idempotent-Replayed';
 const preflightMaxAgeSeconds = '600';
 
-export function cors(app: FastifyInstance, origins: readonly string[]): void {
-  if (origins.length === 0) return;
+export type CorsPolicy = (request: FastifyRequest, reply: FastifyReply) => 'preflight-answered' | undefined;
+
+/**
+ * The CORS step of the platform's request hook, or undefined when no origin is allowed. Answers an
+ * approved preflight itself (a 204 with the allowed methods and headers).
+ */
+export function corsPolicy(origins: readonly string[]): CorsPolicy | undefined {
+  if (origins.length === 0) return undefined;
   const anyOrigin = origins.length === 1 && origins[0] === '*';
   const allowed = new Set(origins);
 
-  app.addHook('onRequest', (request, reply, done) => {
+  return (request, reply) => {
     const origin = request.headers.origin;
     if (!anyOrigin) reply.header('vary', 'Origin');
-    if (origin === undefined || (!anyOrigin && !allowed.has(origin))) return done();
+    if (origin === undefined || (!anyOrigin && !allowed.has(origin))) return undefined;
 
     if (anyOrigin) {
       reply.header('access-control-allow-origin', '*');
@@ -32,12 +38,13 @@ export function cors(app: FastifyInstance, origins: readonly string[]): void {
 
     const isPreflight =
       request.method === 'OPTIONS' && request.headers['access-control-request-method'] !== undefined;
-    if (!isPreflight) return done();
+    if (!isPreflight) return undefined;
     reply
       .header('access-control-allow-methods', allowedMethods)
       .header('access-control-allow-headers', allowedHeaders)
       .header('access-control-max-age', preflightMaxAgeSeconds)
       .code(204)
       .send();
-  });
+    return 'preflight-answered';
+  };
 }

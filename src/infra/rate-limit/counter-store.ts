@@ -18,8 +18,11 @@ export interface WindowCount {
 
 export interface CounterStore {
   readonly kind: 'memory' | 'redis';
-  /** Counts one hit against `key`; the first hit starts a window of `windowMs`. */
-  increment(key: string, windowMs: number): Promise<WindowCount>;
+  /**
+   * Counts one hit against `key`; the first hit starts a window of `windowMs`. The in-process
+   * store answers synchronously — it runs on every API request, and a promise would cost a turn.
+   */
+  increment(key: string, windowMs: number): WindowCount | Promise<WindowCount>;
   /** The current window without counting a hit; count 0 when there is none. */
   peek(key: string): Promise<WindowCount>;
   reset(key: string): Promise<void>;
@@ -42,7 +45,7 @@ export function createMemoryCounterStore(maxKeys = 100_000, now: () => number = 
   };
   return {
     kind: 'memory',
-    async increment(key, windowMs) {
+    increment(key, windowMs) {
       const at = now();
       let window = current(key, at);
       if (window === undefined) {
@@ -119,7 +122,7 @@ export function createRedisCounterStore(
           const [count, ttl] = await client.counterIncrement(key(name), windowMs);
           return { count, resetInMs: ttl };
         },
-        () => fallback.increment(name, windowMs),
+        async () => fallback.increment(name, windowMs),
       ),
     peek: (name) =>
       withFallback(

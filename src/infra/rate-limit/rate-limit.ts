@@ -1,7 +1,7 @@
 import { isIPv6 } from 'node:net';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { AppError, ErrorCode } from '../../lib/errors.js';
-import type { CounterStore } from './counter-store.js';
+import type { CounterStore, WindowCount } from './counter-store.js';
 
 export interface RateLimitRule {
   /** Counters are kept per rule name, so routes sharing a name share a budget. */
@@ -44,23 +44,31 @@ export function clientKey(ip: string): string {
  * configured trusted proxy (KNOWN-DEFECTS 5). Headers follow the IETF RateLimit draft.
  */
 export function rateLimit(app: FastifyInstance, store: CounterStore, defaultRule: RateLimitRule): void {
-  app.addHook('onRequest', async (request, reply) => {
+  // A callback hook, not an async one: with the in-process store the whole check is synchronous.
+  app.addHook('onRequest', (request, reply, done) => {
     const rule = request.routeOptions.config.rateLimit ?? defaultRule;
-    if (rule === false) return;
-    const { count, resetInMs } = await store.increment(
-      `rl:${rule.name}:${clientKey(request.ip)}`,
-      rule.windowMs,
-    );
-    const resetSeconds = Math.max(1, Math.ceil(resetInMs / 1000));
-    reply.headers({
-      'ratelimit-limit': rule.max,
-      'ratelimit-remaining': Math.max(0, rule.max - count),
-      'ratelimit-reset': resetSeconds,
-    });
-    if (count > rule.max) {
-      throw new AppError(429, ErrorCode.RATE_LIMITED, `Too many requests; retry in ${resetSeconds} s.`, {
-        headers: { 'retry-after': String(resetSeconds) },
-      });
+    if (rule === false) return done();
+    const counted = store.increment(`rl:${rule.name}:${clientKey(request.ip)}`, rule.windowMs);
+    if (counted instanceof Promise) {
+      counted.then((window) => done(verdict(reply, rule, window)), done);
+    } else {
+      done(verdict(reply, rule, counted));
     }
+  });
+}
+
+/** Sets the RateLimit headers; returns the 429 to answer with when the client is over the limit. */
+function verdict(
+  reply: FastifyReply,
+  rule: RateLimitRule,
+  { count, resetInMs }: WindowCount,
+): AppError | undefined {
+  const resetSeconds = Math.max(1, Math.ceil(resetInMs / 1000));
+  reply.header('ratelimit-limit', rule.max);
+  reply.header('ratelimit-remaining', Math.max(0, rule.max - count));
+  reply.header('ratelimit-reset', resetSeconds);
+  if (count <= rule.max) return undefined;
+  return new AppError(429, ErrorCode.RATE_LIMITED, `Too many requests; retry in ${resetSeconds} s.`, {
+    headers: { 'retry-after': String(resetSeconds) },
   });
 }
