@@ -51,7 +51,10 @@ describe('auth and users routes under generated input', () => {
     .record({ q: nastyValue, limit: nastyValue, cursor: nastyValue }, { requiredKeys: [] })
     .map((q) =>
       new URLSearchParams(
-        Object.entries(q).map(([k, v]): [string, string] => [k, typeof v === 'string' ? v : String(JSON.stringify(v))]),
+        Object.entries(q).map(([k, v]): [string, string] => [
+          k,
+          typeof v === 'string' ? v : String(JSON.stringify(v)),
+        ]),
       ).toString(),
     );
 
