@@ -2,10 +2,14 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { createDatabase } from '../../src/infra/database.js';
+import { createPasswordHasher } from '../../src/modules/auth/passwords.js';
+import { createUser } from '../../src/modules/users/users.service.js';
 import { type Pm2Cluster, startPm2Cluster } from '../harness/pm2.js';
 import { freePort } from '../harness/ports.js';
 import { redisUrl, skipUnless } from '../harness/services.js';
-import { type TestDatabaseEnv, testDatabaseEnv } from '../helper.js';
+import { captureLogs, type TestDatabaseEnv, testConfig, testDatabaseEnv } from '../helper.js';
 import { type LoadRequest, type LoadResponse, send, startLoad } from '../support/load.js';
 
 /** Two consecutive free ports, for the per-worker metrics servers. */
@@ -34,6 +38,44 @@ function metricTotal(text: string, name: string, filter: (labels: string) => boo
   return total;
 }
 
+/** An admin made the way the CLI makes one, then a product that load tests cannot sell out. */
+async function createProductWithEndlessStock(port: number, database: TestDatabaseEnv): Promise<string> {
+  const config = testConfig(database.env);
+  const handle = createDatabase(config.database, captureLogs().logger);
+  const name = `pm2admin${randomBytes(4).toString('hex')}`;
+  try {
+    await createUser(handle.db, createPasswordHasher(config.auth), {
+      email: `${name}@example.com`,
+      username: name,
+      password: 'pm2 admin password',
+      role: 'admin',
+    });
+  } finally {
+    await handle.close();
+  }
+  const headers = { 'x-forwarded-for': clientIp() };
+  const login = await send(port, {
+    method: 'POST',
+    path: '/api/auth/login',
+    headers,
+    body: { login: name, password: 'pm2 admin password' },
+  });
+  assert.equal(login.status, 200, login.body);
+  const created = await send(port, {
+    method: 'POST',
+    path: '/api/products',
+    headers: { ...headers, authorization: `Bearer ${JSON.parse(login.body).accessToken}` },
+    body: {
+      sku: `PM2-${randomBytes(4).toString('hex')}`,
+      name: 'Load test product',
+      price: '12.34',
+      stock: 1_000_000_000,
+    },
+  });
+  assert.equal(created.status, 201, created.body);
+  return JSON.parse(created.body).id;
+}
+
 /** A fresh client address for X-Forwarded-For (the cluster trusts loopback as its proxy). */
 function clientIp(): string {
   const b = randomBytes(3);
@@ -58,6 +100,7 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
   let database: TestDatabaseEnv;
   let cluster: Pm2Cluster;
   const rateLimit = 60;
+  const fixture = { productId: '' };
 
   before(async () => {
     database = await testDatabaseEnv('postgres');
@@ -81,6 +124,7 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
         LOGIN_MAX_FAILURES: '5',
       },
     });
+    fixture.productId = await createProductWithEndlessStock(cluster.port, database);
   });
   after(async () => {
     await cluster?.destroy();
@@ -164,28 +208,81 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
     assert.equal(await attempt(), 429);
   });
 
-  test('reload under load, three times: no failed request, every acknowledged write is there', async () => {
+  /**
+   * The realistic mix: product reads, and order creation by several customers, each order with its
+   * own Idempotency-Key. Every 201 is remembered, to be looked up in the database afterwards.
+   */
+  async function orderLoad(tag: string, connections: number) {
     const users = await Promise.all(Array.from({ length: 4 }, () => register(cluster.port)));
-    const acknowledged: string[] = [];
+    const acknowledged = new Map<string, string>();
+    let sequence = 0;
     const next = (client: number, i: number): LoadRequest => {
       const user = users[client % users.length];
       const headers = { 'x-forwarded-for': clientIp() };
-      return i % 3 === 2
-        ? {
-            method: 'GET',
-            path: '/api/users/me',
-            headers: { ...headers, authorization: `Bearer ${user?.accessToken}` },
-          }
-        : { method: 'GET', path: '/health', headers };
+      if (i % 2 === 0) return { method: 'GET', path: `/api/products/${fixture.productId}`, headers };
+      sequence += 1;
+      return {
+        method: 'POST',
+        path: '/api/orders',
+        headers: {
+          ...headers,
+          authorization: `Bearer ${user?.accessToken}`,
+          'idempotency-key': `pm2-${tag}-${client}-${sequence}`,
+        },
+        body: { items: [{ productId: fixture.productId, quantity: 1 }] },
+      };
     };
     const load = startLoad({
       port: cluster.port,
-      connections: 8,
+      connections,
       next,
       onResponse: (req: LoadRequest, res: LoadResponse) => {
-        if (req.path === '/api/users/me' && res.status === 200) acknowledged.push(res.body);
+        if (req.method === 'POST' && res.status === 201) {
+          acknowledged.set(JSON.parse(res.body).id, req.headers?.['idempotency-key'] ?? '');
+        }
       },
     });
+    return { load, acknowledged };
+  }
+
+  /**
+   * Every acknowledged order is in the database; the only orders a client did not hear about come
+   * from requests that failed in flight; each idempotency key produced at most one order.
+   */
+  async function assertOrdersDurable(
+    tag: string,
+    acknowledged: Map<string, string>,
+    failedRequests: number,
+  ): Promise<void> {
+    const client = new pg.Client({ connectionString: database.env.DATABASE_URL });
+    await client.connect();
+    try {
+      const found = await client.query<{ id: string }>('SELECT id FROM orders WHERE id = ANY($1::uuid[])', [
+        [...acknowledged.keys()],
+      ]);
+      assert.equal(found.rows.length, acknowledged.size, 'every acknowledged order exists');
+      const stored = await client.query<{ body: string }>(
+        'SELECT response_body AS body FROM idempotency_keys WHERE key LIKE $1 AND response_status = 201',
+        [`pm2-${tag}-%`],
+      );
+      const created = new Set(stored.rows.map((r) => (JSON.parse(r.body) as { id: string }).id));
+      const existing = await client.query<{ count: string }>(
+        'SELECT count(*) FROM orders WHERE id = ANY($1::uuid[])',
+        [[...created]],
+      );
+      assert.equal(Number(existing.rows[0]?.count), created.size, 'one order per key, each in the database');
+      for (const id of acknowledged.keys()) assert.ok(created.has(id));
+      assert.ok(
+        created.size - acknowledged.size <= failedRequests,
+        'no orders beyond the requests that failed in flight',
+      );
+    } finally {
+      await client.end();
+    }
+  }
+
+  test('reload under load, three times: no failed request; every acknowledged order is there, once', async () => {
+    const { load, acknowledged } = await orderLoad('reload', 8);
     const before = (await cluster.workers()).map((w) => w.pid).sort();
     for (let i = 0; i < 3; i++) {
       await sleep(700);
@@ -196,22 +293,19 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
     const result = await load.stop();
     const afterPids = (await cluster.workers()).map((w) => w.pid).sort();
     console.log(
-      `reload under load: ${result.sent} requests in ${result.durationMs} ms, ${result.failures.length} failed, 3 reloads; statuses ${JSON.stringify(result.statuses)}`,
+      `reload under load: ${result.sent} requests (${acknowledged.size} orders) in ${result.durationMs} ms, ${result.failures.length} failed, 3 reloads; statuses ${JSON.stringify(result.statuses)}`,
     );
     assert.notDeepEqual(afterPids, before, 'the workers were replaced');
     assert.deepEqual(result.failures, []);
     assert.equal(result.sent, result.answered);
-    assert.ok(result.answered > 200);
-    assert.ok(acknowledged.length > 0);
+    assert.deepEqual(Object.keys(result.statuses).sort(), ['200', '201']);
+    assert.ok(acknowledged.size > 50, `orders acknowledged: ${acknowledged.size}`);
+    await assertOrdersDurable('reload', acknowledged, 0);
   });
 
-  test('kill -9 of a worker under load: PM2 replaces it in seconds; only its in-flight requests fail', async () => {
+  test('kill -9 of a worker under load: PM2 replaces it in seconds; only its in-flight requests fail; no acknowledged order is lost', async () => {
     const connections = 8;
-    const load = startLoad({
-      port: cluster.port,
-      connections,
-      next: () => ({ method: 'GET', path: '/health' }),
-    });
+    const { load, acknowledged } = await orderLoad('crash', connections);
     await sleep(500);
     const [victim] = await cluster.workers();
     assert.ok(victim);
@@ -230,9 +324,10 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
     await sleep(500);
     const result = await load.stop();
     console.log(
-      `crash: worker ${victim.pid} killed; replaced in ${recoveredMs} ms; ${result.sent} requests, ${result.failures.length} failed (${result.failures.map((f) => f.error).join(', ')})`,
+      `crash: worker ${victim.pid} killed; replaced in ${recoveredMs} ms; ${result.sent} requests (${acknowledged.size} orders), ${result.failures.length} failed (${result.failures.map((f) => f.error).join(', ')})`,
     );
     assert.ok(recoveredMs >= 0 && recoveredMs < 10_000, `recovered in ${recoveredMs} ms`);
     assert.ok(result.failures.length <= connections, 'at most the requests in flight, one per connection');
+    await assertOrdersDurable('crash', acknowledged, result.failures.length);
   });
 });
