@@ -66,7 +66,9 @@ export function createPasswordHasher(config: Config['auth']): PasswordHasher {
     return false;
   };
 
-  let nobody: Promise<string> | undefined;
+  // Made once, up front, so that not even the first unknown login takes longer than a known one.
+  const nobody = hash(randomBytes(16).toString('hex'));
+  nobody.catch(() => {});
 
   return {
     hash,
@@ -91,7 +93,6 @@ export function createPasswordHasher(config: Config['auth']): PasswordHasher {
       return true;
     },
     async verifyNobody(password) {
-      nobody ??= hash(randomBytes(16).toString('hex'));
       await verify(await nobody, password);
       return false;
     },
