@@ -44,6 +44,7 @@ const warmupSeconds = smoke ? 1 : 3;
 const connections = Number(flags.connections ?? (smoke ? 10 : 50));
 const soakSeconds = Number(flags.soak ?? (smoke ? 0 : 30));
 const serverCore = 0;
+const orderProducts = 50;
 const loadCore = availableParallelism() > 1 ? 1 : undefined;
 
 const postgresAdminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -154,7 +155,8 @@ async function api(p: number, method: string, path: string, body?: unknown, toke
 interface Fixture {
   productIds: string[];
   productJson: string;
-  orderProductId: string;
+  /** Products with stock no benchmark can exhaust, for orders; many, so orders do not all queue on one row lock. */
+  orderProductIds: string[];
   customerToken: string;
   customerLogin: string;
 }
@@ -179,20 +181,24 @@ async function prepareData(env: Record<string, string>, p: number): Promise<Fixt
   if (register.status !== 201 && register.status !== 200)
     throw new Error(`customer setup failed: ${register.status}`);
 
-  const sku = `BENCH-${env.DATABASE_URL === undefined ? 'sqlite' : 'pg'}`;
-  let created = await api(
-    p,
-    'POST',
-    '/api/products',
-    { sku, name: 'Bench product', price: '9.99', stock: 1_000_000_000 },
-    adminToken,
-  );
-  if (created.status === 409) {
-    const found = await api(p, 'GET', `/api/products?q=${sku}&limit=1`);
-    created = { status: 200, json: found.json.items[0] };
+  const orderProductIds: string[] = [];
+  for (let i = 0; i < orderProducts; i++) {
+    const sku = `BENCH-${env.DATABASE_URL === undefined ? 'SQLITE' : 'PG'}-${i}`;
+    let created = await api(
+      p,
+      'POST',
+      '/api/products',
+      { sku, name: `Bench product ${i}`, price: '9.99', stock: 1_000_000_000 },
+      adminToken,
+    );
+    if (created.status === 409) {
+      const found = await api(p, 'GET', `/api/products?q=${sku}&limit=1`);
+      created = { status: 200, json: found.json.items[0] };
+    }
+    if (created.status !== 201 && created.status !== 200)
+      throw new Error(`bench product setup failed: ${created.status}`);
+    orderProductIds.push(created.json.id as string);
   }
-  if (created.status !== 201 && created.status !== 200)
-    throw new Error(`bench product setup failed: ${created.status}`);
 
   const page = await api(p, 'GET', '/api/products?limit=100');
   const productIds = (page.json.items as Array<{ id: string }>).map((item) => item.id);
@@ -200,7 +206,7 @@ async function prepareData(env: Record<string, string>, p: number): Promise<Fixt
   return {
     productIds,
     productJson: await first.text(),
-    orderProductId: created.json.id as string,
+    orderProductIds,
     customerToken: register.json.accessToken as string,
     customerLogin: 'benchcustomer',
   };
@@ -441,7 +447,7 @@ async function main(): Promise<void> {
               method: 'POST',
               paths: ['/api/orders'],
               headers: { ...auth, origin },
-              body: { items: [{ productId: fixture.orderProductId, quantity: 1 }] },
+              bodies: fixture.orderProductIds.map((productId) => ({ items: [{ productId, quantity: 1 }] })),
               idempotency: true,
             })
           ).rps;

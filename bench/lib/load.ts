@@ -11,6 +11,8 @@ export interface LoadOptions {
   readonly paths: readonly string[];
   readonly headers?: Readonly<Record<string, string>>;
   readonly body?: unknown;
+  /** Several bodies, used in turn (overrides `body`). */
+  readonly bodies?: readonly unknown[];
   /** A distinct Idempotency-Key on every request. */
   readonly idempotency?: boolean;
   readonly connections: number;
@@ -64,6 +66,9 @@ async function viaWrk(options: LoadOptions): Promise<LoadResult> {
       WRK_IDEMPOTENCY: options.idempotency ? '1' : '0',
       WRK_RUN_ID: `${process.pid}-${Date.now()}`,
       ...(options.body === undefined ? {} : { WRK_BODY: JSON.stringify(options.body) }),
+      ...(options.bodies === undefined
+        ? {}
+        : { WRK_BODIES: options.bodies.map((b) => JSON.stringify(b)).join('\n') }),
     },
     maxBuffer: 10 * 1024 * 1024,
   });
@@ -103,10 +108,16 @@ async function viaAutocannon(options: LoadOptions): Promise<LoadResult> {
             path: options.paths[counter % options.paths.length] ?? '/',
             headers: {
               ...options.headers,
-              ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
+              ...(options.body === undefined && options.bodies === undefined
+                ? {}
+                : { 'content-type': 'application/json' }),
               ...(options.idempotency ? { 'idempotency-key': `bench-${process.pid}-${counter}` } : {}),
             },
-            ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
+            ...(options.bodies !== undefined
+              ? { body: JSON.stringify(options.bodies[counter % options.bodies.length]) }
+              : options.body === undefined
+                ? {}
+                : { body: JSON.stringify(options.body) }),
           };
         },
       },
