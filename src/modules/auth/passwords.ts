@@ -1,7 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2';
 import { hash as bcryptHash, verify as bcryptVerify } from '@node-rs/bcrypt';
 import type { Config } from '../../config.js';
+import { createSemaphore } from '../../lib/semaphore.js';
 
 /**
  * Password hashing. Both libraries run on libuv's thread pool, so hashing never blocks the event
@@ -43,22 +45,29 @@ export function createPasswordHasher(config: Config['auth']): PasswordHasher {
     parallelism: config.argon2.parallelism,
   };
 
+  // No more hashes at once than cores the process may use: more only time-slice one another (and
+  // thrash the CPU caches with 19 MiB each), and would hold every thread-pool thread that file and
+  // DNS work needs too. Under a login flood, the rest queue here.
+  const slot = createSemaphore(Math.max(1, availableParallelism()));
+
   const hash = async (password: string): Promise<string> => {
     const normalized = password.normalize('NFC');
     if (config.passwordAlgorithm === 'bcrypt') {
-      return `${bcryptSha256Prefix}${await bcryptHash(preHash(normalized), config.bcryptCost)}`;
+      return `${bcryptSha256Prefix}${await slot(() => bcryptHash(preHash(normalized), config.bcryptCost))}`;
     }
-    return argon2Hash(normalized, argon2Options);
+    return slot(() => argon2Hash(normalized, argon2Options));
   };
 
   const verify = async (storedHash: string, password: string): Promise<boolean> => {
     const normalized = password.normalize('NFC');
     try {
-      if (storedHash.startsWith('$argon2')) return await argon2Verify(storedHash, normalized);
+      if (storedHash.startsWith('$argon2')) return await slot(() => argon2Verify(storedHash, normalized));
       if (storedHash.startsWith(bcryptSha256Prefix)) {
-        return await bcryptVerify(preHash(normalized), storedHash.slice(bcryptSha256Prefix.length));
+        return await slot(() =>
+          bcryptVerify(preHash(normalized), storedHash.slice(bcryptSha256Prefix.length)),
+        );
       }
-      if (plainBcrypt.test(storedHash)) return await bcryptVerify(password, storedHash);
+      if (plainBcrypt.test(storedHash)) return await slot(() => bcryptVerify(password, storedHash));
     } catch {
       // A corrupt stored hash verifies nothing.
       return false;
