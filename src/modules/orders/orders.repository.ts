@@ -1,4 +1,5 @@
 import type { Queryable } from '../../db/database.js';
+import { olderThan } from '../../db/keyset.js';
 import type { NewOrderItemRow, NewOrderRow, OrderItemRow, OrderRow, OrderStatus } from './orders.table.js';
 
 export interface TakenProduct {
@@ -99,15 +100,7 @@ export async function listOrders(
   let query = db.selectFrom('orders').selectAll();
   if (options.userId !== undefined) query = query.where('user_id', '=', options.userId);
   if (options.status !== undefined) query = query.where('status', '=', options.status);
-  if (options.after !== undefined) {
-    const [createdAt, id] = options.after;
-    query = query.where((eb) =>
-      eb.or([
-        eb('created_at', '<', createdAt),
-        eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)]),
-      ]),
-    );
-  }
+  if (options.after !== undefined) query = query.where(olderThan(options.after));
   return query
     .orderBy('created_at', 'desc')
     .orderBy('id', 'desc')

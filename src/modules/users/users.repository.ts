@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Queryable } from '../../db/database.js';
+import { olderThan } from '../../db/keyset.js';
 import type { NewUserRow, UserRow, UserUpdate } from './users.table.js';
 
 export async function insertUser(db: Queryable, row: NewUserRow): Promise<UserRow> {
@@ -44,15 +45,7 @@ export async function listUsers(
       ]),
     );
   }
-  if (options.after !== undefined) {
-    const [createdAt, id] = options.after;
-    query = query.where((eb) =>
-      eb.or([
-        eb('created_at', '<', createdAt),
-        eb.and([eb('created_at', '=', createdAt), eb('id', '<', id)]),
-      ]),
-    );
-  }
+  if (options.after !== undefined) query = query.where(olderThan(options.after));
   return query
     .orderBy('created_at', 'desc')
     .orderBy('id', 'desc')
