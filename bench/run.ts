@@ -570,25 +570,33 @@ function report(results: Record<string, number | undefined>): void {
   const date = new Date().toISOString();
   const cores = canPin ? 1 : availableParallelism();
   const hashLimit = results.hashMs === undefined ? undefined : (cores * 1000) / results.hashMs;
-  const s1 = results.s1Redis ?? results.s1Memory ?? results.s1Sqlite;
+  const p99Of = (target: string) =>
+    rows.find((r) => r.scenario.startsWith('1 ') && r.target.includes(target))?.result.p99Ms;
+  // Scenario 1 has two variants: in-process cache and limits, and Redis-backed ones.
+  const scenario1 = [
+    results.s1Memory === undefined
+      ? { label: 'SQLite, in-process', rps: results.s1Sqlite, p99: p99Of('SQLite') }
+      : { label: 'in-process', rps: results.s1Memory, p99: p99Of('PostgreSQL, in-process') },
+    { label: 'Redis-backed', rps: results.s1Redis, p99: p99Of('Redis') },
+  ].filter((v) => v.rps !== undefined);
   const targets = [
-    {
-      name: 'Scenario 1 ≥ 0.50 × bare node:http',
-      value: ratio(s1, results.nodeHttp),
-      met: s1 !== undefined && results.nodeHttp !== undefined && s1 / results.nodeHttp >= 0.5,
-    },
-    {
-      name: 'Scenario 1 ≥ 8 × guide-style Express',
-      value: ratio(s1, results.express),
-      met: s1 !== undefined && results.express !== undefined && s1 / results.express >= 8,
-    },
-    {
-      name: 'Scenario 1 p99 ≤ 10 ms at 50 connections',
-      value: `${rows.find((r) => r.scenario.startsWith('1') && r.target.includes('Redis'))?.result.p99Ms.toFixed(2) ?? 'n/a'} ms`,
-      met:
-        (rows.find((r) => r.scenario.startsWith('1') && r.target.includes('Redis'))?.result.p99Ms ??
-          Infinity) <= 10,
-    },
+    ...scenario1.flatMap((v) => [
+      {
+        name: `Scenario 1 (${v.label}) ≥ 0.50 × bare node:http`,
+        value: ratio(v.rps, results.nodeHttp),
+        met: v.rps !== undefined && results.nodeHttp !== undefined && v.rps / results.nodeHttp >= 0.5,
+      },
+      {
+        name: `Scenario 1 (${v.label}) ≥ 8 × guide-style Express`,
+        value: ratio(v.rps, results.express),
+        met: v.rps !== undefined && results.express !== undefined && v.rps / results.express >= 8,
+      },
+      {
+        name: `Scenario 1 (${v.label}) p99 ≤ 10 ms at ${connections} connections`,
+        value: `${v.p99?.toFixed(2) ?? 'n/a'} ms`,
+        met: (v.p99 ?? Number.POSITIVE_INFINITY) <= 10,
+      },
+    ]),
     {
       name: 'Scenario 3 ≥ 0.40 × pgbench TPC-B tps',
       value: ratio(results.s3, results.pgbench),
