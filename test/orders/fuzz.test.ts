@@ -5,7 +5,7 @@ import { buildTestApp, engines, skipEngine } from '../helper.js';
 import { headerText, queryString } from '../products/fuzz-support.js';
 import { createProduct } from '../products/support.js';
 import { type Account, bearer, createAdmin, registerUser } from '../support/accounts.js';
-import { bodyFor, nastyValue, neverServerError, pathSegment } from '../support/fuzz.js';
+import { bodyFor, nastyValue, neverServerError, pathSegment, requestsWith } from '../support/fuzz.js';
 import { placeOrder } from './support.js';
 
 /** Orders routes under 1,000 generated requests each: never a 5xx, on either engine. */
@@ -74,33 +74,7 @@ for (const engine of engines) {
         },
         bodyFor(['items'], { items: fc.array(anyLine(), { maxLength: 3 }) }),
       );
-    const payload = (body: fc.Arbitrary<unknown>) =>
-      fc.oneof(
-        {
-          weight: 4,
-          arbitrary: body.map((b) => ({ payload: JSON.stringify(b) ?? 'null', type: 'application/json' })),
-        },
-        fc.record({ payload: fc.string(), type: fc.constantFrom('application/json', 'text/plain') }),
-      );
-    const request = (
-      method: InjectOptions['method'],
-      url: fc.Arbitrary<string>,
-      body?: fc.Arbitrary<unknown>,
-      extraHeaders: fc.Arbitrary<Record<string, string>> = fc.constant({}),
-    ): fc.Arbitrary<InjectOptions> =>
-      fc
-        .record({
-          url,
-          headers: auth(),
-          extra: extraHeaders,
-          body: body === undefined ? fc.constant(undefined) : payload(body),
-        })
-        .map(({ url: path, headers, extra, body: sent }) => ({
-          method,
-          url: path,
-          headers: { ...headers, ...extra, ...(sent === undefined ? {} : { 'content-type': sent.type }) },
-          ...(sent === undefined ? {} : { payload: sent.payload }),
-        }));
+    const request = requestsWith(auth);
     const idempotencyKey = fc.oneof(
       { weight: 3, arbitrary: fc.constant(undefined) },
       { weight: 3, arbitrary: fc.constantFrom('same-key', 'other-key') },

@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import { buildTestApp, engines, skipEngine } from '../helper.js';
 import { type Account, bearer, createAdmin, registerUser } from '../support/accounts.js';
-import { bodyFor, neverServerError, pathSegment } from '../support/fuzz.js';
+import { bodyFor, neverServerError, pathSegment, requestsWith } from '../support/fuzz.js';
 import { headerText, queryString } from './fuzz-support.js';
 import { createProduct } from './support.js';
 
@@ -36,36 +36,7 @@ for (const engine of engines) {
         fc.constantFrom(...ids),
         fc.constantFrom(...ids).map((x) => x.toUpperCase()),
       );
-    const payload = (body: fc.Arbitrary<unknown>) =>
-      fc.oneof(
-        {
-          weight: 4,
-          arbitrary: body.map((b) => ({ payload: JSON.stringify(b) ?? 'null', type: 'application/json' })),
-        },
-        fc.record({
-          payload: fc.string(),
-          type: fc.constantFrom('application/json', 'text/plain', 'application/x-www-form-urlencoded'),
-        }),
-      );
-    const request = (
-      method: InjectOptions['method'],
-      url: fc.Arbitrary<string>,
-      body?: fc.Arbitrary<unknown>,
-      extraHeaders: fc.Arbitrary<Record<string, string>> = fc.constant({}),
-    ): fc.Arbitrary<InjectOptions> =>
-      fc
-        .record({
-          url,
-          headers: auth(),
-          extra: extraHeaders,
-          body: body === undefined ? fc.constant(undefined) : payload(body),
-        })
-        .map(({ url: path, headers, extra, body: sent }) => ({
-          method,
-          url: path,
-          headers: { ...headers, ...extra, ...(sent === undefined ? {} : { 'content-type': sent.type }) },
-          ...(sent === undefined ? {} : { payload: sent.payload }),
-        }));
+    const request = requestsWith(auth);
 
     const productBody = bodyFor(['sku', 'name', 'description', 'price', 'stock'], {
       sku: fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._-]{0,70}$/),

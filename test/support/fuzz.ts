@@ -71,3 +71,43 @@ export async function neverServerError(
     { numRuns: runs },
   );
 }
+
+/** A JSON body most of the time; otherwise text that is not JSON, or a content type that is not. */
+function payload(body: fc.Arbitrary<unknown>) {
+  return fc.oneof(
+    {
+      weight: 4,
+      arbitrary: body.map((b) => ({ payload: JSON.stringify(b) ?? 'null', type: 'application/json' })),
+    },
+    fc.record({
+      payload: fc.string(),
+      type: fc.constantFrom('application/json', 'text/plain', 'application/x-www-form-urlencoded'),
+    }),
+  );
+}
+
+/**
+ * A request builder for one app: every request gets one of the `auth` header sets, and a body (when
+ * one is given) that is usually JSON of the expected shape and sometimes anything else.
+ */
+export function requestsWith(auth: () => fc.Arbitrary<Record<string, string>>) {
+  return (
+    method: InjectOptions['method'],
+    url: fc.Arbitrary<string>,
+    body?: fc.Arbitrary<unknown>,
+    extraHeaders: fc.Arbitrary<Record<string, string>> = fc.constant({}),
+  ): fc.Arbitrary<InjectOptions> =>
+    fc
+      .record({
+        url,
+        headers: auth(),
+        extra: extraHeaders,
+        body: body === undefined ? fc.constant(undefined) : payload(body),
+      })
+      .map(({ url: path, headers, extra, body: sent }) => ({
+        method,
+        url: path,
+        headers: { ...headers, ...extra, ...(sent === undefined ? {} : { 'content-type': sent.type }) },
+        ...(sent === undefined ? {} : { payload: sent.payload }),
+      }));
+}
