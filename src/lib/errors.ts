@@ -72,11 +72,3 @@ export class ConflictError extends AppError {
     super(409, ErrorCode.CONFLICT, message, errors === undefined ? {} : { errors });
   }
 }
-
-export class ServiceUnavailableError extends AppError {
-  constructor(message = 'The service is temporarily unavailable.', retryAfterSeconds = 1) {
-    super(503, ErrorCode.SERVICE_UNAVAILABLE, message, {
-      headers: { 'retry-after': String(retryAfterSeconds) },
-    });
-  }
-}
