@@ -18,32 +18,62 @@ const install = {
 
 export type Service = keyof typeof install;
 
-function reachable(url: string, defaultPort: number): Promise<boolean> {
-  const { hostname, port } = new URL(url);
+/**
+ * One TCP connect attempt. A timer never decides on its own: when the timeout fires, the verdict
+ * waits for the check phase (setImmediate), after the poll phase has delivered any `connect` that
+ * was already complete. Without that, a test file whose loading blocked the event loop for longer
+ * than the timeout saw "unreachable" for a server that had long accepted the connection.
+ */
+function connectOnce(host: string, port: number, timeoutMs: number): Promise<'up' | 'refused' | 'timeout'> {
   return new Promise((resolve) => {
-    const socket = createConnection({ host: hostname || '127.0.0.1', port: Number(port || defaultPort) });
-    socket.setTimeout(3000);
-    socket.once('connect', () => {
+    let settled = false;
+    const finish = (verdict: 'up' | 'refused' | 'timeout') => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
       socket.destroy();
-      resolve(true);
-    });
-    socket.once('timeout', () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.once('error', () => resolve(false));
+      resolve(verdict);
+    };
+    const socket = createConnection({ host, port });
+    socket.once('connect', () => finish('up'));
+    socket.once('error', () => finish('refused'));
+    const timer = setTimeout(() => setImmediate(() => finish('timeout')), timeoutMs);
   });
 }
 
-// Started on import, before any suite runs (a suite already running could block the event loop
-// and make a pending check time out).
-const checks: Record<Service, Promise<boolean>> = {
-  postgres: reachable(postgresAdminUrl, 5432),
-  redis: reachable(redisUrl, 6379),
+/**
+ * Reachable if any of several attempts connects within a generous overall deadline: a busy machine
+ * (CI shares two cores) must never turn a running server into a failed run.
+ */
+async function reachable(url: string, defaultPort: number): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  const host = hostname || '127.0.0.1';
+  const deadline = Date.now() + 30_000;
+  for (let attempt = 1; ; attempt++) {
+    const verdict = await connectOnce(host, Number(port || defaultPort), 10_000);
+    if (verdict === 'up') return true;
+    // A refused connection is a real answer, but give a server that is starting a few more tries.
+    if (attempt >= 5 || Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, verdict === 'refused' ? 500 : 0));
+  }
+}
+
+// Probed lazily, once per service, when a suite first asks; the answer is shared by every suite
+// in the process.
+const checks = new Map<Service, Promise<boolean>>();
+const targets: Record<Service, [string, number]> = {
+  postgres: [postgresAdminUrl, 5432],
+  redis: [redisUrl, 6379],
 };
 
 export function serviceAvailable(service: Service): Promise<boolean> {
-  return checks[service];
+  let check = checks.get(service);
+  if (!check) {
+    const [url, port] = targets[service];
+    check = reachable(url, port);
+    checks.set(service, check);
+  }
+  return check;
 }
 
 export const inCi = process.env.CI === 'true' || process.env.CI === '1';
