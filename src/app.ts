@@ -18,6 +18,7 @@ import { ProblemSchema } from './infra/http/problem.js';
 import { requestIdFor, requestIdHeader } from './infra/http/request-id.js';
 import { RequestLogController } from './infra/http/request-log.js';
 import { apiSecurityHeaders } from './infra/http/security-headers.js';
+import { storableText } from './infra/http/storable-text.js';
 import { validation } from './infra/http/validation.js';
 import { createLifecycle, type Lifecycle } from './infra/lifecycle.js';
 import { createLogger } from './infra/logger.js';
@@ -199,6 +200,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     done();
   });
   validation(app);
+  storableText(app);
   errorHandling(app);
   httpMetrics(app, metrics);
   app.removeContentTypeParser('text/plain');

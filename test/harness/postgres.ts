@@ -125,14 +125,14 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
     port,
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     start() {
-      const result = pgCtl('-o', options, '-l', join(dir, 'log'), '-w', '-t', '30', 'start');
+      const result = pgCtl('-o', options, '-l', join(dir, 'log'), '-w', '-t', '120', 'start');
       if (result.status !== 0) throw new Error(`pg_ctl start failed:\n${result.output}`);
     },
     stop() {
-      pgCtl('-m', 'immediate', '-w', 'stop');
+      pgCtl('-m', 'immediate', '-w', '-t', '120', 'stop');
     },
     destroy() {
-      if (existsSync(join(data, 'postmaster.pid'))) pgCtl('-m', 'immediate', '-w', 'stop');
+      if (existsSync(join(data, 'postmaster.pid'))) pgCtl('-m', 'immediate', '-w', '-t', '120', 'stop');
       rmSync(dir, { recursive: true, force: true });
     },
   };

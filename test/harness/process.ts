@@ -13,12 +13,14 @@ export interface ServerProcess {
 
 /**
  * Starts a TypeScript entry point as a real process (through tsx) and resolves once it logs
- * 'ready', with the port it listens on.
+ * 'ready', with the port it listens on. The deadline is generous (tsx compiles on start, and a
+ * loaded CI machine is slow), a timer that fired late defers its verdict past the poll phase that
+ * delivers the 'ready' line already waiting in the pipe, and a process that missed it is killed.
  */
 export async function startServerProcess(
   entry: string,
   env: Record<string, string>,
-  timeoutMs = 20_000,
+  timeoutMs = 90_000,
 ): Promise<ServerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', entry], {
     env: { ...process.env, NODE_ENV: 'test', LOG_LEVEL: 'info', PORT: '0', HOST: '127.0.0.1', ...env },
@@ -31,8 +33,20 @@ export async function startServerProcess(
   });
   const exit = once(child, 'exit').then(([code]) => code as number | null);
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not become ready:\n${errText}`)), timeoutMs);
-    exit.then((code) => reject(new Error(`server exited with ${code} before ready:\n${errText}`)));
+    let ready = false;
+    const timer = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (ready) return;
+          child.kill('SIGKILL');
+          reject(new Error(`server did not become ready within ${timeoutMs} ms:\n${errText}`));
+        }),
+      timeoutMs,
+    );
+    exit.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before ready:\n${errText}`));
+    });
     createInterface({ input: child.stdout }).on('line', (line) => {
       let entry: Record<string, unknown>;
       try {
@@ -42,6 +56,7 @@ export async function startServerProcess(
       }
       logs.push(entry);
       if (entry.msg === 'ready') {
+        ready = true;
         clearTimeout(timer);
         resolve((entry.address as { port: number }).port);
       }

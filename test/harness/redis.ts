@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { freePort } from './ports.js';
+import { waitUntil } from './wait.js';
 
 export interface ThrowawayRedis {
   readonly port: number;
@@ -16,28 +16,28 @@ export interface ThrowawayRedis {
   destroy(): Promise<void>;
 }
 
-async function waitForPing(port: number, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const client = new Redis({
-      port,
-      host: '127.0.0.1',
-      lazyConnect: true,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-    });
-    client.on('error', () => {});
-    try {
-      await client.connect();
-      await client.ping();
-      client.disconnect();
-      return;
-    } catch {
-      client.disconnect();
-      await sleep(50);
-    }
-  }
-  throw new Error(`redis-server on port ${port} did not come up`);
+/** Waits until the server answers PING (generous: a loaded machine starts processes slowly). */
+function waitForPing(port: number): Promise<void> {
+  return waitUntil(
+    async () => {
+      const client = new Redis({
+        port,
+        host: '127.0.0.1',
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      client.on('error', () => {});
+      try {
+        await client.connect();
+        await client.ping();
+        return true;
+      } finally {
+        client.disconnect();
+      }
+    },
+    { what: `redis-server on port ${port} answering PING` },
+  );
 }
 
 /** A redis-server of our own on a free port, for tests that stop, pause or restart Redis. */
