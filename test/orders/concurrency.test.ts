@@ -7,7 +7,7 @@ import { type Account, bearer, createAdmin, registerUser } from '../support/acco
 import { orderCount, placeOrder, stockOf, unitsHeld } from './support.js';
 
 /**
- * The invariants of API.md under concurrency: stock never negative; for every product, stock plus
+ * The invariants of docs/api.md under concurrency: stock never negative; for every product, stock plus
  * the units in non-cancelled orders equals everything ever stocked; a retried request with the
  * same idempotency key never creates a second order. Run on PostgreSQL (real row locks and a
  * connection pool) and on SQLite.

@@ -2,7 +2,7 @@ import { STATUS_CODES } from 'node:http';
 import { Type } from 'typebox';
 import { ErrorCode as Codes, type ErrorCode, type FieldError } from '../../lib/errors.js';
 
-/** RFC 9457 problem details, as API.md specifies them. Referenced by every route's error responses. */
+/** RFC 9457 problem details, as docs/api.md specifies them. Referenced by every route's error responses. */
 export const ProblemSchema = Type.Object(
   {
     type: Type.String({ description: 'A URN naming the kind of problem: urn:shipshape:problem:<code>.' }),

@@ -9,7 +9,7 @@ export interface ReadinessProbes {
   cache(): Promise<'up' | 'degraded'>;
 }
 
-/** Liveness (`/health`) and readiness (`/ready`), as API.md specifies them. */
+/** Liveness (`/health`) and readiness (`/ready`), as docs/api.md specifies them. */
 export function healthRoutes(app: FastifyInstance, lifecycle: Lifecycle, probes: ReadinessProbes): void {
   app.get(
     '/health',

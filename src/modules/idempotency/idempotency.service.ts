@@ -4,7 +4,7 @@ import { AppError, ErrorCode } from '../../lib/errors.js';
 import * as idempotencyRepository from './idempotency.repository.js';
 
 /**
- * Idempotency keys (API.md, `POST /api/orders`). A key is scoped to its user and lives in one row:
+ * Idempotency keys (docs/api.md, `POST /api/orders`). A key is scoped to its user and lives in one row:
  *
  *   (none) ──begin──▶ running: no response, locked_until in the future ── repeats → 409 IN_USE
  *   running ──the work commits, with the response in the same transaction──▶ done ── repeats replay it

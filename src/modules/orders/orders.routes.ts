@@ -92,7 +92,7 @@ async function placeIdempotently(
   return reply.code(201).type(jsonContentType).send(body);
 }
 
-/** `/api/orders` (API.md). */
+/** `/api/orders` (docs/api.md). */
 export function ordersRoutes(scope: FastifyInstance, auth: AuthDeps, deps: ordersService.OrdersDeps): void {
   const app = scope.withTypeProvider<TypeBoxTypeProvider>();
   const requireAuth = authenticate(auth);

@@ -42,7 +42,7 @@ export class InsufficientStockError extends AppError {
   }
 }
 
-/** Unknown or archived: the request names something that cannot be ordered (API.md: 422). */
+/** Unknown or archived: the request names something that cannot be ordered (docs/api.md: 422). */
 export class UnorderableProductError extends AppError {
   constructor(index: number, productId: string) {
     super(422, ErrorCode.VALIDATION_FAILED, `Product ${productId} does not exist or is no longer sold.`, {

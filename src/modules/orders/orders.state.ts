@@ -1,7 +1,7 @@
 import type { OrderStatus } from './orders.table.js';
 
 /**
- * The order state machine (API.md): pending → paid → shipped → delivered, and pending or paid →
+ * The order state machine (docs/api.md): pending → paid → shipped → delivered, and pending or paid →
  * cancelled (which returns the stock). Anything else is an invalid transition.
  */
 const next: Readonly<Record<OrderStatus, readonly OrderStatus[]>> = {

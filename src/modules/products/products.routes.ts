@@ -33,7 +33,7 @@ const notModified = {
 } as const;
 
 /**
- * `/api/products` (API.md). Reads are public and served from the cache when warm: a hit sends the
+ * `/api/products` (docs/api.md). Reads are public and served from the cache when warm: a hit sends the
  * stored body and ETag without touching the database. Writes are admin-only and invalidate the
  * cache before answering.
  */

@@ -3,7 +3,7 @@ import { ValidationError } from '../../lib/errors.js';
 import { pageQueryProperties } from '../../lib/pagination.js';
 
 /**
- * Wire schemas of `/api/products` (API.md). Strings that reach the database exclude control
+ * Wire schemas of `/api/products` (docs/api.md). Strings that reach the database exclude control
  * characters (PostgreSQL rejects NUL in text, and nothing else wants them); ids are matched by a
  * plain UUID pattern, not the `uuid` format, which also admits `urn:uuid:…` that PostgreSQL refuses.
  */
