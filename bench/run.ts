@@ -12,7 +12,7 @@
  * password hash timed in-process. Results go to bench/results/ (Markdown and JSON) and, for a full
  * run, into the README.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, fork, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
@@ -333,6 +333,26 @@ async function hashMs(): Promise<number> {
   return samples[2] ?? 0;
 }
 
+/**
+ * The per-request cost of the request log line through each destination, in a child forked with an
+ * IPC channel as PM2 forks its workers (bench/lib/log-cost.ts); this process plays PM2's daemon and
+ * discards the messages.
+ */
+async function logLineMicros(): Promise<{ fd: number; pm2: number; perLineIpc: number }> {
+  const child = fork(join(root, 'bench', 'lib', 'log-cost.ts'), [String(smoke ? 5000 : 50_000)], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+  });
+  child.on('message', () => {});
+  let output = '';
+  child.stdout?.on('data', (chunk) => {
+    output += chunk;
+  });
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  if (code !== 0) throw new Error(`bench/lib/log-cost.ts exited ${code}`);
+  return JSON.parse(output);
+}
+
 /** The per-request cost of authentication: one JWT verification (the revocation check is a Map lookup). */
 async function tokenVerifyMicros(): Promise<number> {
   const tokens = createTokenService(loadConfig({ NODE_ENV: 'production', JWT_SECRET: jwtSecret }).auth);
@@ -559,6 +579,10 @@ async function main(): Promise<void> {
     );
     results.hashMs = await hashMs();
     results.verifyUs = await tokenVerifyMicros();
+    const logCost = await logLineMicros();
+    results.logFdUs = logCost.fd;
+    results.logPm2Us = logCost.pm2;
+    results.logPerLineIpcUs = logCost.perLineIpc;
   } finally {
     if (hasPostgres) await adminQuery(`DROP DATABASE IF EXISTS ${benchDb} WITH (FORCE)`).catch(() => {});
   }
@@ -635,7 +659,7 @@ function report(results: Record<string, number | undefined>): void {
   for (const t of targets) lines.push(`| ${t.name} | ${t.value} | ${t.met ? 'yes' : '**no**'} |`);
   lines.push('');
   lines.push(
-    `Other ratios: scenario 1 in-process vs Redis-backed ${ratio(results.s1Memory, results.s1Redis)}; SQLite vs PostgreSQL + Redis ${ratio(results.s1Sqlite, results.s1Redis)}; list warm vs cache off ${ratio(results.s2Warm, results.s2Cold)}; /api/users/me vs bare node:http ${ratio(results.s5, results.nodeHttp)}. One access-token verification costs ${results.verifyUs?.toFixed(1) ?? 'n/a'} µs in-process (the revocation check is a Map lookup).`,
+    `Other ratios: scenario 1 in-process vs Redis-backed ${ratio(results.s1Memory, results.s1Redis)}; SQLite vs PostgreSQL + Redis ${ratio(results.s1Sqlite, results.s1Redis)}; list warm vs cache off ${ratio(results.s2Warm, results.s2Cold)}; /api/users/me vs bare node:http ${ratio(results.s5, results.nodeHttp)}. One access-token verification costs ${results.verifyUs?.toFixed(1) ?? 'n/a'} µs in-process (the revocation check is a Map lookup). One request log line costs ${results.logFdUs?.toFixed(1) ?? 'n/a'} µs buffered to a file (outside PM2), ${results.logPm2Us?.toFixed(1) ?? 'n/a'} µs under PM2 (its timestamp, batched appends to its files and IPC messages), against ${results.logPerLineIpcUs?.toFixed(1) ?? 'n/a'} µs through PM2's own stdout hook (a message and a write per line).`,
   );
   lines.push('');
   lines.push('| Process | RSS before, MiB | RSS after, MiB |');

@@ -29,6 +29,8 @@ export interface Config {
   readonly log: {
     readonly level: LogLevel;
     readonly slowRequestMs: number;
+    /** Set when this process is a PM2 worker: the logger then writes where PM2 captures output. */
+    readonly pm2: Pm2LogTarget | undefined;
   };
   readonly database: {
     /** PostgreSQL connection string; absent means the embedded SQLite database. */
@@ -108,6 +110,14 @@ export interface Config {
     /** 0: no periodic cleanup in the service (run the CLI instead). */
     readonly cleanupIntervalSeconds: number;
   };
+}
+
+/** Where PM2 wants a worker's stdout: its log files and its date format (from PM2's own env). */
+export interface Pm2LogTarget {
+  /** out_file and log_file (combined) as PM2 resolved them; empty when both are /dev/null. */
+  readonly files: readonly string[];
+  /** PM2's `log_date_format` (set by `time: true` or explicitly); undefined: no timestamp prefix. */
+  readonly dateFormat: string | undefined;
 }
 
 export interface VariableDoc {
@@ -262,6 +272,20 @@ function isOrigin(entry: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * PM2 puts its own bookkeeping into each worker's environment (pm_id, pm_out_log_path, …). They are
+ * PM2's, not settings for the operator, so they are read here without being documented.
+ */
+function pm2LogTarget(env: Env): Pm2LogTarget | undefined {
+  if (env.pm_id === undefined) return undefined;
+  const real = (path: string | undefined) =>
+    path === undefined || path === '' || path === 'NULL' || path === '/dev/null' ? [] : [path];
+  const files = [...real(env.pm_out_log_path), ...real(env.pm_log_path)];
+  const dateFormat =
+    env.log_date_format === undefined || env.log_date_format === '' ? undefined : env.log_date_format;
+  return { files, dateFormat };
 }
 
 function read(env: Env): { config: Config; reader: EnvReader } {
@@ -606,7 +630,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       trustProxy,
       staticDir: resolve(projectRoot, staticDir),
     },
-    log: { level: logLevel, slowRequestMs },
+    log: { level: logLevel, slowRequestMs, pm2: pm2LogTarget(env) },
     database: {
       url: databaseUrl,
       sqlitePath: sqlitePath === ':memory:' ? sqlitePath : resolve(projectRoot, sqlitePath),

@@ -33,6 +33,11 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       host: config.server.host,
       port: metricsPort,
       token: config.metrics.token,
+      // On this worker's own port, so `npm run pm2:reload` can check every worker, not a random one.
+      ready: async () => {
+        const res = await app.inject({ method: 'GET', url: '/ready' });
+        return { status: res.statusCode, body: res.body };
+      },
     });
     app.addHook('onClose', () => metricsServer.close());
   }

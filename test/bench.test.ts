@@ -36,7 +36,15 @@ describe('benchmark smoke run', { skip: await skipUnless('postgres', 'redis') },
       assert.ok(row.result.requests > 0, `${row.scenario} on ${row.target} answered nothing`);
       assert.equal(row.result.errors + row.result.non2xx, 0, `${row.scenario} on ${row.target}`);
     }
-    for (const baseline of ['nodeHttp', 'express', 'hashMs', 'verifyUs']) {
+    for (const baseline of [
+      'nodeHttp',
+      'express',
+      'hashMs',
+      'verifyUs',
+      'logFdUs',
+      'logPm2Us',
+      'logPerLineIpcUs',
+    ]) {
       assert.ok(result.results[baseline] !== undefined && result.results[baseline] > 0, baseline);
     }
   });

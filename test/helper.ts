@@ -141,6 +141,6 @@ export function captureLogs(level: Level = 'info'): CapturedLogs {
       callback();
     },
   });
-  const logger = createLogger({ env: 'test', log: { level, slowRequestMs: 1000 } }, stream);
+  const logger = createLogger({ env: 'test', log: { level, slowRequestMs: 1000, pm2: undefined } }, stream);
   return { logger, lines, text: () => raw.join('') };
 }

@@ -1,20 +1,43 @@
 // PM2 ecosystem for Shipshape: cluster mode on every core, zero-downtime reloads.
 //
-//   npm run build && npm run pm2:start          (pm2 start deploy/pm2/ecosystem.config.cjs --env production)
-//   npm run pm2:reload                          (one worker at a time; none of its requests is lost)
+//   npm run pm2:start     (src/cli/pm2.ts: checks the configuration, then pm2 start … --env production,
+//                          then waits until every worker answers /ready)
+//   npm run pm2:reload    (the same checks first; one worker at a time; none of its requests is lost)
 //
-// The service reads its own configuration from the environment PM2 was started with (DATABASE_URL,
-// REDIS_URL, JWT_SECRET, …; see README). After changing it: `pm2 reload … --update-env`.
+// The service's variables (every name config.ts reads, and the *_FILE variants of secrets) are
+// passed from the environment this file is loaded in into env_production. PM2 rebuilds an
+// ecosystem app's environment from this file on every start and reload, so this pass-through is what
+// makes a reload apply a changed environment. Secrets: give PM2 the *_FILE variants, never the
+// values, or `pm2 save` writes them in plain text into its dump (the wrapper refuses them).
 //
-// Timings that make reloads lossless (docs/decisions/0008-pm2.md):
+// Timings that make reloads lossless (docs/decisions/0008-pm2-cluster.md, 0015-pm2-wrapper.md):
 // - wait_ready: a new worker counts as started only when it sends 'ready' — after it listens and
 //   its database answers (src/server.ts) — not when its process merely exists;
 // - listen_timeout must exceed the slowest boot (migrations, waiting for the database): past it PM2
 //   replaces the old worker anyway;
 // - kill_timeout must exceed the drain (SHUTDOWN_TIMEOUT_MS): past it PM2 sends SIGKILL.
 const path = require('node:path');
+const { execFileSync } = require('node:child_process');
 
 const root = path.resolve(__dirname, '..', '..');
+
+/** The names of the service's variables, from the built config.ts (the one list there is). */
+function serviceVariableNames() {
+  const script =
+    "import('./dist/config.js').then((m) => process.stdout.write(JSON.stringify(m.describeConfig().flatMap((d) => d.secret ? [d.name, d.name + '_FILE'] : [d.name]))))";
+  try {
+    return JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root }));
+  } catch (err) {
+    throw new Error(`cannot read the service's variables from dist/config.js (run npm run build): ${err}`);
+  }
+}
+
+// Set by PM2 per worker, or by this file below: never passed through.
+const notPassed = new Set(['NODE_APP_INSTANCE', 'NODE_ENV', 'PORT', 'METRICS_PORT']);
+const passed = {};
+for (const name of serviceVariableNames()) {
+  if (!notPassed.has(name) && process.env[name] !== undefined) passed[name] = process.env[name];
+}
 const logDir = process.env.PM2_LOG_DIR || path.join(root, 'logs');
 const shutdownTimeoutMs = Number(process.env.SHUTDOWN_TIMEOUT_MS || 10000);
 const instances = process.env.PM2_INSTANCES || 'max';
@@ -40,12 +63,13 @@ module.exports = {
       out_file: path.join(logDir, 'out.log'),
       log_file: path.join(logDir, 'combined.log'),
       merge_logs: true,
-      time: true,
+      // Not `time: true`: PM2 then replaces this format with its own second-precision one.
       log_date_format: 'YYYY-MM-DD HH:mm:ss.SSS Z',
       env: {
         NODE_ENV: 'development',
       },
       env_production: {
+        ...passed,
         NODE_ENV: 'production',
         PORT: process.env.PORT || 3000,
         // Each worker serves its own /metrics on METRICS_PORT + its instance number, so Prometheus

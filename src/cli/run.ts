@@ -15,7 +15,7 @@ export async function runCli(task: (handle: DatabaseHandle, config: Config) => P
     const config = loadConfig();
     handle = createDatabase(
       config.database,
-      createLogger({ env: config.env, log: { ...config.log, level: 'warn' } }),
+      createLogger({ env: config.env, log: { ...config.log, level: 'warn', pm2: undefined } }),
     );
     await task(handle, config);
     await handle.close();

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import pino, { type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import type { Config } from '../config.js';
+import { createPm2Destination } from './pm2-log.js';
 
 /**
  * Paths pino censors wherever they appear in a log object. Request and response bodies are never
@@ -60,6 +61,8 @@ export function createLogger(config: Pick<Config, 'log' | 'env'>, destination?: 
     formatters: { level: (label) => ({ level: label }) },
   };
   if (destination !== undefined) return pino(options, destination);
+  // Under PM2, fd 1 is the daemon's own log; write where PM2's out_file/log_file say (pm2-log.ts).
+  if (config.log.pm2 !== undefined) return pino(options, createPm2Destination(config.log.pm2));
   const transport = config.env === 'production' ? undefined : prettyTransport();
   if (transport !== undefined) return pino({ ...options, transport });
   // Buffered, asynchronous writes: a busy server writes its lines 8 KiB at a time instead of one

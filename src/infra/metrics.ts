@@ -97,10 +97,24 @@ export function metricsRoute(app: FastifyInstance, metrics: Metrics, token: stri
  */
 export async function startMetricsServer(
   metrics: Metrics,
-  options: { host: string; port: number; token: string | undefined },
+  options: {
+    host: string;
+    port: number;
+    token: string | undefined;
+    /** This worker's own readiness (the main port's /ready), for checks that must reach every worker. */
+    ready?: () => Promise<{ status: number; body: string }>;
+  },
 ): Promise<{ close(): Promise<void> }> {
   const server = createServer((req, res) => {
-    if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
+    const path = req.url?.split('?')[0];
+    if (req.method === 'GET' && path === '/ready' && options.ready !== undefined) {
+      options.ready().then(
+        (r) => res.writeHead(r.status, { 'content-type': 'application/json' }).end(r.body),
+        () => res.writeHead(503, { 'content-type': 'text/plain' }).end('Readiness unavailable\n'),
+      );
+      return;
+    }
+    if (req.method !== 'GET' || path !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found\n');
       return;
     }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,7 +9,14 @@ import { send } from '../support/load.js';
 const run = promisify(execFile);
 const root = new URL('../..', import.meta.url).pathname;
 const pm2Bin = join(root, 'node_modules', 'pm2', 'bin', 'pm2');
-const ecosystem = join(root, 'deploy', 'pm2', 'ecosystem.config.cjs');
+/** The operator's entry point (npm run pm2:start / pm2:reload), built: src/cli/pm2.ts. */
+const wrapper = join(root, 'dist', 'cli', 'pm2.js');
+
+export interface WrapperResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
 
 export interface Pm2Worker {
   readonly pid: number;
@@ -22,9 +29,15 @@ export interface Pm2Cluster {
   readonly port: number;
   readonly metricsPort: number;
   readonly logDir: string;
+  /** The cluster's private PM2_HOME (dump.pm2 lives there after `pm2 save`). */
+  readonly home: string;
+  /** Runs the PM2 CLI against this cluster's daemon. */
+  pm2(...args: string[]): Promise<{ stdout: string }>;
   workers(): Promise<Pm2Worker[]>;
-  /** `pm2 reload`: replaces the workers one by one; resolves when PM2 says it is done. */
+  /** `npm run pm2:reload`: replaces the workers one by one; resolves when every worker is ready. */
   reload(): Promise<void>;
+  /** Runs the wrapper (`start` or `reload`) with some variables changed; never throws. */
+  wrapper(command: 'start' | 'reload', changes: Record<string, string | undefined>): Promise<WrapperResult>;
   /** Waits until `instances` workers are online and the service answers /ready. */
   waitUntilServing(timeoutMs?: number): Promise<void>;
   destroy(): Promise<void>;
@@ -49,9 +62,19 @@ export async function startPm2Cluster(options: {
   const home = mkdtempSync(join(tmpdir(), 'shipshape-pm2-'));
   const logDir = join(home, 'logs');
   const name = 'shipshape-test';
-  const env = {
+  // Secrets go to PM2 as *_FILE, as in production: the wrapper refuses them in plain text.
+  const given: Record<string, string> = { ...options.env };
+  for (const name of ['JWT_SECRET', 'METRICS_TOKEN']) {
+    const value = given[name];
+    if (value === undefined) continue;
+    const file = join(home, name.toLowerCase());
+    writeFileSync(file, value, { mode: 0o600 });
+    delete given[name];
+    given[`${name}_FILE`] = file;
+  }
+  const env: Record<string, string | undefined> = {
     ...process.env,
-    ...options.env,
+    ...given,
     PM2_HOME: home,
     PM2_LOG_DIR: logDir,
     PM2_APP_NAME: name,
@@ -62,11 +85,35 @@ export async function startPm2Cluster(options: {
   };
   const pm2 = (...args: string[]) =>
     run(process.execPath, [pm2Bin, ...args], { env, cwd: root, timeout: 120_000 });
+  const runWrapper = async (
+    command: 'start' | 'reload',
+    changes: Record<string, string | undefined> = {},
+  ): Promise<WrapperResult> => {
+    const childEnv = { ...env, ...changes };
+    for (const [k, v] of Object.entries(changes)) if (v === undefined) delete childEnv[k];
+    try {
+      const { stdout, stderr } = await run(process.execPath, [wrapper, command], {
+        env: childEnv,
+        cwd: root,
+        timeout: 180_000,
+      });
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code?: number; stdout?: string; stderr?: string };
+      return {
+        code: typeof e.code === 'number' ? e.code : 1,
+        stdout: e.stdout ?? '',
+        stderr: e.stderr ?? '',
+      };
+    }
+  };
 
   const cluster: Pm2Cluster = {
     port: options.port,
     metricsPort: options.metricsPort,
     logDir,
+    home,
+    pm2,
     async workers() {
       const { stdout } = await pm2('jlist');
       const list = JSON.parse(stdout.slice(stdout.indexOf('['))) as Array<{
@@ -81,8 +128,10 @@ export async function startPm2Cluster(options: {
       }));
     },
     async reload() {
-      await pm2('reload', name);
+      const result = await runWrapper('reload');
+      if (result.code !== 0) throw new Error(`pm2:reload exited ${result.code}: ${result.stderr}`);
     },
+    wrapper: runWrapper,
     async waitUntilServing(timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
@@ -105,7 +154,9 @@ export async function startPm2Cluster(options: {
   };
 
   try {
-    await pm2('start', ecosystem, '--env', 'production');
+    const started = await runWrapper('start');
+    if (started.code !== 0)
+      throw new Error(`pm2:start exited ${started.code}: ${started.stdout}${started.stderr}`);
     await cluster.waitUntilServing();
   } catch (err) {
     await cluster.destroy();

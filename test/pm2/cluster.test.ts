@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
@@ -100,6 +102,7 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
   let database: TestDatabaseEnv;
   let cluster: Pm2Cluster;
   const rateLimit = 60;
+  const jwtSecret = randomBytes(48).toString('base64');
   const fixture = { productId: '' };
 
   before(async () => {
@@ -112,8 +115,9 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
         ...database.env,
         REDIS_URL: redisUrl,
         REDIS_KEY_PREFIX: `test:pm2:${randomBytes(4).toString('hex')}:`,
-        JWT_SECRET: randomBytes(48).toString('base64'),
-        LOG_LEVEL: 'warn',
+        JWT_SECRET: jwtSecret,
+        // Production's level: every request writes a line, so the log path is the one production takes.
+        LOG_LEVEL: 'info',
         SHUTDOWN_GRACE_MS: '500',
         SHUTDOWN_TIMEOUT_MS: '8000',
         ARGON2_MEMORY_KIB: '19456',
@@ -143,6 +147,30 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
     }
     const main = await send(cluster.port, { method: 'GET', path: '/metrics' });
     assert.equal(main.status, 404, 'not on the shared port, where one random worker would answer');
+  });
+
+  test("request lines land in logs/out.log and combined.log, each behind PM2's timestamp", async () => {
+    const path = `/api/log-probe-${randomBytes(6).toString('hex')}`;
+    assert.equal((await send(cluster.port, { method: 'GET', path })).status, 404);
+    const stamped = /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [+-]\d\d:\d\d): (\{.*\})$/;
+    const find = (file: string) =>
+      (existsSync(join(cluster.logDir, file)) ? readFileSync(join(cluster.logDir, file), 'utf8') : '')
+        .split('\n')
+        .find((line) => line.includes(path));
+    const deadline = Date.now() + 30_000;
+    while ((find('out.log') === undefined || find('combined.log') === undefined) && Date.now() < deadline)
+      await sleep(100);
+    for (const file of ['out.log', 'combined.log']) {
+      const line = find(file);
+      assert.ok(line !== undefined, `no line for ${path} in ${file}`);
+      const match = stamped.exec(line);
+      assert.ok(match, `not "<PM2 timestamp>: <JSON>": ${line}`);
+      const entry = JSON.parse(match[2] ?? '') as { path: string; status: number; msg: string };
+      assert.deepEqual([entry.path, entry.status, entry.msg], [path, 404, 'request completed']);
+      assert.ok(
+        Math.abs(Date.parse((match[1] ?? '').replace(' ', 'T').replace(' ', '')) - Date.now()) < 120_000,
+      );
+    }
   });
 
   test('metrics add up: N requests spread over the workers → the scraped totals sum to N', async () => {
@@ -329,5 +357,69 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
     assert.ok(recoveredMs >= 0 && recoveredMs < 10_000, `recovered in ${recoveredMs} ms`);
     assert.ok(result.failures.length <= connections, 'at most the requests in flight, one per connection');
     await assertOrdersDurable('crash', acknowledged, result.failures.length);
+  });
+
+  test('npm run pm2:reload applies a changed variable to every worker', async () => {
+    const limitSeen = async () => {
+      const seen = new Set<string>();
+      // New connection per request: both workers answer.
+      for (let i = 0; i < 10; i++) {
+        const res = await send(cluster.port, {
+          method: 'GET',
+          path: `/api/products/${fixture.productId}`,
+          headers: { 'x-forwarded-for': clientIp() },
+        });
+        seen.add(String(res.headers['ratelimit-limit']));
+      }
+      return [...seen];
+    };
+    assert.deepEqual(await limitSeen(), [String(rateLimit)]);
+    const result = await cluster.wrapper('reload', { RATE_LIMIT_MAX: '777' });
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /every worker is ready \(2\)/);
+    assert.deepEqual(await limitSeen(), ['777']);
+  });
+
+  test('a value the service rejects: pm2:reload and pm2:start exit 1 with its message; under load no request fails', async () => {
+    const load = startLoad({
+      port: cluster.port,
+      connections: 4,
+      next: () => ({
+        method: 'GET',
+        path: `/api/products/${fixture.productId}`,
+        headers: { 'x-forwarded-for': clientIp() },
+      }),
+    });
+    const before = (await cluster.workers()).map((w) => w.pid).sort();
+    const reload = await cluster.wrapper('reload', { RATE_LIMIT_MAX: 'abc' });
+    const start = await cluster.wrapper('start', { RATE_LIMIT_MAX: 'abc' });
+    const plain = await cluster.wrapper('reload', { JWT_SECRET: jwtSecret, JWT_SECRET_FILE: undefined });
+    await sleep(500);
+    const result = await load.stop();
+    for (const refused of [reload, start]) {
+      assert.equal(refused.code, 1, refused.stdout);
+      assert.match(refused.stderr, /refused; PM2 and its running workers were not touched/);
+      assert.match(
+        refused.stderr,
+        /RATE_LIMIT_MAX must be an integer between 1 and 1000000000 \(got "abc"\)/,
+      );
+    }
+    assert.equal(plain.code, 1);
+    assert.match(
+      plain.stderr,
+      /JWT_SECRET is set directly: PM2 would store it in plain text .* set JWT_SECRET_FILE/,
+    );
+    assert.ok(!plain.stderr.includes(jwtSecret), 'the secret is never echoed');
+    assert.deepEqual((await cluster.workers()).map((w) => w.pid).sort(), before, 'the same workers serve');
+    console.log(`rejected reload under load: ${result.answered} requests, ${result.failures.length} failed`);
+    assert.deepEqual(result.failures, []);
+    assert.deepEqual(Object.keys(result.statuses), ['200']);
+  });
+
+  test('pm2 save: the dump names the secret files, never the secrets', async () => {
+    await cluster.pm2('save');
+    const dump = readFileSync(join(cluster.home, 'dump.pm2'), 'utf8');
+    assert.ok(dump.includes('JWT_SECRET_FILE'), 'the file variant is there');
+    assert.ok(!dump.includes(jwtSecret), 'the secret itself is not');
   });
 });

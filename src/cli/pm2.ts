@@ -1,0 +1,279 @@
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { type Config, ConfigError, describeConfig, loadConfig } from '../config.js';
+import { pendingMigrations } from '../db/migrator.js';
+import { createDatabase } from '../infra/database.js';
+import { createLogger } from '../infra/logger.js';
+import { describeDatabase, describeRedis } from '../lib/targets.js';
+
+/**
+ * `npm run pm2:start` and `npm run pm2:reload`: PM2 with the checks it cannot make itself
+ * (docs/decisions/0015-pm2-wrapper.md). PM2 starts or reloads workers with whatever environment it
+ * is given and reports success before they are ready: a start with a bad configuration says
+ * "launched" and exits 0 while the workers crash-loop, and a reload replaces a healthy worker
+ * after listen_timeout even when its successor never became ready. So, before PM2 is touched:
+ *
+ *  1. the environment the workers will get (this shell + the ecosystem file's env_production) must
+ *     pass the service's own loadConfig(), and hold no secret in plain text (PM2 would write it
+ *     into its dump: use the *_FILE variants);
+ *  2. the database must answer and its schema must be current (or DATABASE_MIGRATE_ON_START set);
+ *
+ * then PM2 starts or reloads, and the command succeeds only when every worker answers /ready on its
+ * own port (METRICS_PORT + instance). Any failure exits non-zero with the reason in one place.
+ */
+
+const usage =
+  'usage: npm run pm2:start | npm run pm2:reload   (node dist/cli/pm2.js <start|reload> [--help])';
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const requireCjs = createRequire(import.meta.url);
+const pm2Bin = join(dirname(requireCjs.resolve('pm2/package.json')), 'bin', 'pm2');
+
+interface EcosystemApp {
+  name: string;
+  instances: number | 'max';
+  listen_timeout: number;
+  error_file: string;
+  env: Record<string, string | number>;
+  env_production: Record<string, string | number>;
+}
+
+class Refusal extends Error {}
+
+function fail(message: string, code = 1): never {
+  process.stderr.write(`${message}\n`);
+  process.exit(code);
+}
+
+function parseCommand(): 'start' | 'reload' {
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ options: { help: { type: 'boolean' } }, allowPositionals: true, strict: true });
+  } catch (err) {
+    fail(`pm2: ${(err as Error).message.split('\n')[0]}\n${usage}`, 2);
+  }
+  if (parsed.values.help === true) {
+    process.stdout.write(`${usage}\n`);
+    process.exit(0);
+  }
+  const [command, ...extra] = parsed.positionals;
+  if ((command !== 'start' && command !== 'reload') || extra.length > 0)
+    fail(
+      `pm2: expected start or reload${command === undefined ? '' : ` (got "${parsed.positionals.join(' ')}")`}\n${usage}`,
+      2,
+    );
+  return command;
+}
+
+export function ecosystemPath(): string {
+  return join(root, 'deploy', 'pm2', 'ecosystem.config.cjs');
+}
+
+function loadEcosystem(): EcosystemApp {
+  const app = (requireCjs(ecosystemPath()) as { apps: EcosystemApp[] }).apps[0];
+  if (app === undefined) throw new Refusal('deploy/pm2/ecosystem.config.cjs defines no app');
+  return app;
+}
+
+/** The environment PM2 will give a worker: this shell, then the file's env and env_production. */
+export function workerEnv(app: EcosystemApp, instance: number): Record<string, string | undefined> {
+  const fromFile = Object.fromEntries(
+    Object.entries({ ...app.env, ...app.env_production }).map(([k, v]) => [k, String(v)]),
+  );
+  return { ...process.env, ...fromFile, NODE_APP_INSTANCE: String(instance) };
+}
+
+/** Secrets PM2 would store in plain text in dump.pm2 (`pm2 save`): refused, with what to do instead. */
+export function plainSecrets(env: Record<string, string | undefined>): string[] {
+  const problems: string[] = [];
+  for (const doc of describeConfig()) {
+    const value = env[doc.name];
+    if (!doc.secret || value === undefined || value.trim() === '') continue;
+    if (doc.name.endsWith('_URL')) {
+      let password = '';
+      try {
+        password = new URL(value).password;
+      } catch {
+        // loadConfig reports the malformed URL
+      }
+      if (password === '') continue; // a URL without a password is not a secret
+    }
+    problems.push(
+      `${doc.name} is set directly: PM2 would store it in plain text in its dump (pm2 save). Write it to a file only the service's user can read and set ${doc.name}_FILE=/path/to/it instead`,
+    );
+  }
+  return problems;
+}
+
+async function checkDatabase(config: Config): Promise<void> {
+  const handle = createDatabase(
+    config.database,
+    createLogger({ env: config.env, log: { ...config.log, level: 'silent', pm2: undefined } }),
+  );
+  try {
+    await handle.ping(config.database.connectTimeoutMs).catch((err: unknown) => {
+      throw new Refusal(
+        `the database does not answer (${describeDatabase(config.database)}): ${(err as Error).message}`,
+      );
+    });
+    const pending = await pendingMigrations(handle.db, handle.engine);
+    // With DATABASE_MIGRATE_ON_START the first worker applies them (under an advisory lock).
+    if (pending.length > 0 && !config.database.migrateOnStart)
+      throw new Refusal(`pending migrations (${pending.join(', ')}): run \`npm run db:migrate\` first`);
+  } finally {
+    await handle.close();
+  }
+}
+
+function runPm2(args: string[], capture = false): Promise<{ code: number; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [pm2Bin, ...args], {
+      cwd: root,
+      stdio: ['ignore', capture ? 'pipe' : 'inherit', 'inherit'],
+    });
+    let stdout = '';
+    child.stdout?.on('data', (chunk) => {
+      stdout += chunk;
+    });
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code: code ?? 1, stdout }));
+  });
+}
+
+interface Worker {
+  instance: number;
+  status: string;
+  pid: number;
+}
+
+async function workers(name: string): Promise<Worker[]> {
+  const { code, stdout } = await runPm2(['jlist'], true);
+  if (code !== 0) throw new Error(`pm2 jlist exited ${code}`);
+  // The JSON is the last line; a daemon starting now prints "[PM2] …" lines before it.
+  const json = stdout.trimEnd().split('\n').at(-1) ?? '[]';
+  const list = JSON.parse(json.startsWith('[PM2]') ? '[]' : json) as Array<{
+    name: string;
+    pid: number;
+    pm2_env: { status: string; NODE_APP_INSTANCE?: number };
+  }>;
+  return list
+    .filter((p) => p.name === name)
+    .map((p) => ({
+      instance: Number(p.pm2_env.NODE_APP_INSTANCE ?? 0),
+      status: p.pm2_env.status,
+      pid: p.pid,
+    }));
+}
+
+function getReady(host: string, port: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve) => {
+    const req = request({ host, port, path: '/ready', method: 'GET', timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => {
+        body += chunk;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.once('timeout', () => req.destroy(new Error('timed out')));
+    req.once('error', (err) => resolve({ status: 0, body: err.message }));
+    req.end();
+  });
+}
+
+/** Every worker online and answering 200 on its own /ready; progress every 5 s; false at the deadline. */
+async function waitUntilEveryWorkerReady(app: EcosystemApp, config: Config, count: number): Promise<boolean> {
+  const base = Number(app.env_production.METRICS_PORT ?? 0);
+  const host = ['0.0.0.0', '::', ''].includes(config.server.host) ? '127.0.0.1' : config.server.host;
+  const deadline = Date.now() + app.listen_timeout + 30_000;
+  let lastReport = Date.now();
+  for (;;) {
+    const list = await workers(app.name);
+    const waiting: string[] = [];
+    for (let instance = 0; instance < count; instance++) {
+      const worker = list.find((w) => w.instance === instance);
+      if (worker === undefined || worker.status !== 'online') {
+        waiting.push(`worker ${instance}: ${worker?.status ?? 'missing'}`);
+        continue;
+      }
+      if (base > 0) {
+        const ready = await getReady(host, base + instance);
+        if (ready.status !== 200) waiting.push(`worker ${instance}: /ready ${ready.status || ready.body}`);
+      }
+    }
+    if (waiting.length === 0) return true;
+    if (Date.now() > deadline) {
+      process.stderr.write(`pm2: not ready: ${waiting.join('; ')}\n`);
+      return false;
+    }
+    if (Date.now() - lastReport > 5000) {
+      lastReport = Date.now();
+      process.stderr.write(`pm2: waiting for ${waiting.join('; ')}\n`);
+    }
+    await sleep(250);
+  }
+}
+
+function tail(file: string, lines: number): string {
+  if (!existsSync(file)) return '';
+  return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+async function main(): Promise<void> {
+  const command = parseCommand();
+  const app = loadEcosystem();
+  const count = app.instances === 'max' ? availableParallelism() : app.instances;
+  const env = workerEnv(app, count - 1);
+  const refused = `pm2 ${command} refused; PM2 and its running workers were not touched`;
+
+  const secrets = plainSecrets(env);
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    fail(`${refused}:\n${[err.message, ...secrets.map((s) => `  - ${s}`)].join('\n')}`);
+  }
+  if (secrets.length > 0) fail(`${refused}:\n${secrets.map((s) => `  - ${s}`).join('\n')}`);
+  process.stdout.write(
+    `pm2 ${command}: ${app.name}, ${count} worker${count === 1 ? '' : 's'} on port ${config.server.port}; ${describeDatabase(config.database)}; ${describeRedis(config.redis)}\n`,
+  );
+  try {
+    await checkDatabase(config);
+  } catch (err) {
+    if (err instanceof Refusal) fail(`${refused}: ${err.message}`);
+    throw err;
+  }
+
+  const running = (await workers(app.name)).length > 0;
+  if (command === 'start' && running)
+    fail(`pm2 start: ${app.name} is already running; apply a new configuration with npm run pm2:reload`);
+  if (command === 'reload' && !running)
+    fail(`pm2 reload: ${app.name} is not running; start it with npm run pm2:start`);
+
+  const pm2Args =
+    command === 'start'
+      ? ['start', ecosystemPath(), '--env', 'production']
+      : ['reload', ecosystemPath(), '--env', 'production', '--update-env'];
+  const { code } = await runPm2(pm2Args);
+  if (code !== 0) fail(`pm2 ${command}: pm2 exited ${code}`);
+  if (!(await waitUntilEveryWorkerReady(app, config, count))) {
+    const errors = tail(app.error_file, 10);
+    fail(
+      `pm2 ${command} failed: not every worker became ready${errors === '' ? '' : `; last lines of ${app.error_file}:\n${errors}`}`,
+    );
+  }
+  process.stdout.write(
+    `pm2 ${command}: every worker is ready (${count}); logs in ${dirname(app.error_file)}\n`,
+  );
+}
+
+main().catch((err: unknown) =>
+  fail(`pm2: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
+);
