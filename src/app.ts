@@ -115,6 +115,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const counters = redis === undefined ? createMemoryCounterStore() : createRedisCounterStore(redis);
   const auth = createAuthDeps({
     db: database.db,
+    engine: database.engine,
     config: config.auth,
     counters,
     registry: metrics.registry,

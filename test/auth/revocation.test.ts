@@ -165,15 +165,16 @@ describe('the revocation list fails closed', { skip: await skipUnless('postgres'
     const handle = createDatabase(testConfig(database.env).database, captureLogs().logger);
     try {
       await migrateToLatest(handle.db, handle.engine);
-      let now = Date.now();
+      let now = 0;
       const list = createRevocationList(handle.db, captureLogs().logger, {
+        engine: handle.engine,
         retentionMs: 60_000,
-        now: () => now,
+        monotonicNow: () => now,
       });
       assert.equal(list.status('s-1'), 'unknown', 'before the first poll');
       await list.start();
       assert.equal(list.status('s-1'), 'live');
-      list.markRevoked(['s-1']);
+      list.markRevoked([{ id: 's-1', revoked_at: new Date().toISOString() }]);
       assert.equal(list.status('s-1'), 'revoked');
       await list.stop();
       now += 1000;

@@ -21,8 +21,10 @@ export async function startServerProcess(
   entry: string,
   env: Record<string, string>,
   timeoutMs = 90_000,
+  /** Node flags before the entry (e.g. another `--import` preload). */
+  nodeArgs: readonly string[] = [],
 ): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...nodeArgs, entry], {
     env: { ...process.env, NODE_ENV: 'test', LOG_LEVEL: 'info', PORT: '0', HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

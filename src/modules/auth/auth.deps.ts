@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import type { Config } from '../../config.js';
-import type { Db } from '../../db/database.js';
+import type { Db, Engine } from '../../db/database.js';
 import type { CounterStore } from '../../infra/rate-limit/counter-store.js';
 import { createLoginLockout, type LoginLockout } from './lockout.js';
 import { createPasswordHasher, type PasswordHasher } from './passwords.js';
@@ -19,6 +19,7 @@ export interface AuthMetrics {
 /** Everything the auth and users services need, built once in the composition root. */
 export interface AuthDeps {
   readonly db: Db;
+  readonly engine: Engine;
   readonly config: Config['auth'];
   readonly passwords: PasswordHasher;
   readonly tokens: TokenService;
@@ -63,6 +64,7 @@ export function createAuthMetrics(registry: Registry): AuthMetrics {
 
 export function createAuthDeps(input: {
   db: Db;
+  engine: Engine;
   config: Config['auth'];
   counters: CounterStore;
   registry: Registry;
@@ -70,10 +72,12 @@ export function createAuthDeps(input: {
 }): AuthDeps {
   return {
     db: input.db,
+    engine: input.engine,
     config: input.config,
     passwords: createPasswordHasher(input.config),
     tokens: createTokenService(input.config),
     revocations: createRevocationList(input.db, input.logger, {
+      engine: input.engine,
       // An access token lives at most this long, plus the clock tolerance of its verification.
       retentionMs: (input.config.accessTokenTtlSeconds + 60) * 1000,
     }),

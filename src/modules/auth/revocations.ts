@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import type { Db } from '../../db/database.js';
+import { readDatabaseNow } from '../../db/clock.js';
+import type { Db, Engine } from '../../db/database.js';
 import { revokedSince } from './sessions.repository.js';
 
 /**
@@ -12,6 +13,14 @@ import { revokedSince } from './sessions.repository.js';
  * longer than `staleAfterMs`, `status()` answers 'unknown' and callers ask the database directly:
  * the check fails closed, never open.
  *
+ * Every stamp and every bound of the poll is the database's clock, never this server's: revoked_at
+ * is written by the database (db/clock.ts), and each poll starts by asking the database what time
+ * it is. The next poll looks back from that moment by `overlapMs`, which only has to cover the time
+ * between a revocation's stamp and its commit. So the high-water mark can never run ahead of what
+ * the database holds, and an app server whose clock is minutes off (security probe 2026-12-02,
+ * finding 1) neither hides other servers' revocations nor has its own skipped. A failed poll does
+ * not move the mark: the next successful one covers the gap.
+ *
  * Why the database and not Redis pub/sub: revocation must hold while Redis is down or partitioned,
  * and a missed pub/sub message is silent. See docs/decisions/0005-access-token-revocation.md.
  */
@@ -19,31 +28,32 @@ export interface RevocationList {
   start(): Promise<void>;
   /** Stops polling; resolves once a poll in progress has finished. */
   stop(): Promise<void>;
-  /** Records revocations made by this instance, effective immediately here. */
-  markRevoked(sessionIds: readonly string[]): void;
+  /** Records revocations made by this instance (with the database's stamps), effective at once here. */
+  markRevoked(revocations: ReadonlyArray<{ id: string; revoked_at: string }>): void;
   status(sessionId: string): 'revoked' | 'live' | 'unknown';
 }
 
 export interface RevocationListOptions {
+  readonly engine: Engine;
   /** How long revocations are remembered: an access token cannot live longer than this. */
   readonly retentionMs: number;
   readonly pollIntervalMs?: number;
   readonly staleAfterMs?: number;
-  /**
-   * Each poll looks this far behind the newest revocation it has seen, so a revocation committed
-   * late, or stamped by a server whose clock lags, is not skipped.
-   */
+  /** How far each poll looks behind the previous poll's database time (stamp-to-commit delay). */
   readonly overlapMs?: number;
-  readonly now?: () => number;
+  /** A monotonic clock for "how long since the last successful poll" (tests replace it). */
+  readonly monotonicNow?: () => number;
 }
 
 export function createRevocationList(db: Db, logger: Logger, options: RevocationListOptions): RevocationList {
   const pollIntervalMs = options.pollIntervalMs ?? 250;
   const staleAfterMs = options.staleAfterMs ?? 750;
   const overlapMs = options.overlapMs ?? 10_000;
-  const now = options.now ?? Date.now;
+  const monotonicNow = options.monotonicNow ?? (() => performance.now());
+  /** Session id → revoked_at (database clock, ms since the epoch). */
   const revoked = new Map<string, number>();
-  let newestSeen = 0;
+  /** Where the next poll starts, in database time; undefined until the first poll succeeds. */
+  let nextSince: number | undefined;
   let lastSuccess = Number.NEGATIVE_INFINITY;
   let timer: NodeJS.Timeout | undefined;
   let failing = false;
@@ -51,17 +61,16 @@ export function createRevocationList(db: Db, logger: Logger, options: Revocation
   let polling: Promise<void> | undefined;
 
   const poll = async () => {
-    const startedAt = now();
-    const since = Math.max(newestSeen - overlapMs, startedAt - options.retentionMs);
+    const startedAt = monotonicNow();
     try {
+      const dbNow = Date.parse(await readDatabaseNow(db, options.engine));
+      const oldestRelevant = dbNow - options.retentionMs;
+      const since = Math.max(nextSince ?? oldestRelevant, oldestRelevant);
       const rows = await revokedSince(db, new Date(since).toISOString());
-      for (const row of rows) {
-        const at = Date.parse(row.revoked_at);
-        revoked.set(row.id, at);
-        if (at > newestSeen) newestSeen = at;
-      }
+      for (const row of rows) revoked.set(row.id, Date.parse(row.revoked_at));
       // Forget what no live access token can depend on any more.
-      for (const [id, at] of revoked) if (at < startedAt - options.retentionMs) revoked.delete(id);
+      for (const [id, at] of revoked) if (at < oldestRelevant) revoked.delete(id);
+      nextSince = dbNow - overlapMs;
       lastSuccess = startedAt;
       if (failing) logger.info('revocation polling restored');
       failing = false;
@@ -89,13 +98,12 @@ export function createRevocationList(db: Db, logger: Logger, options: Revocation
       clearTimeout(timer);
       await polling;
     },
-    markRevoked(sessionIds) {
-      const at = now();
-      for (const id of sessionIds) revoked.set(id, at);
+    markRevoked(revocations) {
+      for (const { id, revoked_at } of revocations) revoked.set(id, Date.parse(revoked_at));
     },
     status(sessionId) {
       if (revoked.has(sessionId)) return 'revoked';
-      return now() - lastSuccess <= staleAfterMs ? 'live' : 'unknown';
+      return monotonicNow() - lastSuccess <= staleAfterMs ? 'live' : 'unknown';
     },
   };
 }

@@ -1,4 +1,5 @@
-import type { Queryable } from '../../db/database.js';
+import { databaseNow } from '../../db/clock.js';
+import type { Engine, Queryable } from '../../db/database.js';
 import type { NewRefreshTokenRow, NewSessionRow, SessionRow } from './sessions.table.js';
 
 export async function insertSession(db: Queryable, row: NewSessionRow): Promise<SessionRow> {
@@ -25,16 +26,22 @@ export async function touchSession(db: Queryable, id: string, now: string): Prom
   await db.updateTable('sessions').set({ last_used_at: now }).where('id', '=', id).execute();
 }
 
-/** Revokes sessions not yet revoked; returns the ids it revoked. */
+export interface Revocation {
+  readonly id: string;
+  /** Stamped by the database's clock (db/clock.ts), never an app server's. */
+  readonly revoked_at: string;
+}
+
+/** Revokes sessions not yet revoked; returns the ones it revoked. */
 export async function revokeSessions(
   db: Queryable,
+  engine: Engine,
   filter: { sessionId: string } | { userId: string; exceptSessionId?: string },
   reason: string,
-  now: string,
-): Promise<string[]> {
+): Promise<Revocation[]> {
   let query = db
     .updateTable('sessions')
-    .set({ revoked_at: now, revoked_reason: reason })
+    .set({ revoked_at: databaseNow(engine), revoked_reason: reason })
     .where('revoked_at', 'is', null);
   if ('sessionId' in filter) {
     query = query.where('id', '=', filter.sessionId);
@@ -42,8 +49,8 @@ export async function revokeSessions(
     query = query.where('user_id', '=', filter.userId);
     if (filter.exceptSessionId !== undefined) query = query.where('id', '!=', filter.exceptSessionId);
   }
-  const rows = await query.returning('id').execute();
-  return rows.map((r) => r.id);
+  const rows = await query.returning(['id', 'revoked_at']).execute();
+  return rows.flatMap((r) => (r.revoked_at === null ? [] : [{ id: r.id, revoked_at: r.revoked_at }]));
 }
 
 /** Revocations at or after a moment: what the revocation list polls. */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Db, Queryable } from '../../db/database.js';
 import type { UserRow } from '../users/users.table.js';
 import type { AuthDeps } from './auth.deps.js';
-import { insertRefreshToken, insertSession, revokeSessions } from './sessions.repository.js';
+import { insertRefreshToken, insertSession, type Revocation, revokeSessions } from './sessions.repository.js';
 import type { SessionRow } from './sessions.table.js';
 import { newRefreshToken } from './tokens.js';
 
@@ -96,19 +96,34 @@ export async function tokensFor(
 /**
  * Revokes sessions — and with them their access tokens: this instance refuses them at once, every
  * other instance within a second (revocations.ts). Takes the database, not a transaction: the
- * local revocation list must only learn what has been committed.
+ * local revocation list must only learn what has been committed. Inside a transaction, call
+ * revokeSessions and then, once committed, recordRevoked.
  */
 export async function revoke(
   db: Db,
   deps: AuthDeps,
-  filter: { sessionId: string } | { userId: string; exceptSessionId?: string },
+  filter: RevocationFilter,
   reason: RevocationReason,
 ): Promise<string[]> {
-  const ids = await revokeSessions(db, filter, reason, new Date().toISOString());
-  deps.revocations.markRevoked(ids);
-  if (ids.length > 0) {
-    deps.metrics.revocations.inc({ reason }, ids.length);
-    deps.logger.info({ event: 'sessions_revoked', reason, sessionIds: ids, ...filter }, 'sessions revoked');
-  }
-  return ids;
+  const revocations = await revokeSessions(db, deps.engine, filter, reason);
+  recordRevoked(deps, revocations, reason, filter);
+  return revocations.map((r) => r.id);
+}
+
+export type RevocationFilter = { sessionId: string } | { userId: string; exceptSessionId?: string };
+
+/** Tells this instance's revocation list, the metrics and the log about committed revocations. */
+export function recordRevoked(
+  deps: AuthDeps,
+  revocations: readonly Revocation[],
+  reason: RevocationReason,
+  filter: RevocationFilter,
+): void {
+  deps.revocations.markRevoked(revocations);
+  if (revocations.length === 0) return;
+  deps.metrics.revocations.inc({ reason }, revocations.length);
+  deps.logger.info(
+    { event: 'sessions_revoked', reason, sessionIds: revocations.map((r) => r.id), ...filter },
+    'sessions revoked',
+  );
 }
