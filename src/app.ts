@@ -29,7 +29,9 @@ import {
   createRedisCounterStore,
 } from './infra/rate-limit/counter-store.js';
 import { rateLimit } from './infra/rate-limit/rate-limit.js';
+import { createReadRouting } from './infra/read-your-writes.js';
 import { createRedis, type RedisHandle } from './infra/redis.js';
+import { createReplicaRouter } from './infra/replicas.js';
 import { staticFiles } from './infra/static-files.js';
 import { createAuthDeps } from './modules/auth/auth.deps.js';
 import { authRoutes } from './modules/auth/auth.routes.js';
@@ -132,13 +134,33 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logger: logger.child({ component: 'cache' }),
   });
   registerDatabasePoolMetrics(metrics.registry, database);
+  const replicas = config.database.replicas;
+  const router = createReplicaRouter(database.db, config.database, replicas, {
+    logger: logger.child({ component: 'replicas' }),
+    registry: metrics.registry,
+  });
+  const reads = createReadRouting({
+    router,
+    primary: database.db,
+    redis,
+    secret: config.auth.jwtSecret,
+    // A replica in use has replayed everything older than its time-lag limit (plus the checks'
+    // spacing): past that, no replica needs a client's position (read-your-writes.ts).
+    ttlSeconds: Math.max(60, Math.ceil(2 * (replicas.maxLagSeconds + (3 * replicas.checkIntervalMs) / 1000))),
+    logger: logger.child({ component: 'read-your-writes' }),
+  });
   const catalog: CatalogDeps = {
     db: database.db,
+    reads,
     currency: config.commerce.currency,
-    cache: createProductCache(cache, {
-      productSeconds: config.cache.productTtlSeconds,
-      listSeconds: config.cache.productListTtlSeconds,
-    }),
+    cache: createProductCache(
+      cache,
+      {
+        productSeconds: config.cache.productTtlSeconds,
+        listSeconds: config.cache.productListTtlSeconds,
+      },
+      () => reads.floor(),
+    ),
   };
   const orders: OrdersDeps = {
     db: database.db,
@@ -171,9 +193,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorateRequest('auth', null);
   app.addHook('onReady', () => auth.revocations.start());
   app.addHook('onReady', async () => idempotencyCleanup.start());
+  app.addHook('onReady', async () => router.start());
   app.addHook('onClose', async () => {
     await auth.revocations.stop();
     await idempotencyCleanup.stop();
+    await router.stop();
     await redis?.close();
     await database.close();
   });
@@ -214,11 +238,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   healthRoutes(app, lifecycle, {
     database: () => database.ping(1000),
     cache: () => cache.status(),
+    ...(router.configured ? { replicas: () => (router.serving() ? 'up' : 'degraded') } : {}),
   });
   await staticFiles(app, config.server.staticDir);
 
   await app.register(
     async (api) => {
+      reads.hooks(api);
       rateLimit(api, counters, {
         name: 'api',
         max: config.rateLimit.max,
@@ -232,7 +258,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await api.register(async (scope) => authRoutes(scope, auth, authLimit), { prefix: '/auth' });
       await api.register(async (scope) => usersRoutes(scope, auth), { prefix: '/users' });
       await api.register(async (scope) => productsRoutes(scope, auth, catalog), { prefix: '/products' });
-      await api.register(async (scope) => ordersRoutes(scope, auth, orders), { prefix: '/orders' });
+      await api.register(async (scope) => ordersRoutes(scope, auth, orders, reads), { prefix: '/orders' });
       await options.extendApi?.(api);
     },
     { prefix: '/api' },

@@ -40,6 +40,14 @@ export interface Config {
     readonly connectTimeoutMs: number;
     readonly statementTimeoutMs: number;
     readonly migrateOnStart: boolean;
+    /** Streaming replicas for reads (decision 0030); empty: the primary serves every read. */
+    readonly replicas: {
+      readonly urls: readonly string[];
+      readonly maxLagBytes: number;
+      readonly maxLagSeconds: number;
+      readonly checkIntervalMs: number;
+      readonly waitMs: number;
+    };
   };
   readonly redis: {
     readonly url: string | undefined;
@@ -385,6 +393,48 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     'Apply pending migrations when the service starts.',
   );
 
+  const replicaUrls = (
+    r.secret(
+      'DATABASE_REPLICA_URLS',
+      'Comma-separated connection strings of streaming read replicas. Reads that allow it go to a healthy replica; writes, transactions and reads that must see a recent write go to the primary or a replica that has replayed it.',
+    ) ?? ''
+  )
+    .split(',')
+    .map((url) => url.trim())
+    .filter((url) => url !== '');
+  for (const [i, url] of replicaUrls.entries())
+    checkUrl(r, `DATABASE_REPLICA_URLS (entry ${i + 1})`, url, ['postgres:', 'postgresql:']);
+  if (replicaUrls.length > 0 && databaseUrl === undefined)
+    r.problem('DATABASE_REPLICA_URLS needs DATABASE_URL (replicas of which primary?)');
+  const replicaMaxLagBytes = r.int(
+    'DATABASE_REPLICA_MAX_LAG_BYTES',
+    16_777_216,
+    0,
+    1_099_511_627_776,
+    'A replica more WAL bytes behind the primary than this is skipped.',
+  );
+  const replicaMaxLagSeconds = r.int(
+    'DATABASE_REPLICA_MAX_LAG_SECONDS',
+    10,
+    0,
+    86_400,
+    'A replica whose replay is this many seconds behind is skipped.',
+  );
+  const replicaCheckIntervalMs = r.int(
+    'DATABASE_REPLICA_CHECK_INTERVAL_MS',
+    5000,
+    50,
+    600_000,
+    'How often each replica’s health and lag are checked (plus up to 50 % random jitter).',
+  );
+  const replicaWaitMs = r.int(
+    'DATABASE_REPLICA_WAIT_MS',
+    30,
+    0,
+    1000,
+    'A read that must see a recent write waits at most this long for a replica to replay it, then uses the primary.',
+  );
+
   const redisUrl = r.secret('REDIS_URL', 'Redis connection string. Unset: in-process cache and limits.');
   checkUrl(r, 'REDIS_URL', redisUrl, ['redis:', 'rediss:']);
   const redisKeyPrefix = r.string(
@@ -638,6 +688,13 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       connectTimeoutMs,
       statementTimeoutMs,
       migrateOnStart: migrateOnStart ?? databaseUrl === undefined,
+      replicas: {
+        urls: replicaUrls,
+        maxLagBytes: replicaMaxLagBytes,
+        maxLagSeconds: replicaMaxLagSeconds,
+        checkIntervalMs: replicaCheckIntervalMs,
+        waitMs: replicaWaitMs,
+      },
     },
     redis: {
       url: redisUrl,

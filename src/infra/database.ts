@@ -43,7 +43,7 @@ const pgTypes = {
   },
 };
 
-async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+export async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`${what} timed out after ${timeoutMs} ms`)), timeoutMs);
@@ -55,7 +55,13 @@ async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: stri
   }
 }
 
-function createPostgres(config: Config['database'], url: string, logger: Logger): DatabaseHandle {
+/** A PostgreSQL pool and the Kysely instance over it (the primary's, or a read replica's). */
+export function createPostgresPool(
+  config: Config['database'],
+  url: string,
+  logger: Logger,
+  applicationName = 'shipshape',
+): { readonly pool: pg.Pool; readonly db: Kysely<Database> } {
   const pool = new pg.Pool({
     connectionString: url,
     max: config.poolMax,
@@ -64,7 +70,7 @@ function createPostgres(config: Config['database'], url: string, logger: Logger)
     statement_timeout: config.statementTimeoutMs,
     // A transaction left open by a crashed request must not hold locks forever.
     idle_in_transaction_session_timeout: Math.max(config.statementTimeoutMs, 10_000),
-    application_name: 'shipshape',
+    application_name: applicationName,
     types: pgTypes,
   });
   // A connection that breaks emits 'error' on its client — while idle through the pool, while
@@ -74,7 +80,11 @@ function createPostgres(config: Config['database'], url: string, logger: Logger)
   pool.on('connect', (client) => {
     client.on('error', (err) => logger.warn({ err }, 'PostgreSQL connection failed'));
   });
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return { pool, db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }) };
+}
+
+function createPostgres(config: Config['database'], url: string, logger: Logger): DatabaseHandle {
+  const { pool, db } = createPostgresPool(config, url, logger);
   return {
     engine: 'postgres',
     db,

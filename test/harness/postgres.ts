@@ -70,7 +70,7 @@ export async function createTestDatabase(adminUrl = postgresAdminUrl): Promise<T
   };
 }
 
-function pgBinDir(): string {
+export function pgBinDir(): string {
   try {
     return execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim();
   } catch {
@@ -79,7 +79,7 @@ function pgBinDir(): string {
 }
 
 /** initdb and postgres refuse to run as root: run them as the postgres user when we are root. */
-function asPostgresUser(command: string, args: string[]): { status: number | null; output: string } {
+export function asPostgresUser(command: string, args: string[]): { status: number | null; output: string } {
   const [file, argv] =
     process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
   const result = spawnSync(file, argv, { encoding: 'utf8' });

@@ -16,7 +16,31 @@ import type { CacheMetrics } from './metrics.js';
  * - Backend trouble is a miss, counted and never thrown: the caller is served from the source.
  *   Invalidations that could not be delivered are not forgotten: until a global invalidation goes
  *   through, nothing in the backend is trusted.
+ * - With read replicas, an invalidation carries the primary's WAL position after the write (its
+ *   floor). Each generation token starts with the highest floor invalidated so far, and a load is
+ *   told the floor of the generations it is stamped with: it must read from a source that has
+ *   replayed at least that much. Otherwise a load that began after a write's invalidation but read
+ *   a lagging replica would store the old data under the new generation, and serve it to everyone,
+ *   the writer included, until the TTL (decision 0030).
  */
+
+/**
+ * How fresh a load's source must be: a WAL position (`LsnKey`), `'unknown'` (the backend could not
+ * say: read the primary), or undefined (no write recorded a floor: any source).
+ */
+export type CacheFloor = string | 'unknown' | undefined;
+
+/** Generation tokens are `<floor>~<id>`; a stamp is `<global token>:<scope token>`. */
+export function floorOfStamp(stamp: string): CacheFloor {
+  let floor: string | undefined;
+  for (const token of stamp.split(':')) {
+    const tilde = token.indexOf('~');
+    if (tilde <= 0) continue;
+    const candidate = token.slice(0, tilde);
+    if (floor === undefined || candidate > floor) floor = candidate;
+  }
+  return floor;
+}
 
 /** Where a value lives: its key, the scope that invalidates it, its lifetime and its metrics label. */
 export interface CacheEntry {
@@ -38,10 +62,13 @@ export interface CacheBackend {
   readonly kind: 'memory' | 'redis' | 'none';
   lookup(scope: string, key: string): Promise<Lookup>;
   store(key: string, stamp: string, value: unknown, ttlMs: number): Promise<void>;
-  /** New generations for the scopes (their entries become misses); the keys are also deleted. */
-  invalidate(scopes: readonly string[], keys: readonly string[]): Promise<void>;
+  /**
+   * New generations for the scopes (their entries become misses); the keys are also deleted. The
+   * new tokens carry the highest floor seen so far, this one included.
+   */
+  invalidate(scopes: readonly string[], keys: readonly string[], floor?: string): Promise<void>;
   /** A new global generation: every entry becomes a miss. */
-  invalidateAll(): Promise<void>;
+  invalidateAll(floor?: string): Promise<void>;
   /** Resolves when the backend answers; rejects when it cannot be used. */
   ping(): Promise<void>;
 }
@@ -50,13 +77,18 @@ export interface Cache {
   readonly kind: 'memory' | 'redis' | 'none';
   /**
    * The cached value for the entry, or else `load()`'s result, stored for next time. Concurrent
-   * callers for one key share one load. `load` must return JSON-serialisable data (not undefined).
+   * callers for one key share one load. `load` must return JSON-serialisable data (not undefined);
+   * it is given the floor its source must have replayed (see `CacheFloor`).
    */
-  aside<T>(entry: CacheEntry, load: () => Promise<T>): Promise<T>;
-  /** Invalidates scopes (and deletes keys). Resolves once done — or recorded for later, if the backend failed. */
+  aside<T>(entry: CacheEntry, load: (floor: CacheFloor) => Promise<T>): Promise<T>;
+  /**
+   * Invalidates scopes (and deletes keys). Resolves once done — or recorded for later, if the
+   * backend failed. `floor`: the primary's WAL position read after the write committed.
+   */
   invalidate(target: {
     readonly scopes: readonly string[];
     readonly keys?: readonly string[];
+    readonly floor?: string;
   }): Promise<void>;
   /** For readiness: 'degraded' while the backend cannot be used (requests then go to the database). */
   status(): Promise<'up' | 'degraded'>;
@@ -73,6 +105,8 @@ export function createCache(backend: CacheBackend, options: CacheOptions): Cache
   const flights = new Map<string, Map<string, Promise<unknown>>>();
   // True after an invalidation failed: entries the backend still holds may be stale.
   let invalidationsLost = false;
+  // The highest floor among the lost invalidations: the global invalidation that replaces them carries it.
+  let lostFloor: string | undefined;
   let failing = false;
 
   function failed(operation: 'lookup' | 'store' | 'invalidate', err: unknown): void {
@@ -91,8 +125,9 @@ export function createCache(backend: CacheBackend, options: CacheOptions): Cache
   async function trusted(): Promise<boolean> {
     if (!invalidationsLost) return true;
     try {
-      await backend.invalidateAll();
+      await backend.invalidateAll(lostFloor);
       invalidationsLost = false;
+      lostFloor = undefined;
       logger.info('cache flushed after lost invalidations');
       return true;
     } catch (err) {
@@ -108,7 +143,11 @@ export function createCache(backend: CacheBackend, options: CacheOptions): Cache
     if (byId.size === 0) flights.delete(scope);
   }
 
-  function flight<T>(entry: CacheEntry, stamp: string | undefined, load: () => Promise<T>): Promise<T> {
+  function flight<T>(
+    entry: CacheEntry,
+    stamp: string | undefined,
+    load: (floor: CacheFloor) => Promise<T>,
+  ): Promise<T> {
     // Callers that saw the same generations may share a load: none of them started after a write
     // that changed the generation. Without a stamp (backend down) only loads still running are shared.
     const id = stamp === undefined ? `${entry.key}\n` : `${entry.key}\n${stamp}`;
@@ -118,7 +157,8 @@ export function createCache(backend: CacheBackend, options: CacheOptions): Cache
 
     const promise = (async () => {
       metrics.load(entry.cache);
-      const value = await load();
+      // Without a stamp the backend could not say which writes happened: only the primary is safe.
+      const value = await load(stamp === undefined ? 'unknown' : floorOfStamp(stamp));
       if (stamp !== undefined && value !== undefined) {
         try {
           await backend.store(entry.key, stamp, value, entry.ttlMs);
@@ -145,7 +185,7 @@ export function createCache(backend: CacheBackend, options: CacheOptions): Cache
   return {
     kind: backend.kind,
 
-    async aside<T>(entry: CacheEntry, load: () => Promise<T>): Promise<T> {
+    async aside<T>(entry: CacheEntry, load: (floor: CacheFloor) => Promise<T>): Promise<T> {
       let lookup: Lookup | undefined;
       if (!invalidationsLost || (await trusted())) {
         try {
@@ -172,11 +212,13 @@ export function createCache(backend: CacheBackend, options: CacheOptions): Cache
       // Loads already running in this process may have read the old data: later callers start anew.
       for (const scope of target.scopes) flights.delete(scope);
       try {
-        await backend.invalidate(target.scopes, keys);
+        await backend.invalidate(target.scopes, keys, target.floor);
         succeeded();
       } catch (err) {
         failed('invalidate', err);
         invalidationsLost = true;
+        if (target.floor !== undefined && (lostFloor === undefined || target.floor > lostFloor))
+          lostFloor = target.floor;
       }
     },
 

@@ -16,7 +16,13 @@ export function createMemoryCacheBackend(maxEntries: number): CacheBackend {
   const entries = new LRUCache<string, Stored>({ max: maxEntries });
   // Evicting a scope's generation is safe: a new one is made, and its old entries become misses.
   const generations = new LRUCache<string, string>({ max: maxEntries });
-  const token = createTokenSource();
+  const id = createTokenSource();
+  // The highest floor invalidated so far; every new generation carries it (cache.ts, CacheFloor).
+  let highWater = '';
+  const token = () => `${highWater}~${id()}`;
+  const raise = (floor: string | undefined) => {
+    if (floor !== undefined && floor > highWater) highWater = floor;
+  };
   let global = token();
 
   return {
@@ -36,11 +42,13 @@ export function createMemoryCacheBackend(maxEntries: number): CacheBackend {
     async store(key, stamp, value, ttlMs) {
       entries.set(key, { stamp, value }, { ttl: ttlMs });
     },
-    async invalidate(scopes, keys) {
+    async invalidate(scopes, keys, floor) {
+      raise(floor);
       for (const scope of scopes) generations.set(scope, token());
       for (const key of keys) entries.delete(key);
     },
-    async invalidateAll() {
+    async invalidateAll(floor) {
+      raise(floor);
       global = token();
     },
     async ping() {},

@@ -7,9 +7,10 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
  */
 
 const allowedMethods = 'GET, HEAD, POST, PATCH, DELETE';
-const allowedHeaders = 'Authorization, Content-Type, Idempotency-Key, If-None-Match, X-Request-Id';
+const allowedHeaders =
+  'Authorization, Content-Type, Idempotency-Key, If-None-Match, Shipshape-Read-After, X-Request-Id';
 const exposedHeaders =
-  'ETag, Location, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-Request-Id, Idempotent-Replayed';
+  'ETag, Location, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-Request-Id, Idempotent-Replayed, Shipshape-Read-After';
 const preflightMaxAgeSeconds = '600';
 
 export type CorsPolicy = (request: FastifyRequest, reply: FastifyReply) => 'preflight-answered' | undefined;

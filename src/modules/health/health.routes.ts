@@ -7,6 +7,8 @@ export interface ReadinessProbes {
   database(): Promise<void>;
   /** 'degraded' when the shared cache is unreachable: the service still serves, from the database. */
   cache(): Promise<'up' | 'degraded'>;
+  /** With read replicas: 'degraded' while none is usable (the primary then serves every read). */
+  replicas?(): 'up' | 'degraded';
 }
 
 /** Liveness (`/health`) and readiness (`/ready`), as docs/api.md specifies them. */
@@ -35,7 +37,14 @@ export function healthRoutes(app: FastifyInstance, lifecycle: Lifecycle, probes:
         ),
         probes.cache().catch(() => 'degraded' as const),
       ]);
-      const body: Readiness = { status: 'ready', checks: { database, cache } };
+      const body: Readiness = {
+        status: 'ready',
+        checks: {
+          database,
+          cache,
+          ...(probes.replicas === undefined ? {} : { replicas: probes.replicas() }),
+        },
+      };
       if (lifecycle.shuttingDown || database === 'down') {
         reply.code(503).header('retry-after', '1');
         return {

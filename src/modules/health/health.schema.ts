@@ -16,6 +16,12 @@ export const ReadinessSchema = Type.Object(
       {
         database: Type.Union([Type.Literal('up'), Type.Literal('down')]),
         cache: Type.Union([Type.Literal('up'), Type.Literal('degraded')]),
+        replicas: Type.Optional(
+          Type.Union([Type.Literal('up'), Type.Literal('degraded')], {
+            description:
+              'Only with read replicas configured: `degraded` while none is usable and the primary serves every read.',
+          }),
+        ),
       },
       { additionalProperties: false },
     ),

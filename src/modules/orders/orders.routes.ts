@@ -2,6 +2,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { jsonContentType, serializeWithSchema } from '../../infra/cache/representation.js';
 import { problem, problemContentType, problemResponses } from '../../infra/http/problem.js';
+import type { ReadRouting } from '../../infra/read-your-writes.js';
 import { AppError } from '../../lib/errors.js';
 import { pageSchema } from '../../lib/pagination.js';
 import type { AuthDeps } from '../auth/auth.deps.js';
@@ -93,7 +94,12 @@ async function placeIdempotently(
 }
 
 /** `/api/orders` (docs/api.md). */
-export function ordersRoutes(scope: FastifyInstance, auth: AuthDeps, deps: ordersService.OrdersDeps): void {
+export function ordersRoutes(
+  scope: FastifyInstance,
+  auth: AuthDeps,
+  deps: ordersService.OrdersDeps,
+  reads: ReadRouting,
+): void {
   const app = scope.withTypeProvider<TypeBoxTypeProvider>();
   const requireAuth = authenticate(auth);
   const tags = ['orders'];
@@ -141,7 +147,8 @@ export function ordersRoutes(scope: FastifyInstance, auth: AuthDeps, deps: order
       },
       preHandler: requireAuth,
     },
-    async (request) => ordersService.listOrders(deps.db, authOf(request), request.query),
+    async (request) =>
+      reads.read(request, (db) => ordersService.listOrders(db, authOf(request), request.query)),
   );
 
   app.get(
@@ -155,7 +162,10 @@ export function ordersRoutes(scope: FastifyInstance, auth: AuthDeps, deps: order
       },
       preHandler: requireAuth,
     },
-    async (request) => ordersService.getOrder(deps.db, authOf(request), request.params.id.toLowerCase()),
+    async (request) =>
+      reads.read(request, (db) =>
+        ordersService.getOrder(db, authOf(request), request.params.id.toLowerCase()),
+      ),
   );
 
   app.post(

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Cache } from '../../infra/cache/cache.js';
+import type { Cache, CacheFloor } from '../../infra/cache/cache.js';
 import type { Representation } from '../../infra/cache/representation.js';
 import type { ProductListing } from './products.service.js';
 
@@ -10,10 +10,19 @@ import type { ProductListing } from './products.service.js';
  * product's scope and the list scope, before the response is sent.
  */
 export interface ProductCache {
-  /** The product's representation; null (cached too) when there is no such active product. */
-  product(id: string, load: () => Promise<Representation | null>): Promise<Representation | null>;
-  page(listing: ProductListing, load: () => Promise<Representation>): Promise<Representation>;
-  /** After products changed (or one was created): their entries and every list page go. */
+  /**
+   * The product's representation; null (cached too) when there is no such active product. `load`
+   * gets the floor its source must have replayed (read replicas).
+   */
+  product(
+    id: string,
+    load: (floor: CacheFloor) => Promise<Representation | null>,
+  ): Promise<Representation | null>;
+  page(
+    listing: ProductListing,
+    load: (floor: CacheFloor) => Promise<Representation>,
+  ): Promise<Representation>;
+  /** After products changed (or one was created), once committed: their entries and every list page go. */
   invalidate(productIds: readonly string[]): Promise<void>;
 }
 
@@ -36,6 +45,8 @@ function listKey(listing: ProductListing): string {
 export function createProductCache(
   cache: Cache,
   ttl: { readonly productSeconds: number; readonly listSeconds: number },
+  /** With read replicas: the primary's WAL position, read after the write committed. */
+  floor: () => Promise<string | undefined> = async () => undefined,
 ): ProductCache {
   const productTtlMs = ttl.productSeconds * 1000;
   const listTtlMs = ttl.listSeconds * 1000;
@@ -47,9 +58,14 @@ export function createProductCache(
       ),
     page: (listing, load) =>
       cache.aside({ cache: 'product_list', scope: listScope, key: listKey(listing), ttlMs: listTtlMs }, load),
-    invalidate: (productIds) => {
+    invalidate: async (productIds) => {
       const keys = productIds.map(productKey);
-      return cache.invalidate({ scopes: [listScope, ...keys], keys });
+      const position = await floor();
+      return cache.invalidate({
+        scopes: [listScope, ...keys],
+        keys,
+        ...(position === undefined ? {} : { floor: position }),
+      });
     },
   };
 }

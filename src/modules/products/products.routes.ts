@@ -7,6 +7,7 @@ import {
   serializeWithSchema,
 } from '../../infra/cache/representation.js';
 import { noContent, problemResponses } from '../../infra/http/problem.js';
+import type { ReadRouting } from '../../infra/read-your-writes.js';
 import { NotFoundError } from '../../lib/errors.js';
 import { pageSchema } from '../../lib/pagination.js';
 import type { AuthDeps } from '../auth/auth.deps.js';
@@ -23,6 +24,8 @@ import * as productsService from './products.service.js';
 
 export interface CatalogDeps {
   readonly db: Db;
+  /** Where catalog reads run: a replica when fresh enough for the caller and the cache (replicas.ts). */
+  readonly reads: ReadRouting;
   readonly currency: string;
   readonly cache: ProductCache;
 }
@@ -56,8 +59,12 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
     },
     async (request, reply) => {
       const listing = productsService.productListing(request.query);
-      const page = await deps.cache.page(listing, async () => {
-        const result = await productsService.listProducts(deps.db, listing, deps.currency);
+      const page = await deps.cache.page(listing, async (floor) => {
+        const result = await deps.reads.read(
+          request,
+          (db) => productsService.listProducts(db, listing, deps.currency),
+          floor,
+        );
         return representationOf(serializeWithSchema(reply, 200, result));
       });
       return sendRepresentation(request, reply, page);
@@ -76,8 +83,8 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
     },
     async (request, reply) => {
       const id = request.params.id.toLowerCase();
-      const product = await deps.cache.product(id, async () => {
-        const row = await productsService.findProduct(deps.db, id);
+      const product = await deps.cache.product(id, async (floor) => {
+        const row = await deps.reads.read(request, (db) => productsService.findProduct(db, id), floor);
         if (row === undefined) return null;
         return representationOf(
           serializeWithSchema(reply, 200, productsService.toProduct(row, deps.currency)),

@@ -1,0 +1,197 @@
+import { createHmac, hkdfSync } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Result } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Queryable } from '../db/database.js';
+import { secretsEqual } from '../lib/constant-time.js';
+import type { CacheFloor } from './cache/cache.js';
+import { isLsnKey, type LsnKey, laterLsn } from './lsn.js';
+import type { RedisHandle } from './redis.js';
+import type { Freshness, ReplicaRouter } from './replicas.js';
+
+/**
+ * Read-your-writes across read replicas (decision 0030). After a request that may have written, the
+ * primary's WAL position — read after COMMIT, never inside the transaction, where it points before
+ * the commit record — goes back to the client as an HMAC-signed token, in a header and an HttpOnly
+ * cookie, and (signed-in users, with Redis) under the user's id, so another device of the same user
+ * also waits for it. A later read of that client may use a replica only once the replica has
+ * replayed that position (replicas.ts).
+ *
+ * The token is signed so that nobody can send a made-up position from the future and pin every
+ * read of theirs to the waiting path and the primary. An old position is harmless: every replica is
+ * past it. Its lifetime is derived from the lag limits: a replica still in use has replayed
+ * everything older than its time-lag limit, so after `ttlSeconds` no replica needs the token.
+ */
+
+export const readAfterHeader = 'shipshape-read-after';
+export const readAfterCookie = 'shipshape-read-after';
+
+const safeMethods = new Set(['GET', 'HEAD', 'OPTIONS']);
+const tokenPattern = /^([0-9a-f]{16})\.([A-Za-z0-9_-]{22})$/;
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    readAfterRaise(key: string, lsn: string, ttlMs: number): Result<number, Context>;
+  }
+}
+
+// KEYS: the user's key. ARGV: position, TTL. Keeps the later position: two devices may race.
+const raiseScript = `
+local v = redis.call('GET', KEYS[1])
+if (not v) or ARGV[1] > v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1`;
+
+export interface ReadAfterTokens {
+  sign(lsn: LsnKey): string;
+  verify(token: string | undefined): LsnKey | undefined;
+}
+
+/** Signed position tokens, keyed by a key derived from `secret` for this purpose only. */
+export function readAfterTokens(secret: string): ReadAfterTokens {
+  const key = Buffer.from(hkdfSync('sha256', secret, '', 'shipshape read-your-writes token', 32));
+  const mac = (lsn: string) => createHmac('sha256', key).update(lsn).digest('base64url').slice(0, 22);
+  return {
+    sign: (lsn) => `${lsn}.${mac(lsn)}`,
+    verify(token) {
+      if (token === undefined) return undefined;
+      const match = tokenPattern.exec(token.trim());
+      if (match === null) return undefined;
+      const lsn = match[1] ?? '';
+      return secretsEqual(match[2] ?? '', mac(lsn)) && isLsnKey(lsn) ? lsn : undefined;
+    },
+  };
+}
+
+function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+export interface ReadRouting {
+  /** False without replicas: reads simply run on the primary. */
+  readonly routed: boolean;
+  /**
+   * Runs a read-only unit of work where this request's freshness allows: its own and its user's
+   * last write, and (`floor`, for cache loads) the writes that invalidated the cached scope.
+   */
+  read<T>(request: FastifyRequest, work: (db: Queryable) => Promise<T>, floor?: CacheFloor): Promise<T>;
+  /** The primary's position now (after a commit), for cache invalidation floors; undefined without replicas. */
+  floor(): Promise<string | undefined>;
+}
+
+export interface ReadRoutingOptions {
+  readonly router: ReplicaRouter;
+  readonly primary: Queryable;
+  readonly redis: RedisHandle | undefined;
+  readonly secret: string;
+  readonly ttlSeconds: number;
+  readonly logger: Logger;
+}
+
+export function createReadRouting(options: ReadRoutingOptions): ReadRouting & {
+  /** Registers the hooks that read and hand out positions, on the API scope. */
+  hooks(api: FastifyInstance): void;
+} {
+  const { router, redis, logger } = options;
+  const tokens = readAfterTokens(options.secret);
+  const ttlMs = options.ttlSeconds * 1000;
+  if (redis !== undefined && typeof redis.client.readAfterRaise !== 'function') {
+    redis.client.defineCommand('readAfterRaise', { numberOfKeys: 1, lua: raiseScript });
+  }
+  const userKey = (userId: string) => `rw:${userId}`;
+  const requirements = new WeakMap<FastifyRequest, Promise<LsnKey | undefined>>();
+
+  async function ofUser(userId: string): Promise<LsnKey | undefined> {
+    if (redis === undefined) return undefined;
+    try {
+      const stored = await redis.run((c) => c.get(userKey(userId)));
+      return stored !== null && isLsnKey(stored) ? stored : undefined;
+    } catch {
+      // Without Redis, the client's own token still covers this device.
+      return undefined;
+    }
+  }
+
+  function requirement(request: FastifyRequest): Promise<LsnKey | undefined> {
+    let pending = requirements.get(request);
+    if (pending === undefined) {
+      const header = request.headers[readAfterHeader];
+      const own = tokens.verify(
+        typeof header === 'string' ? header : cookieValue(request.headers.cookie, readAfterCookie),
+      );
+      pending =
+        request.auth === null
+          ? Promise.resolve(own)
+          : ofUser(request.auth.userId).then((user) => laterLsn(own, user));
+      requirements.set(request, pending);
+    }
+    return pending;
+  }
+
+  async function remember(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    let lsn: LsnKey;
+    try {
+      lsn = await router.primaryLsn();
+    } catch (err) {
+      request.log.warn({ err }, 'could not read the WAL position after a write; reads may lag it');
+      return;
+    }
+    const token = tokens.sign(lsn);
+    reply.header(readAfterHeader, token);
+    reply.header(
+      'set-cookie',
+      `${readAfterCookie}=${token}; Max-Age=${options.ttlSeconds}; Path=/api; HttpOnly; Secure; SameSite=Lax`,
+    );
+    if (redis !== undefined && request.auth !== null) {
+      const { userId } = request.auth;
+      await redis
+        .run((c) => c.readAfterRaise(userKey(userId), lsn, ttlMs))
+        .catch((err: unknown) => {
+          logger.debug({ err }, 'could not record the position for the user; other devices may lag');
+        });
+    }
+  }
+
+  return {
+    routed: router.configured,
+
+    async read(request, work, floor) {
+      if (!router.configured) return work(options.primary);
+      const own = await requirement(request);
+      const freshness: Freshness = floor === 'unknown' ? 'primary' : laterLsn(own, floor);
+      return router.read(freshness, work);
+    },
+
+    async floor() {
+      if (!router.configured) return undefined;
+      try {
+        return await router.primaryLsn();
+      } catch (err) {
+        // The write committed; the invalidation must still happen. Its generation keeps the highest
+        // floor seen so far, so only a replica lagging behind this very write could refill it.
+        logger.warn({ err }, 'could not read the WAL position for a cache invalidation');
+        return undefined;
+      }
+    },
+
+    hooks(api) {
+      if (!router.configured) return;
+      api.addHook('onSend', async (request, reply, payload) => {
+        // A 4xx changed nothing the client reads back; anything else may have committed a write.
+        const status = reply.statusCode;
+        if (!safeMethods.has(request.method) && (status < 400 || status >= 500)) {
+          await remember(request, reply);
+        }
+        return payload;
+      });
+    },
+  };
+}

@@ -1,0 +1,379 @@
+import { sql } from 'kysely';
+import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Config } from '../config.js';
+import type { Db, Queryable } from '../db/database.js';
+import { classifyDbError } from '../lib/db-errors.js';
+import { createPostgresPool, withTimeout } from './database.js';
+import { isLsnKey, type LsnKey, lsnDistance, lsnKeyOf } from './lsn.js';
+
+/**
+ * Read routing over streaming replicas (decision 0030). Writes, transactions and `FOR UPDATE` never
+ * come here: they use the primary's handle, which stays the default everywhere. A read comes here
+ * with the freshness it needs:
+ *
+ * - none (`undefined`): any healthy replica — the catalog for anonymous visitors;
+ * - a WAL position (an `LsnKey`): a replica only once it has replayed that position, checked on the
+ *   very connection the read then uses (replay only moves forward on a running server), polling for
+ *   at most `waitMs`; otherwise the primary;
+ * - `'primary'`: the primary (the freshness needed is unknown).
+ *
+ * "Healthy" comes from a background check of each replica, at a jittered interval: a replica that
+ * is unreachable, not in recovery (promoted, or the primary by mistake), paused, or behind by more
+ * than the byte or time limit is skipped. With every replica out, the primary serves every read;
+ * `/ready`, the log and the `db_replica_*` metrics say so.
+ */
+
+export type Freshness = LsnKey | 'primary' | undefined;
+
+export type ReplicaState = 'starting' | 'up' | 'lagging' | 'paused' | 'not_standby' | 'down';
+
+export interface ReplicaStatus {
+  readonly name: string;
+  readonly state: ReplicaState;
+  readonly replayLsn: LsnKey | undefined;
+  readonly lagBytes: number | undefined;
+  readonly lagSeconds: number | undefined;
+}
+
+export interface ReplicaRouter {
+  /** False when no replica is configured: every read is the primary's. */
+  readonly configured: boolean;
+  /** Runs a read-only unit of work on a database at least as fresh as asked. */
+  read<T>(freshness: Freshness, work: (db: Queryable) => Promise<T>): Promise<T>;
+  /** The primary's WAL insert position, read now: call it after COMMIT (never inside the transaction). */
+  primaryLsn(): Promise<LsnKey>;
+  status(): readonly ReplicaStatus[];
+  /** True when at least one replica is usable, or none is configured. */
+  serving(): boolean;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+type Reason =
+  | 'any'
+  | 'caught_up'
+  | 'required'
+  | 'behind'
+  | 'no_replica'
+  | 'replica_failed'
+  | 'none_configured';
+
+export interface ReplicaRouterOptions {
+  readonly urls: readonly string[];
+  readonly maxLagBytes: number;
+  readonly maxLagSeconds: number;
+  readonly checkIntervalMs: number;
+  readonly waitMs: number;
+}
+
+interface Replica {
+  readonly name: string;
+  readonly db: Db;
+  state: ReplicaState;
+  replayLsn: LsnKey | undefined;
+  lagBytes: number | undefined;
+  lagSeconds: number | undefined;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** host:port of a connection string: a metric label and a log field that never carries a password. */
+export function replicaName(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.hostname}:${parsed.port || '5432'}`;
+  } catch {
+    return 'replica';
+  }
+}
+
+function shuffled<T>(items: readonly T[]): T[] {
+  const copy = [...items];
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [copy[i], copy[j]] = [copy[j] as T, copy[i] as T];
+  }
+  return copy;
+}
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A replica read that failed because of the replica (gone, or a query cancelled by recovery): retry on the primary. */
+function replicaTrouble(err: unknown): boolean {
+  return classifyDbError(err) === 'unavailable';
+}
+
+export function createReplicaRouter(
+  primary: Db,
+  database: Config['database'],
+  options: ReplicaRouterOptions,
+  deps: { readonly logger: Logger; readonly registry: Registry },
+): ReplicaRouter {
+  const { logger } = deps;
+  const replicaConfig = { ...database, connectTimeoutMs: Math.min(database.connectTimeoutMs, 2000) };
+  const replicas: Replica[] = options.urls.map((url) => {
+    const name = replicaName(url);
+    const { pool, db } = createPostgresPool(
+      replicaConfig,
+      url,
+      logger.child({ replica: name }),
+      'shipshape-replica-read',
+    );
+    const replica: Replica = {
+      name,
+      db,
+      state: 'starting',
+      replayLsn: undefined,
+      lagBytes: undefined,
+      lagSeconds: undefined,
+      timer: undefined,
+    };
+    // An idle connection that breaks means the server went away: stop using it now, not at the next check.
+    pool.on('error', () => markDown(replica, 'connection lost'));
+    return replica;
+  });
+
+  const reads = new Counter({
+    name: 'db_replica_reads_total',
+    help: 'Routed reads by where they ran (replica or primary) and why.',
+    labelNames: ['target', 'reason'],
+    registers: [deps.registry],
+  });
+  new Gauge({
+    name: 'db_replica_up',
+    help: 'Whether the replica is used for reads (1) or skipped (0).',
+    labelNames: ['replica'],
+    registers: [deps.registry],
+    collect() {
+      for (const r of replicas) this.set({ replica: r.name }, r.state === 'up' ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'db_replica_lag_bytes',
+    help: 'WAL bytes the replica has not replayed yet, at the last check.',
+    labelNames: ['replica'],
+    registers: [deps.registry],
+    collect() {
+      for (const r of replicas) if (r.lagBytes !== undefined) this.set({ replica: r.name }, r.lagBytes);
+    },
+  });
+  new Gauge({
+    name: 'db_replica_lag_seconds',
+    help: 'Age of the last transaction the replica replayed while behind (0 when caught up), at the last check.',
+    labelNames: ['replica'],
+    registers: [deps.registry],
+    collect() {
+      for (const r of replicas) if (r.lagSeconds !== undefined) this.set({ replica: r.name }, r.lagSeconds);
+    },
+  });
+  new Gauge({
+    name: 'db_replica_serving',
+    help: 'Replicas currently used for reads (0 with replicas configured: the primary serves every read).',
+    registers: [deps.registry],
+    collect() {
+      this.set(replicas.filter((r) => r.state === 'up').length);
+    },
+  });
+
+  let stopped = false;
+  let allOutLogged = false;
+
+  function noteServing(): void {
+    if (replicas.length === 0) return;
+    const usable = replicas.some((r) => r.state === 'up');
+    if (!usable && !allOutLogged) {
+      allOutLogged = true;
+      logger.warn(
+        { replicas: replicas.map((r) => ({ name: r.name, state: r.state })) },
+        'no replica usable: the primary serves every read',
+      );
+    } else if (usable && allOutLogged) {
+      allOutLogged = false;
+      logger.info('a replica is usable again: reads go back to replicas');
+    }
+  }
+
+  function setState(replica: Replica, state: ReplicaState, detail: Record<string, unknown> = {}): void {
+    if (replica.state === state) return;
+    const was = replica.state;
+    replica.state = state;
+    if (state === 'up') logger.info({ replica: replica.name, was, ...detail }, 'replica in use for reads');
+    else if (was !== 'starting' || state !== 'down')
+      logger.warn({ replica: replica.name, state, ...detail }, 'replica skipped for reads');
+    else logger.warn({ replica: replica.name, state, ...detail }, 'replica not reachable at start-up');
+    noteServing();
+  }
+
+  function markDown(replica: Replica, why: string): void {
+    // A restarted standby may briefly be behind what it had replayed: forget the position.
+    replica.replayLsn = undefined;
+    setState(replica, 'down', { reason: why });
+  }
+
+  async function currentPrimaryLsn(): Promise<LsnKey> {
+    const { rows } = await sql<{ lsn: string }>`select pg_current_wal_insert_lsn()::text as lsn`.execute(
+      primary,
+    );
+    const lsn = lsnKeyOf(rows[0]?.lsn);
+    if (lsn === undefined) throw new Error('the primary reported no WAL position');
+    return lsn;
+  }
+
+  /** What the primary has flushed: all a standby can have received (the insert position may be a page ahead). */
+  async function primaryFlushLsn(): Promise<LsnKey> {
+    const { rows } = await sql<{ lsn: string }>`select pg_current_wal_flush_lsn()::text as lsn`.execute(
+      primary,
+    );
+    const lsn = lsnKeyOf(rows[0]?.lsn);
+    if (lsn === undefined) throw new Error('the primary reported no WAL position');
+    return lsn;
+  }
+
+  async function check(replica: Replica): Promise<void> {
+    const timeoutMs = Math.max(1000, Math.min(options.checkIntervalMs, 5000));
+    try {
+      const [primaryLsn, result] = await withTimeout(
+        Promise.all([
+          primaryFlushLsn(),
+          sql<{
+            recovery: boolean;
+            replay: string | null;
+            receive: string | null;
+            paused: boolean;
+            since: number | null;
+          }>`
+            select pg_is_in_recovery() as recovery,
+                   pg_last_wal_replay_lsn()::text as replay,
+                   pg_last_wal_receive_lsn()::text as receive,
+                   case when pg_is_in_recovery() then pg_is_wal_replay_paused() else false end as paused,
+                   extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 as since`.execute(
+            replica.db,
+          ),
+        ]),
+        timeoutMs,
+        'replica check',
+      );
+      const row = result.rows[0];
+      const replay = lsnKeyOf(row?.replay);
+      if (row === undefined || !row.recovery || replay === undefined) {
+        replica.replayLsn = undefined;
+        setState(replica, 'not_standby', { reason: 'not in recovery: promoted, or not a standby' });
+        return;
+      }
+      replica.replayLsn = replay;
+      const lagBytes = lsnDistance(replay, primaryLsn);
+      // On an idle primary the last replayed transaction is old although nothing is missing: time
+      // lag counts only while the replica has not applied all it has received (or is behind).
+      const receive = lsnKeyOf(row.receive);
+      const applied = lagBytes === 0 || (receive !== undefined && replay >= receive);
+      const lagSeconds = applied ? 0 : Math.max(0, row.since ?? 0);
+      replica.lagBytes = lagBytes;
+      replica.lagSeconds = lagSeconds;
+      const detail = { lagBytes, lagSeconds };
+      if (row.paused) setState(replica, 'paused', detail);
+      else if (lagBytes > options.maxLagBytes || lagSeconds > options.maxLagSeconds)
+        setState(replica, 'lagging', detail);
+      else setState(replica, 'up', detail);
+    } catch (err) {
+      if (replica.state !== 'down') logger.warn({ replica: replica.name, err }, 'replica check failed');
+      markDown(replica, 'check failed');
+    }
+  }
+
+  function schedule(replica: Replica, ms: number): void {
+    if (stopped) return;
+    replica.timer = setTimeout(async () => {
+      await check(replica);
+      // Jitter: each check lands somewhere in [interval, 1.5 × interval], so checks never bunch up.
+      schedule(replica, options.checkIntervalMs * (1 + Math.random() * 0.5));
+    }, ms);
+    replica.timer.unref();
+  }
+
+  function count(target: 'replica' | 'primary', reason: Reason): void {
+    reads.inc({ target, reason });
+  }
+
+  async function onPrimary<T>(reason: Reason, work: (db: Queryable) => Promise<T>): Promise<T> {
+    count('primary', reason);
+    return work(primary);
+  }
+
+  /** Polls the connection's replay position until it reaches `lsn` or the wait is over. */
+  async function caughtUp(conn: Db, lsn: LsnKey): Promise<boolean> {
+    const deadline = Date.now() + options.waitMs;
+    for (let attempt = 0; ; attempt++) {
+      const { rows } = await sql<{
+        replay: string | null;
+      }>`select pg_last_wal_replay_lsn()::text as replay`.execute(conn);
+      const replay = lsnKeyOf(rows[0]?.replay);
+      if (replay !== undefined && replay >= lsn) return true;
+      if (Date.now() >= deadline) return false;
+      await delay(Math.min(1 + attempt, 5));
+    }
+  }
+
+  return {
+    configured: replicas.length > 0,
+
+    async read(freshness, work) {
+      if (replicas.length === 0) return onPrimary('none_configured', work);
+      if (freshness === 'primary' || (freshness !== undefined && !isLsnKey(freshness)))
+        return onPrimary('required', work);
+      const usable = shuffled(replicas.filter((r) => r.state === 'up'));
+      if (usable.length === 0) return onPrimary('no_replica', work);
+      if (freshness === undefined) {
+        const replica = usable[0] as Replica;
+        try {
+          const value = await work(replica.db);
+          count('replica', 'any');
+          return value;
+        } catch (err) {
+          if (!replicaTrouble(err)) throw err;
+          markDown(replica, 'read failed');
+          return onPrimary('replica_failed', work);
+        }
+      }
+      // Prefer a replica already known to have replayed the position; verify on the connection anyway.
+      const replica =
+        usable.find((r) => r.replayLsn !== undefined && r.replayLsn >= freshness) ?? (usable[0] as Replica);
+      let outcome: { ok: true; value: Awaited<ReturnType<typeof work>> } | { ok: false };
+      try {
+        outcome = await replica.db.connection().execute(async (conn) => {
+          if (!(await caughtUp(conn, freshness))) return { ok: false as const };
+          return { ok: true as const, value: await work(conn) };
+        });
+      } catch (err) {
+        if (!replicaTrouble(err)) throw err;
+        markDown(replica, 'read failed');
+        return onPrimary('replica_failed', work);
+      }
+      if (!outcome.ok) return onPrimary('behind', work);
+      count('replica', 'caught_up');
+      return outcome.value;
+    },
+
+    primaryLsn: currentPrimaryLsn,
+
+    status: () =>
+      replicas.map((r) => ({
+        name: r.name,
+        state: r.state,
+        replayLsn: r.replayLsn,
+        lagBytes: r.lagBytes,
+        lagSeconds: r.lagSeconds,
+      })),
+
+    serving: () => replicas.length === 0 || replicas.some((r) => r.state === 'up'),
+
+    start() {
+      for (const replica of replicas) schedule(replica, 0);
+    },
+
+    async stop() {
+      stopped = true;
+      for (const replica of replicas) clearTimeout(replica.timer);
+      await Promise.all(replicas.map((r) => r.db.destroy()));
+    },
+  };
+}
