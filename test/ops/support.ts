@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { inCi } from '../harness/services.js';
 
 /**
@@ -53,6 +53,7 @@ export function run(
   options: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
 ): Run {
   const result = spawnSync(command, args, {
+    stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     cwd: options.cwd,
     env: options.env ?? process.env,
     input: options.input,
@@ -64,4 +65,39 @@ export function run(
   const stdout = result.stdout ?? '';
   const stderr = result.stderr ?? '';
   return { status: result.status, stdout, stderr, output: stdout + stderr };
+}
+
+/**
+ * Like run, without blocking the event loop (for commands that talk to servers in this process).
+ * Standard input is /dev/null: a shell whose stdin is a socket takes itself for an rsh session.
+ */
+export function runAsync(
+  command: string,
+  args: readonly string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 600_000);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr, output: stdout + stderr });
+    });
+  });
 }
