@@ -16,16 +16,54 @@ Shipshape's HTTP contract. Conventions:
   \`RateLimit-Remaining\` and \`RateLimit-Reset\`, and a 429 carries \`Retry-After\`.
 `;
 
+interface OpenApiOperation {
+  parameters?: Array<{ required?: boolean; schema?: { default?: unknown } }>;
+  responses?: Record<string, { content?: Record<string, unknown> }>;
+}
+
+/**
+ * Corrections to what @fastify/swagger derives from the route schemas, so that generated clients
+ * get the contract right: error responses are `application/problem+json` (what the error handler
+ * sends), and a query parameter with a default is optional for the client (`limit`).
+ */
+function correctDocument(document: { paths?: Record<string, Record<string, OpenApiOperation>> }) {
+  for (const operations of Object.values(document.paths ?? {})) {
+    for (const operation of Object.values(operations)) {
+      for (const parameter of operation.parameters ?? []) {
+        if (parameter.schema?.default !== undefined) parameter.required = false;
+      }
+      for (const [status, response] of Object.entries(operation.responses ?? {})) {
+        const json = response.content?.['application/json'];
+        if (Number(status) >= 400 && json !== undefined && response.content !== undefined)
+          response.content = { 'application/problem+json': json };
+      }
+    }
+  }
+  return document;
+}
+
 /** OpenAPI 3 generated from the route schemas that also validate requests; Swagger UI at /docs. */
 export async function apiDocs(app: FastifyInstance, version: string): Promise<void> {
   await app.register(fastifySwagger, {
     openapi: {
       openapi: '3.1.0',
       info: { title: 'Shipshape API', version, description },
+      // Relative: the document describes whichever host serves it (the Host header is never reflected).
+      servers: [{ url: '/', description: 'The service that serves this document' }],
       components: {
         securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
       },
     },
+    // A collection route is registered as `/api/products` and `/api/products/` (Fastify's
+    // prefixTrailingSlash 'both': old clients keep working); the document names the slashless one.
+    transform: ({ schema, url }) => ({
+      schema: schema as never,
+      url: url.length > 1 && url.endsWith('/') ? url.slice(0, -1) : url,
+    }),
+    transformObject: (documentObject) =>
+      correctDocument(
+        'openapiObject' in documentObject ? (documentObject.openapiObject as never) : {},
+      ) as never,
     refResolver: {
       // Shared schemas (Problem) keep their own names under components.schemas.
       buildLocalReference: (json, _baseUri, _fragment, i) =>

@@ -51,6 +51,9 @@ export function authRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: Ra
     '/register',
     {
       schema: {
+        summary: 'Create a customer account and log in',
+        operationId: 'register',
+        security: [],
         tags,
         body: RegisterBody,
         response: { 201: AuthResponse, ...problemResponses(400, 409, 429) },
@@ -74,7 +77,14 @@ export function authRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: Ra
   app.post(
     '/login',
     {
-      schema: { tags, body: LoginBody, response: { 200: AuthResponse, ...problemResponses(400, 401, 429) } },
+      schema: {
+        summary: 'Log in with an email or username',
+        operationId: 'login',
+        security: [],
+        tags,
+        body: LoginBody,
+        response: { 200: AuthResponse, ...problemResponses(400, 401, 429) },
+      },
       config: { rateLimit: authLimit },
     },
     async (request, reply) => {
@@ -94,6 +104,9 @@ export function authRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: Ra
     '/refresh',
     {
       schema: {
+        summary: 'Exchange a refresh token for new tokens (rotation)',
+        operationId: 'refreshTokens',
+        security: [],
         tags,
         body: RefreshTokenBody,
         response: { 200: TokensResponse, ...problemResponses(400, 401, 429) },
@@ -117,7 +130,14 @@ export function authRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: Ra
   app.post(
     '/logout',
     {
-      schema: { tags, body: RefreshTokenBody, response: { 204: noContent, ...problemResponses(400, 429) } },
+      schema: {
+        summary: 'End the session of a refresh token',
+        operationId: 'logout',
+        security: [],
+        tags,
+        body: RefreshTokenBody,
+        response: { 204: noContent, ...problemResponses(400, 429) },
+      },
       config: { rateLimit: authLimit },
       preValidation: emptyBodyIsObject,
     },
@@ -132,6 +152,8 @@ export function authRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: Ra
     '/logout-all',
     {
       schema: {
+        summary: 'End every session of the caller',
+        operationId: 'logoutAll',
         tags,
         security: [{ bearerAuth: [] }],
         response: { 204: noContent, ...problemResponses(401) },
@@ -148,6 +170,8 @@ export function authRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: Ra
     '/sessions',
     {
       schema: {
+        summary: "List the caller's live sessions",
+        operationId: 'listSessions',
         tags,
         security: [{ bearerAuth: [] }],
         response: { 200: SessionsResponse, ...problemResponses(401) },
@@ -164,6 +188,8 @@ export function authRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: Ra
     '/sessions/:id',
     {
       schema: {
+        summary: "End one of the caller's sessions",
+        operationId: 'revokeSession',
         tags,
         security: [{ bearerAuth: [] }],
         params: SessionIdParams,

@@ -15,7 +15,16 @@ export interface ReadinessProbes {
 export function healthRoutes(app: FastifyInstance, lifecycle: Lifecycle, probes: ReadinessProbes): void {
   app.get(
     '/health',
-    { schema: { tags: ['health'], response: { 200: HealthSchema } }, config: { rateLimit: false } },
+    {
+      schema: {
+        summary: 'Liveness',
+        operationId: 'getHealth',
+        security: [],
+        tags: ['health'],
+        response: { 200: HealthSchema },
+      },
+      config: { rateLimit: false },
+    },
     async () => ({
       status: 'healthy' as const,
       timestamp: new Date().toISOString(),
@@ -26,7 +35,13 @@ export function healthRoutes(app: FastifyInstance, lifecycle: Lifecycle, probes:
   app.get(
     '/ready',
     {
-      schema: { tags: ['health'], response: { 200: ReadinessSchema, 503: ReadinessSchema } },
+      schema: {
+        summary: 'Readiness',
+        operationId: 'getReadiness',
+        security: [],
+        tags: ['health'],
+        response: { 200: ReadinessSchema, 503: ReadinessSchema },
+      },
       config: { rateLimit: false },
     },
     async (_request, reply) => {

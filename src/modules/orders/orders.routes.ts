@@ -109,6 +109,8 @@ export function ordersRoutes(
     '/',
     {
       schema: {
+        summary: 'Place an order',
+        operationId: 'createOrder',
         tags,
         security,
         description:
@@ -139,6 +141,8 @@ export function ordersRoutes(
     '/',
     {
       schema: {
+        summary: 'List orders',
+        operationId: 'listOrders',
         tags,
         security,
         description: 'The caller’s orders, newest first; admins see everyone’s and may filter by `userId`.',
@@ -155,6 +159,8 @@ export function ordersRoutes(
     '/:id',
     {
       schema: {
+        summary: 'Read one order (owner or admin)',
+        operationId: 'getOrder',
         tags,
         security,
         params: OrderIdParams,
@@ -172,6 +178,8 @@ export function ordersRoutes(
     '/:id/cancel',
     {
       schema: {
+        summary: 'Cancel an order (owner or admin)',
+        operationId: 'cancelOrder',
         tags,
         security,
         description: 'Owner or admin: `pending` or `paid` → `cancelled`, stock returned; otherwise 409.',
@@ -195,6 +203,8 @@ export function ordersRoutes(
     '/:id',
     {
       schema: {
+        summary: 'Move an order along its status (admin)',
+        operationId: 'updateOrderStatus',
         tags,
         security,
         description:

@@ -50,6 +50,9 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
     '/',
     {
       schema: {
+        summary: 'List active products',
+        operationId: 'listProducts',
+        security: [],
         tags,
         description:
           'Active products in sku order, cursor-paginated. `q` matches the name or sku (case-insensitive). Answers carry an ETag; `If-None-Match` → 304.',
@@ -75,6 +78,9 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
     '/:id',
     {
       schema: {
+        summary: 'Read one product',
+        operationId: 'getProduct',
+        security: [],
         tags,
         description: 'One active product, with a strong ETag; `If-None-Match` → 304. Archived → 404.',
         params: ProductIdParams,
@@ -99,6 +105,8 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
     '/',
     {
       schema: {
+        summary: 'Create a product (admin)',
+        operationId: 'createProduct',
         tags,
         security,
         body: CreateProductBody,
@@ -118,6 +126,8 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
     '/:id',
     {
       schema: {
+        summary: 'Change a product (admin)',
+        operationId: 'updateProduct',
         tags,
         security,
         description:
@@ -140,6 +150,8 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
     '/:id',
     {
       schema: {
+        summary: 'Archive a product (admin)',
+        operationId: 'archiveProduct',
         tags,
         security,
         description: 'Archives the product: no longer listed or orderable; past orders keep it.',

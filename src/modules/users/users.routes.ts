@@ -26,7 +26,13 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps): void {
   app.get(
     '/me',
     {
-      schema: { tags, security, response: { 200: UserSchema, ...problemResponses(401) } },
+      schema: {
+        summary: "Read the caller's account",
+        operationId: 'getMe',
+        tags,
+        security,
+        response: { 200: UserSchema, ...problemResponses(401) },
+      },
       preHandler: requireAuth,
     },
     async (request) => usersService.toUser(await usersService.getUser(deps.db, authOf(request).userId)),
@@ -36,6 +42,8 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps): void {
     '/me',
     {
       schema: {
+        summary: "Change the caller's username or email",
+        operationId: 'updateMe',
         tags,
         security,
         body: UpdateMeBody,
@@ -51,6 +59,8 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps): void {
     '/me/password',
     {
       schema: {
+        summary: "Change the caller's password",
+        operationId: 'changePassword',
         tags,
         security,
         body: ChangePasswordBody,
@@ -72,7 +82,13 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps): void {
   app.delete(
     '/me',
     {
-      schema: { tags, security, response: { 204: noContent, ...problemResponses(401) } },
+      schema: {
+        summary: "Deactivate the caller's account",
+        operationId: 'deactivateMe',
+        tags,
+        security,
+        response: { 204: noContent, ...problemResponses(401) },
+      },
       preHandler: requireAuth,
     },
     async (request, reply) => {
@@ -85,6 +101,8 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps): void {
     '/',
     {
       schema: {
+        summary: 'List and search users (admin)',
+        operationId: 'listUsers',
         tags,
         security,
         querystring: ListUsersQuery,
@@ -99,6 +117,8 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps): void {
     '/:id',
     {
       schema: {
+        summary: 'Read one user (admin, or the user themself)',
+        operationId: 'getUser',
         tags,
         security,
         params: UserIdParams,
@@ -119,6 +139,8 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps): void {
     '/:id',
     {
       schema: {
+        summary: "Change a user's role or status (admin)",
+        operationId: 'updateUser',
         tags,
         security,
         params: UserIdParams,
