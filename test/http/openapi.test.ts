@@ -55,7 +55,11 @@ describe('the OpenAPI document the service serves', () => {
         const responses = operation.responses as Record<string, { content?: Record<string, unknown> }>;
         for (const [status, response] of Object.entries(responses)) {
           if (Number(status) >= 400 && response.content !== undefined)
-            assert.deepEqual(Object.keys(response.content), ['application/problem+json'], `${name} ${status}`);
+            assert.deepEqual(
+              Object.keys(response.content),
+              ['application/problem+json'],
+              `${name} ${status}`,
+            );
         }
       }
     }
@@ -98,7 +102,9 @@ describe('the OpenAPI document the service serves', () => {
     assert.equal(registered.response.status, 201, JSON.stringify(registered.error));
     assert.equal(registered.data?.user.email, email);
 
-    const refused = await api.POST('/api/auth/login', { body: { login: email, password: 'wrong password!' } });
+    const refused = await api.POST('/api/auth/login', {
+      body: { login: email, password: 'wrong password!' },
+    });
     assert.equal(refused.response.status, 401);
     assert.equal(refused.error?.code, 'UNAUTHENTICATED', 'errors are typed problem details');
 

@@ -220,8 +220,10 @@ describe('HTTP platform', () => {
     const lines = logs.lines.filter((l) => l.requestId === 'log-line-1');
     assert.equal(lines.length, 1);
     const [line] = lines;
-    assert.equal(line?.msg, 'request completed');
-    assert.equal(line?.level, 'info');
+    // SLOW_REQUEST_MS is 20 here: on a loaded machine even this request can be slow (then warn).
+    const slow = Number(line?.durationMs) >= 20;
+    assert.equal(line?.msg, slow ? 'slow request' : 'request completed');
+    assert.equal(line?.level, slow ? 'warn' : 'info');
     assert.equal(line?.method, 'POST');
     assert.equal(line?.route, '/test/echo');
     assert.equal(line?.status, 200);

@@ -126,6 +126,36 @@ for (const engine of engines) {
       );
     });
 
+    test('a JSON body whose bytes are not UTF-8 is refused, not decoded with U+FFFD', async () => {
+      const json = (inner: number[]) =>
+        Buffer.concat([Buffer.from('{"login":"'), Buffer.from(inner), Buffer.from('","password":"x"}')]);
+      for (const bytes of [[0xc0, 0x80], [0xed, 0xa0, 0x80], [0xff], [0xe2, 0x82]]) {
+        await assertRefused(
+          {
+            method: 'POST',
+            url: '/api/auth/login',
+            headers: { 'content-type': 'application/json' },
+            payload: json(bytes),
+          },
+          '/body',
+        );
+      }
+      const ok = await app.inject({
+        method: 'POST',
+        url: '/api/auth/login',
+        headers: { 'content-type': 'application/json' },
+        payload: json([...Buffer.from('😀é')]),
+      });
+      assert.equal(ok.statusCode, 401, 'valid UTF-8 reaches the handler');
+      const poisoned = await app.inject({
+        method: 'POST',
+        url: '/api/auth/login',
+        headers: { 'content-type': 'application/json' },
+        payload: '{"__proto__":{"x":1},"login":"a","password":"b"}',
+      });
+      assert.equal(poisoned.statusCode, 400, 'prototype poisoning is still refused');
+    });
+
     test('what the databases can store still goes through as sent', async () => {
       const name = 'Crème 😀 \u202eabc\u202c e\u0301';
       const res = await app.inject({

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { FastifyInstance } from 'fastify';
 import { type FieldError, ValidationError } from '../../lib/errors.js';
 
@@ -9,7 +10,8 @@ import { type FieldError, ValidationError } from '../../lib/errors.js';
  * it into U+FFFD on either engine, so what was stored is not what the client sent. Both are
  * refused with 400 VALIDATION_FAILED naming the field, before the route's schema is even looked
  * at, for every string in the path parameters, the query, the headers and the JSON body (keys
- * included). Other control characters are stored faithfully by both engines and are left to the
+ * included), and a JSON body whose bytes are not UTF-8 is refused rather than decoded with
+ * U+FFFD in place of the bad bytes. Other control characters are stored faithfully by both engines and are left to the
  * fields' own rules.
  */
 
@@ -66,6 +68,24 @@ export function findUnstorable(value: unknown, root: string): FieldError | undef
  * Paths are named like schema errors: /params/id, /querystring/q, /headers/user-agent, /body/login.
  */
 export function storableText(app: FastifyInstance): void {
+  // Fastify's own JSON parser (same proto/constructor poisoning rules), after a UTF-8 check on the
+  // raw bytes: decoding would silently replace invalid sequences with U+FFFD.
+  const { onProtoPoisoning = 'error', onConstructorPoisoning = 'error' } = app.initialConfig;
+  const parseJson = app.getDefaultJsonParser(onProtoPoisoning, onConstructorPoisoning);
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    const bytes = body as Buffer;
+    if (!isUtf8(bytes)) {
+      done(
+        new ValidationError('The request body is not valid UTF-8.', [
+          { path: '/body', message: 'must be valid UTF-8' },
+        ]),
+        undefined,
+      );
+      return;
+    }
+    parseJson(request, bytes.toString('utf8'), done);
+  });
   app.addHook('preValidation', (request, _reply, done) => {
     const problem =
       findUnstorable(request.params, '/params') ??
