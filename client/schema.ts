@@ -1411,6 +1411,8 @@ export interface operations {
             checks: {
               cache: "up" | "degraded";
               database: "up" | "down";
+              /** @description Only with read replicas configured: `degraded` while none is usable and the primary serves every read. */
+              replicas?: "up" | "degraded";
             };
             reason?: string;
             status: "ready" | "unavailable";
@@ -1424,6 +1426,8 @@ export interface operations {
             checks: {
               cache: "up" | "degraded";
               database: "up" | "down";
+              /** @description Only with read replicas configured: `degraded` while none is usable and the primary serves every read. */
+              replicas?: "up" | "degraded";
             };
             reason?: string;
             status: "ready" | "unavailable";
