@@ -132,6 +132,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const cache = createCache(cacheBackend, {
     metrics: createCacheMetrics(metrics.registry, cacheBackend.kind),
     logger: logger.child({ component: 'cache' }),
+    // A CLI command (seed) or another process writing the same SQLite file: seen at the next read.
+    ...(database.externalWrites === undefined ? {} : { externalWrites: database.externalWrites }),
   });
   registerDatabasePoolMetrics(metrics.registry, database);
   const replicas = config.database.replicas;

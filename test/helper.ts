@@ -74,7 +74,7 @@ export function testConfig(env: Readonly<Record<string, string>> = {}): Config {
 }
 
 /** Deletes every key under a prefix (tests only: SCAN is fine here, never in the service). */
-async function deleteKeys(url: string, prefix: string): Promise<void> {
+export async function deleteKeys(url: string, prefix: string): Promise<void> {
   const client = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => null });
   client.on('error', () => {});
   try {

@@ -22,6 +22,12 @@ export interface DatabaseHandle {
   ping(timeoutMs: number): Promise<void>;
   /** Connection pool occupancy, where the driver has a pool. */
   poolStats(): PoolStats | undefined;
+  /**
+   * SQLite only: true when another connection (a CLI command, another process) has committed since
+   * the previous call — `PRAGMA data_version`, which this connection's own commits never change.
+   * Lets the in-process cache see writes made behind its back (decision 0013).
+   */
+  externalWrites?: () => boolean;
   close(): Promise<void>;
 }
 
@@ -109,9 +115,17 @@ function createSqlite(config: Config['database']): DatabaseHandle {
   // Several processes (PM2 on SQLite) wait for each other's write lock instead of failing at once.
   database.pragma(`busy_timeout = ${Math.max(config.connectTimeoutMs, 1000)}`);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  const dataVersion = database.prepare('PRAGMA data_version').pluck();
+  let seenVersion = dataVersion.get();
   return {
     engine: 'sqlite',
     db,
+    externalWrites: () => {
+      const version = dataVersion.get();
+      if (version === seenVersion) return false;
+      seenVersion = version;
+      return true;
+    },
     ping: async (timeoutMs) => {
       await withTimeout(sql`select 1`.execute(db), timeoutMs, 'database ping');
     },

@@ -8,6 +8,8 @@ export interface ServerProcess {
   /** Every JSON log line the process has written so far. */
   readonly logs: Array<Record<string, unknown>>;
   readonly stderr: () => string;
+  /** Everything the process wrote to stdout, JSON log lines and plain text alike. */
+  readonly stdout: () => string;
   exited(): Promise<number | null>;
 }
 
@@ -30,6 +32,7 @@ export async function startServerProcess(
   });
   const logs: Array<Record<string, unknown>> = [];
   let errText = '';
+  let outText = '';
   child.stderr.on('data', (chunk) => {
     errText += chunk;
   });
@@ -50,6 +53,7 @@ export async function startServerProcess(
       reject(new Error(`server exited with ${code} before ready:\n${errText}`));
     });
     createInterface({ input: child.stdout }).on('line', (line) => {
+      outText += `${line}\n`;
       let entry: Record<string, unknown>;
       try {
         entry = JSON.parse(line);
@@ -64,5 +68,5 @@ export async function startServerProcess(
       }
     });
   });
-  return { child, port, logs, stderr: () => errText, exited: () => exit };
+  return { child, port, logs, stderr: () => errText, stdout: () => outText, exited: () => exit };
 }

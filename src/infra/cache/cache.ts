@@ -97,10 +97,15 @@ export interface Cache {
 export interface CacheOptions {
   readonly metrics: CacheMetrics;
   readonly logger: Logger;
+  /**
+   * Asked before every lookup: true when the source was written behind the cache's back (another
+   * process on the same SQLite file: a CLI seed, another worker). Everything is then invalidated.
+   */
+  readonly externalWrites?: () => boolean;
 }
 
 export function createCache(backend: CacheBackend, options: CacheOptions): Cache {
-  const { metrics, logger } = options;
+  const { metrics, logger, externalWrites } = options;
   // scope → flight id → the shared load. Grouped by scope so invalidating a scope forgets its flights.
   const flights = new Map<string, Map<string, Promise<unknown>>>();
   // True after an invalidation failed: entries the backend still holds may be stale.
@@ -186,6 +191,16 @@ export function createCache(backend: CacheBackend, options: CacheOptions): Cache
     kind: backend.kind,
 
     async aside<T>(entry: CacheEntry, load: (floor: CacheFloor) => Promise<T>): Promise<T> {
+      if (externalWrites?.()) {
+        // Loads running now may have read the old data; entries certainly hold it.
+        flights.clear();
+        try {
+          await backend.invalidateAll();
+        } catch (err) {
+          failed('invalidate', err);
+          invalidationsLost = true;
+        }
+      }
       let lookup: Lookup | undefined;
       if (!invalidationsLost || (await trusted())) {
         try {
