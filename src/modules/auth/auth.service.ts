@@ -3,6 +3,7 @@ import * as usersRepository from '../users/users.repository.js';
 import { createUser, tooManyAttempts } from '../users/users.service.js';
 import type { UserRow } from '../users/users.table.js';
 import type { AuthDeps } from './auth.deps.js';
+import { lockoutKey } from './lockout.js';
 import * as sessionsRepository from './sessions.repository.js';
 import {
   type ClientInfo,
@@ -47,27 +48,29 @@ export async function login(
   input: { login: string; password: string },
   client: ClientInfo,
 ): Promise<{ user: UserRow; tokens: Tokens }> {
-  const lockedFor = await deps.lockout.lockedFor(input.login);
+  const found = await usersRepository.findUserByLogin(deps.db, input.login);
+  // One bucket per account, whichever of its logins is typed (security probe, finding 7).
+  const lockKey = lockoutKey(found, input.login);
+  const lockedFor = await deps.lockout.lockedFor(lockKey);
   if (lockedFor > 0) {
     deps.metrics.logins.inc({ result: 'locked' });
     throw tooManyAttempts(lockedFor);
   }
 
-  const user = await usersRepository.findUserByLogin(deps.db, input.login);
   // Unknown accounts cost one hash verification too, so timing does not tell them apart.
   const passwordOk =
-    user === undefined
+    found === undefined
       ? await deps.passwords.verifyNobody(input.password)
-      : await deps.passwords.verify(user.password_hash, input.password);
+      : await deps.passwords.verify(found.password_hash, input.password);
 
-  if (user === undefined || !passwordOk || user.deactivated_at !== null) {
+  if (found === undefined || !passwordOk || found.deactivated_at !== null) {
     deps.metrics.logins.inc({ result: 'failure' });
-    const lockout = await deps.lockout.recordFailure(input.login);
+    const lockout = await deps.lockout.recordFailure(lockKey);
     deps.logger.info(
       {
         event: 'login_failed',
-        userId: user?.id,
-        reason: user === undefined ? 'unknown_login' : !passwordOk ? 'wrong_password' : 'deactivated',
+        userId: found?.id,
+        reason: found === undefined ? 'unknown_login' : !passwordOk ? 'wrong_password' : 'deactivated',
         ip: client.ip,
       },
       'login failed',
@@ -75,37 +78,70 @@ export async function login(
     if (lockout > 0) {
       deps.metrics.lockouts.inc();
       deps.logger.warn(
-        { event: 'login_locked', userId: user?.id, seconds: lockout, ip: client.ip },
+        { event: 'login_locked', userId: found?.id, seconds: lockout, ip: client.ip },
         'login locked',
       );
     }
     throw invalidCredentials();
   }
 
-  await deps.lockout.recordSuccess(input.login);
-  const rehash = deps.passwords.needsRehash(user.password_hash)
-    ? await deps.passwords.hash(input.password)
-    : undefined;
-  const now = new Date().toISOString();
-  const { session, refreshToken, updated } = await deps.db.transaction().execute(async (trx) => {
-    const changed = await usersRepository.updateUser(trx, user.id, {
-      last_login_at: now,
-      ...(rehash === undefined ? {} : { password_hash: rehash }),
-    });
-    return { updated: changed ?? user, ...(await startSession(trx, deps, user, client)) };
-  });
+  const started = await startVerifiedSession(deps, found, input.password, client);
+  if (started === undefined) {
+    deps.metrics.logins.inc({ result: 'failure' });
+    deps.logger.info(
+      { event: 'login_failed', userId: found.id, reason: 'credentials_changed', ip: client.ip },
+      'login failed',
+    );
+    throw invalidCredentials();
+  }
+  await deps.lockout.recordSuccess(lockKey);
+  const { session, refreshToken, user, rehashed } = started;
   deps.metrics.logins.inc({ result: 'success' });
   deps.logger.info(
-    {
-      event: 'login_succeeded',
-      userId: user.id,
-      sessionId: session.id,
-      rehashed: rehash !== undefined,
-      ip: client.ip,
-    },
+    { event: 'login_succeeded', userId: user.id, sessionId: session.id, rehashed, ip: client.ip },
     'login succeeded',
   );
-  return { user: updated, tokens: await tokensFor(deps, updated, session, refreshToken) };
+  return { user, tokens: await tokensFor(deps, user, session, refreshToken) };
+}
+
+/**
+ * Creates the session of a login whose password was verified against `verified`, only if that is
+ * still the account's password hash and the account is still active — checked by the statement
+ * that locks the user row (updateUserIfCurrent). A password change or deactivation racing the login
+ * either commits first (then nothing is created) or waits for this commit (then it revokes the new
+ * session with the others). Security probe 2026-12-02, findings 2 and 4.
+ *
+ * One retry: a concurrent login may have upgraded the hash of the same password; the password is
+ * verified again against the newer hash before trying once more.
+ */
+async function startVerifiedSession(
+  deps: AuthDeps,
+  verified: UserRow,
+  password: string,
+  client: ClientInfo,
+): Promise<{ user: UserRow; session: SessionRow; refreshToken: string; rehashed: boolean } | undefined> {
+  let user = verified;
+  for (let attempt = 1; ; attempt++) {
+    const rehash = deps.passwords.needsRehash(user.password_hash)
+      ? await deps.passwords.hash(password)
+      : undefined;
+    const basis = user;
+    const started = await deps.db.transaction().execute(async (trx) => {
+      const current = await usersRepository.updateUserIfCurrent(trx, basis.id, basis.password_hash, {
+        last_login_at: new Date().toISOString(),
+        ...(rehash === undefined ? {} : { password_hash: rehash }),
+      });
+      if (current === undefined) return undefined;
+      return { user: current, ...(await startSession(trx, deps, current, client)) };
+    });
+    if (started !== undefined) return { ...started, rehashed: rehash !== undefined };
+    if (attempt >= 2) return undefined;
+    const fresh = await usersRepository.findUserById(deps.db, user.id);
+    if (fresh === undefined || fresh.deactivated_at !== null) return undefined;
+    if (fresh.password_hash === user.password_hash) return undefined;
+    if (!(await deps.passwords.verify(fresh.password_hash, password))) return undefined;
+    user = fresh;
+  }
 }
 
 type RotationOutcome =

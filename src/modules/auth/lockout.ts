@@ -3,9 +3,11 @@ import type { Config } from '../../config.js';
 import type { CounterStore } from '../../infra/rate-limit/counter-store.js';
 
 /**
- * Per-account brute-force protection, keyed by the login as typed (lower-cased), so an unknown
- * account locks exactly like a real one and the lock reveals nothing. Counters live in the shared
- * counter store: in Redis they hold across every worker and server.
+ * Per-account brute-force protection. The counters are keyed by the account a login resolves to
+ * (so its email and its username share one budget), and by the login as typed (lower-cased) when
+ * no account has it, so an unknown account locks exactly like a real one and the lock reveals
+ * nothing. Counters live in the shared counter store: in Redis they hold across every worker and
+ * server.
  *
  * After `loginMaxFailures` failures within the window the login is locked for `lockoutBaseSeconds`;
  * each further lockout within a day doubles that, up to `lockoutMaxSeconds` — long enough to make
@@ -13,24 +15,29 @@ import type { CounterStore } from '../../infra/rate-limit/counter-store.js';
  * clears the failures.
  */
 export interface LoginLockout {
-  /** Seconds until the login may be tried again, or 0 when it is not locked. */
-  lockedFor(login: string): Promise<number>;
+  /** Seconds until the login may be tried again, or 0 when it is not locked. Keys: lockoutKey(). */
+  lockedFor(key: string): Promise<number>;
   /** Counts a failure; returns the lockout it caused in seconds, or 0. */
-  recordFailure(login: string): Promise<number>;
-  recordSuccess(login: string): Promise<void>;
+  recordFailure(key: string): Promise<number>;
+  recordSuccess(key: string): Promise<void>;
 }
 
 const dayMs = 86_400_000;
 
-/** Logins are hashed so that no email address ends up in a Redis key. */
-function keyOf(login: string): string {
-  return createHash('sha256').update(login.trim().toLowerCase()).digest('base64url').slice(0, 22);
+/** The counter key of a login attempt: the account when the login names one, else the typed login. */
+export function lockoutKey(account: { id: string } | undefined, typedLogin: string): string {
+  return account === undefined ? `login:${typedLogin.trim().toLowerCase()}` : `account:${account.id}`;
+}
+
+/** Keys are hashed so that no email address ends up in a Redis key. */
+function keyOf(key: string): string {
+  return createHash('sha256').update(key).digest('base64url').slice(0, 22);
 }
 
 export function createLoginLockout(counters: CounterStore, config: Config['auth']): LoginLockout {
   return {
-    async lockedFor(login) {
-      const lock = await counters.peek(`login-lock:${keyOf(login)}`);
+    async lockedFor(key) {
+      const lock = await counters.peek(`login-lock:${keyOf(key)}`);
       return lock.count > 0 ? Math.max(1, Math.ceil(lock.resetInMs / 1000)) : 0;
     },
 

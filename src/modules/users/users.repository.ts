@@ -29,6 +29,29 @@ export async function updateUser(
   return db.updateTable('users').set(changes).where('id', '=', id).returningAll().executeTakeFirst();
 }
 
+/**
+ * Updates an account only if it is still in the state a decision was based on: the password hash
+ * that was verified (a password change replaces it: every hash has its own salt) and, unless
+ * `allowInactive`, still active. In one statement, so on PostgreSQL it takes the row lock and
+ * re-checks the condition on the newest row version: of a login and a concurrent password change or
+ * deactivation, one waits for the other's commit and then sees it. Undefined when the state moved on.
+ */
+export async function updateUserIfCurrent(
+  db: Queryable,
+  id: string,
+  verifiedPasswordHash: string,
+  changes: UserUpdate,
+  options: { allowInactive?: boolean } = {},
+): Promise<UserRow | undefined> {
+  let query = db
+    .updateTable('users')
+    .set(changes)
+    .where('id', '=', id)
+    .where('password_hash', '=', verifiedPasswordHash);
+  if (options.allowInactive !== true) query = query.where('deactivated_at', 'is', null);
+  return query.returningAll().executeTakeFirst();
+}
+
 /** Newest first, keyset-paginated on (created_at, id). `q` matches part of the email or username. */
 export async function listUsers(
   db: Queryable,

@@ -87,7 +87,7 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps): void {
         operationId: 'deactivateMe',
         tags,
         security,
-        response: { 204: noContent, ...problemResponses(401) },
+        response: { 204: noContent, ...problemResponses(401, 409) },
       },
       preHandler: requireAuth,
     },

@@ -12,11 +12,13 @@ import {
 import { decodeCursor, type Page, toPage } from '../../lib/pagination.js';
 import type { AuthDeps } from '../auth/auth.deps.js';
 import { isCommonPassword } from '../auth/common-passwords.js';
+import { lockoutKey } from '../auth/lockout.js';
 import type { PasswordHasher } from '../auth/passwords.js';
-import { revoke } from '../auth/sessions.service.js';
+import { revokeSessions } from '../auth/sessions.repository.js';
+import { recordRevoked } from '../auth/sessions.service.js';
 import * as usersRepository from './users.repository.js';
 import type { User } from './users.schema.js';
-import type { UserRole, UserRow } from './users.table.js';
+import type { UserRole, UserRow, UserUpdate } from './users.table.js';
 
 export function toUser(row: UserRow): User {
   return {
@@ -121,7 +123,12 @@ export async function updateProfile(
   }
 }
 
-/** Verifies the current password, stores the new one and ends every other session. */
+/**
+ * Verifies the current password, stores the new one and ends every other session — in one
+ * transaction whose first statement locks the user row, so a login that verified the old password
+ * either committed its session before (and it is revoked here) or finds the hash changed (and
+ * creates none): auth.service.ts startVerifiedSession.
+ */
 export async function changePassword(
   deps: AuthDeps,
   auth: { userId: string; sessionId: string },
@@ -130,22 +137,60 @@ export async function changePassword(
 ): Promise<void> {
   const user = await getUser(deps.db, auth.userId);
   // A stolen access token must not become a way to guess the password: same lockout as login.
-  const locked = await deps.lockout.lockedFor(user.email);
+  const lockKey = lockoutKey(user, user.email);
+  const locked = await deps.lockout.lockedFor(lockKey);
   if (locked > 0) throw tooManyAttempts(locked);
   if (!(await deps.passwords.verify(user.password_hash, currentPassword))) {
-    await deps.lockout.recordFailure(user.email);
+    await deps.lockout.recordFailure(lockKey);
     throw new ForbiddenError('The current password is not correct.');
   }
   assertAcceptablePassword(newPassword, '/body/newPassword', user);
   const passwordHash = await deps.passwords.hash(newPassword);
-  await usersRepository.updateUser(deps.db, user.id, { password_hash: passwordHash });
-  await revoke(deps.db, deps, { userId: user.id, exceptSessionId: auth.sessionId }, 'password_changed');
+  const filter = { userId: user.id, exceptSessionId: auth.sessionId };
+  const revoked = await deps.db.transaction().execute(async (trx) => {
+    const changed = await usersRepository.updateUserIfCurrent(
+      trx,
+      user.id,
+      user.password_hash,
+      { password_hash: passwordHash },
+      { allowInactive: true },
+    );
+    // Changed meanwhile (another password change): what was verified is no longer the password.
+    if (changed === undefined) return undefined;
+    return revokeSessions(trx, deps.engine, filter, 'password_changed');
+  });
+  if (revoked === undefined) throw new ForbiddenError('The current password is not correct.');
+  recordRevoked(deps, revoked, 'password_changed', filter);
+}
+
+/**
+ * Sets the account state and revokes its sessions in one transaction (the user row is locked
+ * first), so no login that checked the old state can leave a session behind.
+ */
+async function changeStatusAndRevoke(
+  deps: AuthDeps,
+  userId: string,
+  changes: UserUpdate,
+  reason: 'deactivated' | 'role_changed' | undefined,
+): Promise<UserRow | undefined> {
+  const result = await deps.db.transaction().execute(async (trx) => {
+    const updated = await usersRepository.updateUser(trx, userId, changes);
+    if (updated === undefined || reason === undefined) return { updated, revoked: [] };
+    return { updated, revoked: await revokeSessions(trx, deps.engine, { userId }, reason) };
+  });
+  if (reason !== undefined) recordRevoked(deps, result.revoked, reason, { userId });
+  return result.updated;
 }
 
 /** Deactivates (never deletes) an account: its orders stay, its sessions end. */
 export async function deactivate(deps: AuthDeps, userId: string): Promise<void> {
-  await usersRepository.updateUser(deps.db, userId, { deactivated_at: new Date().toISOString() });
-  await revoke(deps.db, deps, { userId }, 'deactivated');
+  const user = await getUser(deps.db, userId);
+  // The same rule as PATCH /api/users/:id on oneself: the last admin leaving would leave nobody to
+  // undo it, and counting admins first would race another admin doing the same (probe finding 10).
+  if (user.role === 'admin') {
+    throw new ConflictError('Admins cannot change their own role or status; ask another admin.');
+  }
+  await changeStatusAndRevoke(deps, userId, { deactivated_at: new Date().toISOString() }, 'deactivated');
 }
 
 export async function adminUpdate(
@@ -163,15 +208,18 @@ export async function adminUpdate(
   const deactivating = changes.isActive === false && user.deactivated_at === null;
   const reactivating = changes.isActive === true && user.deactivated_at !== null;
   if (!roleChanged && !deactivating && !reactivating) return user;
-  const updated = await usersRepository.updateUser(deps.db, userId, {
-    ...(roleChanged ? { role: changes.role } : {}),
-    ...(deactivating ? { deactivated_at: new Date().toISOString() } : {}),
-    ...(reactivating ? { deactivated_at: null } : {}),
-  });
-  if (updated === undefined) throw new NotFoundError('No such user.');
   // Access tokens carry the role: end the sessions so no token keeps powers the user has lost.
-  if (deactivating) await revoke(deps.db, deps, { userId }, 'deactivated');
-  else if (roleChanged) await revoke(deps.db, deps, { userId }, 'role_changed');
+  const updated = await changeStatusAndRevoke(
+    deps,
+    userId,
+    {
+      ...(roleChanged ? { role: changes.role } : {}),
+      ...(deactivating ? { deactivated_at: new Date().toISOString() } : {}),
+      ...(reactivating ? { deactivated_at: null } : {}),
+    },
+    deactivating ? 'deactivated' : roleChanged ? 'role_changed' : undefined,
+  );
+  if (updated === undefined) throw new NotFoundError('No such user.');
   return updated;
 }
 
