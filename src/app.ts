@@ -12,6 +12,7 @@ import { createRedisCacheBackend } from './infra/cache/redis-backend.js';
 import { createDatabase, type DatabaseHandle } from './infra/database.js';
 import { registerDatabasePoolMetrics } from './infra/database-metrics.js';
 import { apiDocs } from './infra/docs.js';
+import { applyConnectionLimits } from './infra/http/connection-limits.js';
 import { corsPolicy } from './infra/http/cors.js';
 import { errorHandling, handleFrameworkError } from './infra/http/errors.js';
 import { ProblemSchema } from './infra/http/problem.js';
@@ -97,6 +98,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     bodyLimit: config.server.bodyLimitBytes,
     requestTimeout: config.server.requestTimeoutMs,
     keepAliveTimeout: config.server.keepAliveTimeoutMs,
+    maxRequestsPerSocket: config.server.maxRequestsPerSocket,
     // Draining is ours to manage (lifecycle.ts, main.ts): keep serving, with Connection: close.
     return503OnClosing: false,
     forceCloseConnections: 'idle',
@@ -105,7 +107,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     frameworkErrors: handleFrameworkError,
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
-  app.server.headersTimeout = config.server.headersTimeoutMs;
+  applyConnectionLimits(app.server, config.server, logger.child({ component: 'http' }));
 
   const database = createDatabase(config.database, logger.child({ component: 'database' }));
   const redis =

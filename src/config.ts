@@ -22,6 +22,12 @@ export interface Config {
     readonly requestTimeoutMs: number;
     readonly headersTimeoutMs: number;
     readonly keepAliveTimeoutMs: number;
+    /** How often Node checks the header and request timeouts of open connections. */
+    readonly connectionsCheckIntervalMs: number;
+    /** Open connections this process accepts at most (lowered to fit the file-descriptor limit). */
+    readonly maxConnections: number;
+    /** Requests one keep-alive connection may carry before the server closes it (0: no limit). */
+    readonly maxRequestsPerSocket: number;
     /** Addresses (IPs, CIDRs or proxy-addr keywords) whose X-Forwarded-For is believed. */
     readonly trustProxy: readonly string[];
     readonly staticDir: string;
@@ -335,6 +341,29 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     1000,
     600_000,
     'Idle keep-alive socket lifetime; keep it above the proxy’s upstream keep-alive (nginx: 60 s).',
+  );
+  const connectionsCheckIntervalMs = r.int(
+    'CONNECTIONS_CHECK_INTERVAL_MS',
+    1000,
+    100,
+    30_000,
+    'How often the header and request timeouts are enforced: a slow client is cut off at most this long after its timeout (Node’s own default is 30 s).',
+  );
+  if (requestTimeoutMs < headersTimeoutMs)
+    r.problem('REQUEST_TIMEOUT_MS must not be less than HEADERS_TIMEOUT_MS');
+  const maxConnections = r.int(
+    'MAX_CONNECTIONS',
+    10_000,
+    10,
+    1_000_000,
+    'Open client connections per process; more are closed at once (logged). Lowered at start-up to leave file descriptors for the database, Redis and logs. The proxy in front should limit per client (nginx limit_conn).',
+  );
+  const maxRequestsPerSocket = r.int(
+    'MAX_REQUESTS_PER_SOCKET',
+    1000,
+    0,
+    1_000_000,
+    'Requests one keep-alive connection carries before it is closed (0: no limit); nginx’s keepalive_requests is 1000 too.',
   );
   const trustProxy = r.list(
     'TRUST_PROXY',
@@ -677,6 +706,9 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       requestTimeoutMs,
       headersTimeoutMs,
       keepAliveTimeoutMs,
+      connectionsCheckIntervalMs,
+      maxConnections,
+      maxRequestsPerSocket,
       trustProxy,
       staticDir: resolve(projectRoot, staticDir),
     },
