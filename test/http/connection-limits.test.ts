@@ -117,23 +117,32 @@ describe('connection limits of the real process', () => {
 
   test('a connection flood above the cap: existing clients served, a warning logged, new ones served once it stops', async () => {
     const keepAlive = new Agent({ keepAlive: true, maxSockets: 1 });
+    // The flood: twice the cap of half-open requests, each reopened as the server closes it.
+    let flooding = true;
+    const open = new Set<Socket>();
+    const attacker = async () => {
+      while (flooding) {
+        const socket = await openSocket(server.port).catch(() => undefined);
+        if (socket === undefined) {
+          await sleep(10);
+          continue;
+        }
+        open.add(socket);
+        socket.on('error', () => {});
+        socket.write('GET /health HTTP/1.1\r\nHost: x\r\nX-A: ');
+        await new Promise((resolve) => socket.once('close', resolve));
+        open.delete(socket);
+      }
+    };
+    let attackers: Promise<void>[] = [];
+    const stopFlood = async () => {
+      flooding = false;
+      for (const socket of open) socket.destroy();
+      await Promise.all(attackers);
+    };
     try {
       assert.equal(await get(server.port, '/health', keepAlive), 200, 'a client connected before the flood');
-      // The flood: twice the cap of half-open requests, reopened as the server closes them.
-      let flooding = true;
-      const open = new Set<Socket>();
-      const attacker = async () => {
-        while (flooding) {
-          const socket = await openSocket(server.port).catch(() => undefined);
-          if (socket === undefined) continue;
-          open.add(socket);
-          socket.on('error', () => {});
-          socket.write('GET /health HTTP/1.1\r\nHost: x\r\nX-A: ');
-          await new Promise((resolve) => socket.once('close', resolve));
-          open.delete(socket);
-        }
-      };
-      const attackers = Array.from({ length: maxConnections * 2 }, attacker);
+      attackers = Array.from({ length: maxConnections * 2 }, attacker);
       const deadline = performance.now() + 30_000;
       while (!server.logs.some((l) => l.event === 'connection_limit_reached')) {
         assert.ok(performance.now() < deadline, 'the connection limit is logged');
@@ -146,9 +155,7 @@ describe('connection limits of the real process', () => {
           'the existing client is still served',
         );
       }
-      flooding = false;
-      for (const socket of open) socket.destroy();
-      await Promise.all(attackers);
+      await stopFlood();
       assert.equal(server.child.exitCode, null, 'the process is alive');
       // Recovered: a new connection is served (the first tries may still meet the last of the flood).
       const recoveryDeadline = performance.now() + 10_000;
@@ -159,6 +166,7 @@ describe('connection limits of the real process', () => {
         await sleep(50);
       }
     } finally {
+      await stopFlood();
       keepAlive.destroy();
     }
   });
