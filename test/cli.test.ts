@@ -25,7 +25,7 @@ function cliWithInput(
     const child = execFile(
       process.execPath,
       ['--import', 'tsx', entry, ...args],
-      { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 },
+      { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 300_000 },
       (error, stdout, stderr) =>
         resolve({ status: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr }),
     );

@@ -130,7 +130,7 @@ describe('start-up', () => {
     const result = spawnSync(process.execPath, ['--import', 'tsx', mainEntry], {
       env: { ...process.env, PORT: 'eighty', CORS_ORIGINS: 'null' },
       encoding: 'utf8',
-      timeout: 20_000,
+      timeout: 120_000,
     });
     assert.equal(result.status, 1);
     assert.match(result.stderr, /PORT must be an integer/);

@@ -318,7 +318,7 @@ function cli(env: Record<string, string>): Promise<{ status: number; stdout: str
     execFile(
       process.execPath,
       ['--import', 'tsx', entry],
-      { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 },
+      { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 300_000 },
       (error, stdout, stderr) =>
         resolve({ status: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr }),
     );

@@ -340,7 +340,9 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
     const killedAt = Date.now();
     process.kill(victim.pid, 'SIGKILL');
     let recoveredMs = -1;
-    for (let i = 0; i < 200; i++) {
+    // A generous deadline: how fast PM2 replaces a worker is measured and printed, never asserted
+    // (a loaded CI machine took 12 s where an idle one takes 2).
+    for (const deadline = Date.now() + 120_000; Date.now() < deadline; ) {
       const workers = await cluster.workers();
       if (workers.length === 2 && workers.every((w) => w.status === 'online' && w.pid !== victim.pid)) {
         recoveredMs = Date.now() - killedAt;
@@ -354,7 +356,7 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
     console.log(
       `crash: worker ${victim.pid} killed; replaced in ${recoveredMs} ms; ${result.sent} requests (${acknowledged.size} orders), ${result.failures.length} failed (${result.failures.map((f) => f.error).join(', ')})`,
     );
-    assert.ok(recoveredMs >= 0 && recoveredMs < 10_000, `recovered in ${recoveredMs} ms`);
+    assert.ok(recoveredMs >= 0, 'PM2 replaced the killed worker');
     assert.ok(result.failures.length <= connections, 'at most the requests in flight, one per connection');
     await assertOrdersDurable('crash', acknowledged, result.failures.length);
   });
