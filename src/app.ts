@@ -14,8 +14,8 @@ import { registerDatabasePoolMetrics } from './infra/database-metrics.js';
 import { apiDocs } from './infra/docs.js';
 import { applyConnectionLimits } from './infra/http/connection-limits.js';
 import { corsPolicy } from './infra/http/cors.js';
-import { errorHandling, handleFrameworkError } from './infra/http/errors.js';
-import { ProblemSchema } from './infra/http/problem.js';
+import { errorHandling, handleClientError, handleFrameworkError } from './infra/http/errors.js';
+import { ProblemSchema, problem, problemContentType } from './infra/http/problem.js';
 import { requestIdFor, requestIdHeader } from './infra/http/request-id.js';
 import { RequestLogController } from './infra/http/request-log.js';
 import { apiSecurityHeaders } from './infra/http/security-headers.js';
@@ -34,6 +34,7 @@ import { createReadRouting } from './infra/read-your-writes.js';
 import { createRedis, type RedisHandle } from './infra/redis.js';
 import { createReplicaRouter } from './infra/replicas.js';
 import { staticFiles } from './infra/static-files.js';
+import { ErrorCode } from './lib/errors.js';
 import { createAuthDeps } from './modules/auth/auth.deps.js';
 import { authRoutes } from './modules/auth/auth.routes.js';
 import { healthRoutes } from './modules/health/health.routes.js';
@@ -105,6 +106,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     frameworkErrors: handleFrameworkError,
+    clientErrorHandler: handleClientError,
+    // A missing Host is answered by the platform hook below (problem+json), not by Node's bare 400.
+    http: { requireHostHeader: false },
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   applyConnectionLimits(app.server, config.server, logger.child({ component: 'http' }));
@@ -226,6 +230,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     reply.header(requestIdHeader, request.id);
     lifecycle.track(reply.raw);
     if (cors?.(request, reply) === 'preflight-answered') return;
+    // HTTP/1.1 requires Host (RFC 9112 §3.2); Node's own check is turned off to answer it here.
+    if (request.headers.host === undefined && request.raw.httpVersion === '1.1') {
+      reply.code(400).type(problemContentType);
+      reply.send(problem(400, ErrorCode.VALIDATION_FAILED, 'The Host header is required.', request.id));
+      return;
+    }
     done();
   });
   validation(app);
@@ -260,7 +270,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         windowMs: config.rateLimit.authWindowMs,
       };
       await api.register(async (scope) => authRoutes(scope, auth, authLimit), { prefix: '/auth' });
-      await api.register(async (scope) => usersRoutes(scope, auth), { prefix: '/users' });
+      await api.register(async (scope) => usersRoutes(scope, auth, authLimit), { prefix: '/users' });
       await api.register(async (scope) => productsRoutes(scope, auth, catalog), { prefix: '/products' });
       await api.register(async (scope) => ordersRoutes(scope, auth, orders, reads), { prefix: '/orders' });
       await options.extendApi?.(api);

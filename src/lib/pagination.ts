@@ -34,10 +34,14 @@ export interface Page<T> {
 export type CursorPart = 'timestamp' | 'uuid' | 'text';
 
 const checks: Record<CursorPart, (value: unknown) => boolean> = {
+  // A real moment, written exactly as we write them: Date.parse accepts 30 February (it rolls over)
+  // and year 0, which PostgreSQL refuses with a 500 (security probe 2026-12-02, finding 5).
   timestamp: (v) =>
     typeof v === 'string' &&
     /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/.test(v) &&
-    !Number.isNaN(Date.parse(v)),
+    !v.startsWith('0000') &&
+    !Number.isNaN(Date.parse(v)) &&
+    new Date(v).toISOString() === v,
   uuid: (v) =>
     typeof v === 'string' && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v),
   text: (v) => typeof v === 'string' && v.length <= 256,

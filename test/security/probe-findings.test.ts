@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildTestApp } from '../helper.js';
@@ -18,6 +19,71 @@ describe('security probe 2026-12-02: the smaller findings', () => {
     admin = await createAdmin(app);
   });
   after(() => app?.close());
+
+  const cursorOf = (values: unknown[]) => Buffer.from(JSON.stringify(values)).toString('base64url');
+
+  test('finding 5: a cursor holding an impossible date is a 400 on orders and on the admin user list', async () => {
+    const customer = await registerUser(app);
+    for (const date of ['2026-02-30T00:00:00.000Z', '0000-01-01T00:00:00.000Z', '2026-13-01T00:00:00.000Z']) {
+      const cursor = cursorOf([date, '00000000-0000-4000-8000-000000000000']);
+      for (const [url, token] of [
+        [`/api/orders?cursor=${cursor}`, customer.accessToken],
+        [`/api/users?cursor=${cursor}`, admin.accessToken],
+      ] as const) {
+        const res = await app.inject({ url, headers: bearer(token) });
+        assert.equal(res.statusCode, 400, `${url} (${date})`);
+        assert.equal(res.json().code, 'VALIDATION_FAILED');
+      }
+    }
+  });
+
+  test('finding 9: a NUL in the admin user search is a 400 naming the parameter', async () => {
+    const res = await app.inject({ url: '/api/users?q=a%00b', headers: bearer(admin.accessToken) });
+    assert.equal(res.statusCode, 400);
+    assert.equal(res.json().code, 'VALIDATION_FAILED');
+    assert.equal(res.json().errors[0].path, '/querystring/q');
+  });
+
+  test('finding 11: what Node’s HTTP parser refuses is problem+json with the security headers and a request id', async () => {
+    const address = await app.listen({ host: '127.0.0.1', port: 0 });
+    const port = Number(new URL(address).port);
+    const raw = (text: string) =>
+      new Promise<string>((resolve, reject) => {
+        let got = '';
+        const socket = connect({ host: '127.0.0.1', port }, () => socket.write(text));
+        socket.on('data', (chunk) => {
+          got += chunk;
+        });
+        socket.on('error', reject);
+        socket.on('close', () => resolve(got));
+      });
+    for (const [what, text, status, code] of [
+      ['garbage', 'GARBAGE\r\n\r\n', 400, 'VALIDATION_FAILED'],
+      [
+        '20 KB header',
+        `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`,
+        431,
+        'HEADERS_TOO_LARGE',
+      ],
+      ['no Host', 'GET /health HTTP/1.1\r\nConnection: close\r\n\r\n', 400, 'VALIDATION_FAILED'],
+    ] as const) {
+      const answer = await raw(text);
+      const [head = '', body = ''] = answer.split('\r\n\r\n');
+      assert.match(head, new RegExp(`^HTTP/1\\.1 ${status} `), what);
+      assert.match(head, /content-type: application\/problem\+json/i, what);
+      assert.match(head, /x-content-type-options: nosniff/i, what);
+      assert.match(head, /content-security-policy: default-src 'none'/i, what);
+      assert.match(head, /x-request-id: [0-9a-f-]{36}/i, what);
+      const parsed = JSON.parse(
+        body
+          .replace(/^[0-9a-f]+\r\n/, '')
+          .replace(/\r\n0\r\n$/, '')
+          .trim(),
+      );
+      assert.equal(parsed.status, status, what);
+      assert.equal(parsed.code, code, what);
+    }
+  });
 
   test('finding 7: an account’s email and username share one lockout budget', async () => {
     const account = await registerUser(app);
@@ -56,5 +122,28 @@ describe('security probe 2026-12-02: the smaller findings', () => {
       headers: bearer(customer.accessToken),
     });
     assert.equal(gone.statusCode, 204);
+  });
+});
+
+describe('security probe 2026-12-02: PATCH /me shares the auth budget', () => {
+  test('finding 6: probing emails through PATCH /me hits the strict auth limit (429)', async () => {
+    const app = await buildTestApp({ env: { AUTH_RATE_LIMIT_MAX: '4' } });
+    try {
+      const account = await registerUser(app);
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const res = await app.inject({
+          method: 'PATCH',
+          url: '/api/users/me',
+          headers: bearer(account.accessToken),
+          payload: { email: `probe${i}@example.com` },
+        });
+        statuses.push(res.statusCode);
+      }
+      // The registration used one of the four.
+      assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+    } finally {
+      await app.close();
+    }
   });
 });

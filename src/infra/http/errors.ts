@@ -1,3 +1,6 @@
+import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
 import FindMyWay from 'find-my-way';
 import { classifyDbError } from '../../lib/db-errors.js';
@@ -90,6 +93,37 @@ export function handleFrameworkError(
 ): void {
   reply.headers(apiSecurityHeaders).header(requestIdHeader, request.id);
   sendProblem(reply, 400, ErrorCode.VALIDATION_FAILED, 'The request URL is malformed.');
+}
+
+/**
+ * For Fastify's `clientErrorHandler`: what Node's HTTP parser refuses before there is a request (a
+ * garbage request line, oversized headers, a slow client's timeout). Written straight to the socket
+ * — no hook runs — as problem+json with the security headers and a fresh request id, like every
+ * other answer (security probe 2026-12-02, finding 11), then the connection is closed.
+ */
+export function handleClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, detail] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, ErrorCode.REQUEST_TIMEOUT, 'The request took too long to arrive.']
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, ErrorCode.HEADERS_TOO_LARGE, 'The request headers are too large.']
+        : [400, ErrorCode.VALIDATION_FAILED, 'The request is not valid HTTP.'];
+  const requestId = randomUUID();
+  const body = JSON.stringify(problem(status, code, detail, requestId));
+  const headers = {
+    ...apiSecurityHeaders,
+    'content-type': problemContentType,
+    'content-length': String(Buffer.byteLength(body)),
+    [requestIdHeader]: requestId,
+    connection: 'close',
+  };
+  const head = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
+  if (socket.writable)
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${head}\r\n${body}`);
+  else socket.destroy();
 }
 
 export function errorHandling(app: FastifyInstance): void {

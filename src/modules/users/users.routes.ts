@@ -1,6 +1,7 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import { noContent, problemResponses } from '../../infra/http/problem.js';
+import type { RateLimitRule } from '../../infra/rate-limit/rate-limit.js';
 import { NotFoundError } from '../../lib/errors.js';
 import { pageSchema } from '../../lib/pagination.js';
 import type { AuthDeps } from '../auth/auth.deps.js';
@@ -16,7 +17,11 @@ import {
 import * as usersService from './users.service.js';
 
 /** `/api/users` (API.md): the caller's own account, and admin management of every account. */
-export function usersRoutes(scope: FastifyInstance, deps: AuthDeps): void {
+/**
+ * `authLimit`: PATCH /me answers 409 for a taken email or username, so it could enumerate accounts
+ * like /register; both share the strict per-IP auth budget (security probe 2026-12-02, finding 6).
+ */
+export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: RateLimitRule): void {
   const app = scope.withTypeProvider<TypeBoxTypeProvider>();
   const requireAuth = authenticate(deps);
   const adminOnly = [requireAuth, requireRole('admin')];
@@ -47,8 +52,9 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps): void {
         tags,
         security,
         body: UpdateMeBody,
-        response: { 200: UserSchema, ...problemResponses(400, 401, 409) },
+        response: { 200: UserSchema, ...problemResponses(400, 401, 409, 429) },
       },
+      config: { rateLimit: authLimit },
       preHandler: requireAuth,
     },
     async (request) =>
