@@ -48,13 +48,13 @@ describe('security probe 2026-12-02: the smaller findings', () => {
     const address = await app.listen({ host: '127.0.0.1', port: 0 });
     const port = Number(new URL(address).port);
     const raw = (text: string) =>
-      new Promise<string>((resolve, reject) => {
+      new Promise<string>((resolve) => {
         let got = '';
         const socket = connect({ host: '127.0.0.1', port }, () => socket.write(text));
         socket.on('data', (chunk) => {
           got += chunk;
         });
-        socket.on('error', reject);
+        socket.on('error', () => {});
         socket.on('close', () => resolve(got));
       });
     for (const [what, text, status, code] of [

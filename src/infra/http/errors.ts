@@ -121,9 +121,16 @@ export function handleClientError(err: NodeJS.ErrnoException, socket: Duplex): v
   const head = Object.entries(headers)
     .map(([name, value]) => `${name}: ${value}\r\n`)
     .join('');
-  if (socket.writable)
-    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${head}\r\n${body}`);
-  else socket.destroy();
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  // Ended (so the answer is not lost to a reset while the client is still sending), and destroyed
+  // soon after: a client that never reads must not hold a half-closed socket.
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${head}\r\n${body}`);
+  const timer = setTimeout(() => socket.destroy(), 1000);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
 }
 
 export function errorHandling(app: FastifyInstance): void {
