@@ -245,7 +245,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.removeContentTypeParser('text/plain');
   app.addSchema(ProblemSchema);
 
-  await apiDocs(app, version);
+  if (config.server.docsEnabled) await apiDocs(app, version);
+  if (
+    config.env === 'production' &&
+    config.metrics.port === undefined &&
+    config.metrics.token === undefined
+  ) {
+    // Decision 0023: loud, not fatal — a deployment may already close /metrics at the proxy.
+    logger.warn(
+      { event: 'metrics_unprotected' },
+      'SECURITY: /metrics is public on the main port in production; set METRICS_TOKEN, or METRICS_PORT on a private interface, or block /metrics at the proxy',
+    );
+  }
   // With a metrics port of its own, /metrics is served there only: on the shared main port a
   // scrape would see one random worker's numbers (KNOWN-DEFECTS 9).
   if (config.metrics.port === undefined) metricsRoute(app, metrics, config.metrics.token);

@@ -31,6 +31,8 @@ export interface Config {
     /** Addresses (IPs, CIDRs or proxy-addr keywords) whose X-Forwarded-For is believed. */
     readonly trustProxy: readonly string[];
     readonly staticDir: string;
+    /** Serve /docs (Swagger UI and the OpenAPI document). */
+    readonly docsEnabled: boolean;
   };
   readonly log: {
     readonly level: LogLevel;
@@ -379,6 +381,13 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     'Directory of static files, relative to the project root.',
   );
 
+  const docsEnabled = r.bool(
+    'DOCS_ENABLED',
+    undefined,
+    'false in production, true otherwise',
+    'Serve the API documentation at /docs (Swagger UI, OpenAPI document). Off in production unless set: the full route map helps an attacker more than a customer.',
+  );
+
   const logLevel = r.oneOf(
     'LOG_LEVEL',
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const,
@@ -711,6 +720,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       maxRequestsPerSocket,
       trustProxy,
       staticDir: resolve(projectRoot, staticDir),
+      docsEnabled: docsEnabled ?? nodeEnv !== 'production',
     },
     log: { level: logLevel, slowRequestMs, pm2: pm2LogTarget(env) },
     database: {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { buildTestApp } from '../helper.js';
+import { buildTestApp, captureLogs } from '../helper.js';
 import { type Account, bearer, createAdmin, login, registerUser } from '../support/accounts.js';
 
 /**
@@ -145,5 +145,44 @@ describe('security probe 2026-12-02: PATCH /me shares the auth budget', () => {
     } finally {
       await app.close();
     }
+  });
+});
+
+describe('security probe 2026-12-02: /metrics and /docs in production', () => {
+  const production = {
+    NODE_ENV: 'production',
+    ARGON2_MEMORY_KIB: '19456',
+    ARGON2_ITERATIONS: '2',
+    BCRYPT_COST: '12',
+  };
+
+  test('finding 8: /docs is closed in production and an unprotected /metrics is a start-up warning', async () => {
+    const logs = captureLogs('warn');
+    const app = await buildTestApp({ env: production, logger: logs.logger });
+    try {
+      for (const url of ['/docs', '/docs/openapi.json']) {
+        const res = await app.inject({ url });
+        assert.equal(res.statusCode, 404, url);
+        assert.equal(res.json().code, 'NOT_FOUND');
+      }
+    } finally {
+      await app.close();
+    }
+    assert.ok(logs.lines.some((l) => l.event === 'metrics_unprotected' && l.level === 'warn'));
+  });
+
+  test('finding 8: with DOCS_ENABLED and METRICS_TOKEN, docs are served and nothing is warned', async () => {
+    const logs = captureLogs('warn');
+    const app = await buildTestApp({
+      env: { ...production, DOCS_ENABLED: 'true', METRICS_TOKEN: 'a-metrics-token-for-tests' },
+      logger: logs.logger,
+    });
+    try {
+      assert.equal((await app.inject({ url: '/docs/openapi.json' })).statusCode, 200);
+      assert.equal((await app.inject({ url: '/metrics' })).statusCode, 401);
+    } finally {
+      await app.close();
+    }
+    assert.ok(!logs.lines.some((l) => l.event === 'metrics_unprotected'));
   });
 });
