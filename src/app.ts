@@ -9,7 +9,8 @@ import { createMemoryCacheBackend } from './infra/cache/memory-backend.js';
 import { createCacheMetrics } from './infra/cache/metrics.js';
 import { createNoCacheBackend } from './infra/cache/none-backend.js';
 import { createRedisCacheBackend } from './infra/cache/redis-backend.js';
-import { createDatabase, type DatabaseHandle } from './infra/database.js';
+import { ConnectionBudgetError, checkConnectionBudget } from './infra/connection-budget.js';
+import { createDatabase, type DatabaseHandle, withTimeout } from './infra/database.js';
 import { registerDatabasePoolMetrics } from './infra/database-metrics.js';
 import { apiDocs } from './infra/docs.js';
 import { applyConnectionLimits } from './infra/http/connection-limits.js';
@@ -82,6 +83,24 @@ async function waitForRedis(redis: RedisHandle, timeoutMs: number, logger: Logge
     });
   });
   if (!ready) logger.warn('Redis not reachable at start-up; continuing without it');
+}
+
+/** The budget check must not keep a service from starting while its database is down (it reports 503s). */
+async function stateConnectionBudget(
+  database: DatabaseHandle,
+  config: Config,
+  logger: Logger,
+): Promise<void> {
+  try {
+    await withTimeout(
+      checkConnectionBudget(database.db, config.database, logger.child({ component: 'database' })),
+      2000,
+      'connection budget check',
+    );
+  } catch (err) {
+    if (err instanceof ConnectionBudgetError) throw err;
+    logger.warn({ err }, 'could not check the connection budget (database unreachable?)');
+  }
 }
 
 /**
@@ -215,6 +234,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const applied = await migrateToLatest(database.db, database.engine);
       if (applied.length > 0) logger.info({ applied }, 'database migrated');
     }
+    if (database.engine === 'postgres') await stateConnectionBudget(database, config, logger);
     if (redis !== undefined) await waitForRedis(redis, config.redis.connectTimeoutMs, logger);
   } catch (err) {
     await app.close();

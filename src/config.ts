@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -48,6 +49,13 @@ export interface Config {
     readonly connectTimeoutMs: number;
     readonly statementTimeoutMs: number;
     readonly migrateOnStart: boolean;
+    /** The deployment's layout, for the connection budget checked at start-up (connection-budget.ts). */
+    readonly budget: {
+      readonly servers: number;
+      readonly workersPerServer: number;
+      readonly reserved: number;
+      readonly onOverflow: 'warn' | 'refuse' | 'off';
+    };
     /** Streaming replicas for reads (decision 0030); empty: the primary serves every read. */
     readonly replicas: {
       readonly urls: readonly string[];
@@ -415,7 +423,34 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     5000,
     100,
     120_000,
-    'Wait for a PostgreSQL connection at most this long.',
+    'Wait at most this long for a PostgreSQL connection — a free one from the full pool, or a new one — then answer 503 with Retry-After.',
+  );
+  const budgetServers = r.int(
+    'DATABASE_BUDGET_SERVERS',
+    1,
+    1,
+    10_000,
+    'App servers sharing the database (for the connection budget stated at start-up).',
+  );
+  const budgetWorkers = r.int(
+    'DATABASE_BUDGET_WORKERS',
+    0,
+    0,
+    10_000,
+    'Processes per app server (PM2 workers) for the connection budget; 0: the number of usable cores (what PM2’s `instances: max` starts).',
+  );
+  const budgetReserved = r.int(
+    'DATABASE_BUDGET_RESERVED',
+    10,
+    0,
+    10_000,
+    'Connections kept free for everything else: migrations, backups, monitoring, reporting, an operator’s psql.',
+  );
+  const budgetOnOverflow = r.oneOf(
+    'DATABASE_BUDGET_CHECK',
+    ['warn', 'refuse', 'off'] as const,
+    'warn',
+    'When pool size × workers × servers + reserved exceeds what max_connections leaves: log a warning, refuse to start, or skip the check (behind PgBouncer the pooler’s limits apply instead).',
   );
   const statementTimeoutMs = r.int(
     'DATABASE_STATEMENT_TIMEOUT_MS',
@@ -730,6 +765,12 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       connectTimeoutMs,
       statementTimeoutMs,
       migrateOnStart: migrateOnStart ?? databaseUrl === undefined,
+      budget: {
+        servers: budgetServers,
+        workersPerServer: budgetWorkers === 0 ? availableParallelism() : budgetWorkers,
+        reserved: budgetReserved,
+        onOverflow: budgetOnOverflow,
+      },
       replicas: {
         urls: replicaUrls,
         maxLagBytes: replicaMaxLagBytes,
