@@ -3,7 +3,7 @@
 // fresh clone and `npm start` after an edit runs the edit. A production install without dev
 // dependencies (no TypeScript) runs the dist/ it was shipped with.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,9 +43,34 @@ try {
   process.exit(1);
 }
 
-console.error('ensure-build: compiling TypeScript to dist/ ...');
-const result = spawnSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json')], {
-  stdio: 'inherit',
-});
-if (result.status !== 0) process.exit(result.status ?? 1);
-writeFileSync(stamp, `${new Date().toISOString()}\n`);
+// One compile at a time: test files start in parallel, and a command reading dist/ while another
+// process rewrites it would load a half-written file. The lock is a directory (mkdir is atomic);
+// one older than two minutes belongs to a compile that died.
+const lock = join(root, 'dist', '.build-lock');
+mkdirSync(join(root, 'dist'), { recursive: true });
+for (;;) {
+  try {
+    mkdirSync(lock);
+    break;
+  } catch {
+    try {
+      if (Date.now() - statSync(lock).mtimeMs > 120_000) rmSync(lock, { recursive: true, force: true });
+    } catch {
+      // released meanwhile
+    }
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200);
+  }
+}
+try {
+  // Someone else may have compiled while we waited.
+  if (!existsSync(stamp) || statSync(stamp).mtimeMs < newestInput) {
+    console.error('ensure-build: compiling TypeScript to dist/ ...');
+    const result = spawnSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json')], {
+      stdio: 'inherit',
+    });
+    if (result.status !== 0) process.exitCode = result.status ?? 1;
+    else writeFileSync(stamp, `${new Date().toISOString()}\n`);
+  }
+} finally {
+  rmSync(lock, { recursive: true, force: true });
+}

@@ -4,6 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { migrateToLatest } from './db/migrator.js';
+import { createSchemaMonitor } from './db/schema-status.js';
 import { type Cache, createCache } from './infra/cache/cache.js';
 import { createMemoryCacheBackend } from './infra/cache/memory-backend.js';
 import { createCacheMetrics } from './infra/cache/metrics.js';
@@ -280,10 +281,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // With a metrics port of its own, /metrics is served there only: on the shared main port a
   // scrape would see one random worker's numbers (KNOWN-DEFECTS 9).
   if (config.metrics.port === undefined) metricsRoute(app, metrics, config.metrics.token);
+  const schema = createSchemaMonitor(database.db, database.engine);
   healthRoutes(app, lifecycle, {
     database: () => database.ping(1000),
     cache: () => cache.status(),
     ...(router.configured ? { replicas: () => (router.serving() ? 'up' : 'degraded') } : {}),
+    schema: () => schema.problem(),
   });
   await staticFiles(app, config.server.staticDir);
 

@@ -64,6 +64,8 @@ export interface Config {
       readonly checkIntervalMs: number;
       readonly waitMs: number;
     };
+    /** Start-up waits this long for an unreachable database, then fails; 0: forever. */
+    readonly waitSeconds: number;
   };
   readonly redis: {
     readonly url: string | undefined;
@@ -465,6 +467,13 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     'true on SQLite, false on PostgreSQL',
     'Apply pending migrations when the service starts.',
   );
+  const waitSeconds = r.int(
+    'DATABASE_WAIT_SECONDS',
+    60,
+    0,
+    86_400,
+    'At start-up, wait this long for an unreachable database (logging why every 10 s), then exit 1 (0: wait forever).',
+  );
 
   const replicaUrls = (
     r.secret(
@@ -778,6 +787,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
         checkIntervalMs: replicaCheckIntervalMs,
         waitMs: replicaWaitMs,
       },
+      waitSeconds,
     },
     redis: {
       url: redisUrl,

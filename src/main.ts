@@ -1,4 +1,5 @@
 import { type Config, ConfigError, loadConfig } from './config.js';
+import { StartupError } from './infra/startup.js';
 import { startServer } from './server.js';
 
 /** Process entry: configuration → server. A bad configuration exits 1 with one line per problem. */
@@ -12,8 +13,13 @@ try {
 }
 
 startServer(config).catch((err: unknown) => {
-  process.stderr.write(
-    `Start-up failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-  );
+  // A failure with a known fix is one line; anything else keeps its stack for the bug report.
+  const text =
+    err instanceof StartupError
+      ? err.message
+      : err instanceof Error
+        ? (err.stack ?? err.message)
+        : String(err);
+  process.stderr.write(`Start-up failed: ${text}\n`);
   process.exit(1);
 });

@@ -1,9 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import type { Config } from './config.js';
 import { startMetricsServer } from './infra/metrics.js';
 import { installGracefulShutdown } from './infra/shutdown.js';
+import { listenProblem, nextSteps, waitUntilServable } from './infra/startup.js';
+import { describeDatabase } from './lib/targets.js';
 
 export interface ServerOptions {
   /** Adds routes before the server starts (test fixtures use it for deliberately slow routes). */
@@ -38,29 +39,29 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
         const res = await app.inject({ method: 'GET', url: '/ready' });
         return { status: res.statusCode, body: res.body };
       },
+    }).catch((err: unknown) => {
+      throw listenProblem(err, 'METRICS_PORT', config.server.host, metricsPort);
     });
     app.addHook('onClose', () => metricsServer.close());
   }
-  await app.listen({ host: config.server.host, port: config.server.port });
+  await app.listen({ host: config.server.host, port: config.server.port }).catch((err: unknown) => {
+    throw listenProblem(err, 'PORT', config.server.host, config.server.port);
+  });
 
-  // Ready means able to serve: keep asking the database until it answers.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await app.database.ping(2000);
-      break;
-    } catch (err) {
-      if (attempt === 1) app.log.warn({ err }, 'database not reachable yet; waiting before reporting ready');
-      await sleep(1000);
-    }
-  }
+  // Ready means able to serve: the database answers and its schema is the one this code needs.
+  await waitUntilServable(app.database, config.database, config.database.waitSeconds, app.log);
   process.send?.('ready');
+  const address = app.server.address();
   app.log.info(
     {
       engine: app.database.engine,
+      database: describeDatabase(config.database),
       cache: app.redis === undefined ? 'memory' : 'redis',
-      address: app.server.address(),
+      address,
     },
     'ready',
   );
+  if (config.env === 'development' && typeof address === 'object' && address !== null)
+    app.log.info(nextSteps(config.server.host, address.port));
   return app;
 }

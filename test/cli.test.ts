@@ -1,37 +1,8 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { describe, test } from 'node:test';
 import { createDatabase } from '../src/infra/database.js';
 import { buildTestApp, captureLogs, engines, skipEngine, testConfig, testDatabaseEnv } from './helper.js';
-
-interface CliResult {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(script: string, env: Record<string, string>, ...args: string[]): Promise<CliResult> {
-  return cliWithInput(script, env, undefined, ...args);
-}
-
-function cliWithInput(
-  script: string,
-  env: Record<string, string>,
-  input: string | undefined,
-  ...args: string[]
-): Promise<CliResult> {
-  const entry = new URL(`../src/cli/${script}.ts`, import.meta.url).pathname;
-  return new Promise((resolve) => {
-    const child = execFile(
-      process.execPath,
-      ['--import', 'tsx', entry, ...args],
-      { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 300_000 },
-      (error, stdout, stderr) =>
-        resolve({ status: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr }),
-    );
-    child.stdin?.end(input ?? '');
-  });
-}
+import { cli, cliWithInput } from './support/cli.js';
 
 for (const engine of engines) {
   describe(`database commands on ${engine}`, { skip: await skipEngine(engine) }, () => {
@@ -49,6 +20,12 @@ for (const engine of engines) {
         const first = await cli('migrate', env);
         assert.equal(first.status, 0, first.stderr);
         assert.match(first.stdout, new RegExp(`${engine}: applied 001_initial`));
+        // The target comes first, before anything is written, and never with credentials.
+        const target =
+          engine === 'sqlite'
+            ? `database: sqlite ${database.env.SQLITE_PATH}`
+            : `database: postgres database ${new URL(database.env.DATABASE_URL ?? '').pathname.slice(1)} on 127.0.0.1:5432`;
+        assert.equal(first.stdout.split('\n')[0], target);
         const second = await cli('migrate', env);
         assert.equal(second.status, 0, second.stderr);
         assert.match(second.stdout, /nothing to apply/);
@@ -57,6 +34,7 @@ for (const engine of engines) {
         assert.equal(seeded.status, 0, seeded.stderr);
         assert.match(seeded.stdout, /seeded 1000 new demo products/);
         assert.match((await cli('seed', env)).stdout, /seeded 0 new demo products/);
+        assert.equal(seeded.stdout.split('\n')[0], target);
 
         const handle = createDatabase(testConfig(env).database, captureLogs().logger);
         try {
@@ -91,7 +69,7 @@ describe('user:create-admin', () => {
         'root',
       );
       assert.equal(created.status, 0, created.stderr);
-      assert.match(created.stdout, /created admin root <root@example.com>/);
+      assert.match(created.stdout, /^database: sqlite .*\nsqlite: created admin root <root@example.com>/);
 
       const again = await cliWithInput(
         'create-admin',
@@ -134,7 +112,21 @@ describe('user:create-admin', () => {
         '--password',
         'x',
       );
-      assert.equal(argvPassword.status, 1, 'there is no --password option');
+      assert.equal(argvPassword.status, 2, 'there is no --password option');
+      assert.equal(
+        argvPassword.stderr,
+        'unknown option --password\nusage: npm run user:create-admin -- --email <email> --username <username>   (--help for details)\n',
+      );
+      const positional = await cli('create-admin', env, 'admin@example.com');
+      assert.equal(positional.status, 2);
+      assert.match(
+        positional.stderr,
+        /^unexpected argument "admin@example.com" \(flags start with --; after npm run, put -- before them\)\n/,
+      );
+      assert.doesNotMatch(positional.stderr, /\n\s+at /);
+      const help = await cli('create-admin', env, '--help');
+      assert.equal(help.status, 0);
+      assert.match(help.stdout, /^usage: npm run user:create-admin/);
 
       const app = await buildTestApp({ env });
       try {
@@ -159,5 +151,19 @@ describe('command-line errors', () => {
     const result = await cli('migrate', { DATABASE_URL: 'mysql://nope' });
     assert.equal(result.status, 1);
     assert.match(result.stderr, /DATABASE_URL must use postgres: or postgresql:/);
+  });
+
+  test('a misspelt flag on any command: one line, the usage, exit 2', async () => {
+    for (const [script, flag, usage] of [
+      ['migrate', '--dwon', 'usage: npm run db:migrate'],
+      ['seed', '--force', 'usage: npm run db:seed'],
+      ['idempotency-cleanup', '--all', 'usage: npm run idempotency:cleanup'],
+    ] as const) {
+      const result = await cli(script, {}, flag);
+      assert.equal(result.status, 2, script);
+      assert.equal(result.stderr.split('\n')[0], `unknown option ${flag}`);
+      assert.ok(result.stderr.split('\n')[1]?.startsWith(usage), result.stderr);
+      assert.equal(result.stdout, '', 'nothing was opened or written');
+    }
   });
 });

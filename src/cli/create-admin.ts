@@ -1,5 +1,4 @@
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
 import { pendingMigrations } from '../db/migrator.js';
 import { AppError } from '../lib/errors.js';
 import { createPasswordHasher } from '../modules/auth/passwords.js';
@@ -50,41 +49,40 @@ async function readPassword(): Promise<string> {
   });
 }
 
-await runCli(async ({ db, engine }, config) => {
-  const { values } = parseArgs({
-    options: { email: { type: 'string' }, username: { type: 'string' } },
-    strict: true,
-  });
-  if (values.email === undefined || values.username === undefined) {
-    throw new CliError('usage: npm run user:create-admin -- --email <email> --username <username>');
-  }
-  if (values.email.length > 254 || !/^[^@\s]+@[^@\s]+$/.test(values.email))
-    throw new CliError('--email is not an email address');
-  if (!/^[A-Za-z0-9_.-]{3,50}$/.test(values.username)) {
-    throw new CliError('--username must be 3–50 letters, digits, _, . or -');
-  }
-  const pending = await pendingMigrations(db, engine);
-  if (pending.length > 0)
-    throw new CliError(`pending migrations (${pending.join(', ')}): run \`npm run db:migrate\` first`);
-
-  const password = await readPassword();
-  const length = [...password].length;
-  if (length < 8 || length > 128) throw new CliError('the password must be 8–128 characters');
-  try {
-    const user = await createUser(db, createPasswordHasher(config.auth), {
-      email: values.email,
-      username: values.username,
-      password,
-      role: 'admin',
-    });
-    console.log(`created admin ${user.username} <${user.email}> (${user.id})`);
-  } catch (err) {
-    if (err instanceof AppError) {
-      const details = err.options.errors
-        ?.map((e) => `${e.path.replace('/body/', '')} ${e.message}`)
-        .join('; ');
-      throw new CliError(`cannot create the admin: ${details ?? err.message}`);
+const usage = 'usage: npm run user:create-admin -- --email <email> --username <username>';
+await runCli(
+  { usage, options: { email: { type: 'string' }, username: { type: 'string' } } },
+  async ({ db, engine }, config, args) => {
+    const values = { email: args.email as string | undefined, username: args.username as string | undefined };
+    if (values.email === undefined || values.username === undefined) throw new CliError(usage);
+    if (values.email.length > 254 || !/^[^@\s]+@[^@\s]+$/.test(values.email))
+      throw new CliError('--email is not an email address');
+    if (!/^[A-Za-z0-9_.-]{3,50}$/.test(values.username)) {
+      throw new CliError('--username must be 3–50 letters, digits, _, . or -');
     }
-    throw err;
-  }
-});
+    const pending = await pendingMigrations(db, engine);
+    if (pending.length > 0)
+      throw new CliError(`pending migrations (${pending.join(', ')}): run \`npm run db:migrate\` first`);
+
+    const password = await readPassword();
+    const length = [...password].length;
+    if (length < 8 || length > 128) throw new CliError('the password must be 8–128 characters');
+    try {
+      const user = await createUser(db, createPasswordHasher(config.auth), {
+        email: values.email,
+        username: values.username,
+        password,
+        role: 'admin',
+      });
+      console.log(`${engine}: created admin ${user.username} <${user.email}> (${user.id})`);
+    } catch (err) {
+      if (err instanceof AppError) {
+        const details = err.options.errors
+          ?.map((e) => `${e.path.replace('/body/', '')} ${e.message}`)
+          .join('; ');
+        throw new CliError(`cannot create the admin: ${details ?? err.message}`);
+      }
+      throw err;
+    }
+  },
+);

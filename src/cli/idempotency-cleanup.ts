@@ -6,7 +6,7 @@ import { CliError, runCli } from './run.js';
  * `npm run idempotency:cleanup`: deletes expired idempotency keys once (the service also does it
  * every IDEMPOTENCY_CLEANUP_INTERVAL_SECONDS; use this from cron when that is 0).
  */
-await runCli(async ({ db, engine }) => {
+await runCli({ usage: 'usage: npm run idempotency:cleanup' }, async ({ db, engine }) => {
   const pending = await pendingMigrations(db, engine);
   if (pending.length > 0)
     throw new CliError(`pending migrations (${pending.join(', ')}): run \`npm run db:migrate\` first`);

@@ -8,7 +8,7 @@ import { tellRunningServices } from './running-services.js';
  * the benchmarks and the storefront. Deterministic and idempotent: running it again adds nothing.
  * It creates no user accounts: the first admin comes from `npm run user:create-admin`.
  */
-await runCli(async ({ db, engine }, config) => {
+await runCli({ usage: 'usage: npm run db:seed' }, async ({ db, engine }, config) => {
   if (config.database.migrateOnStart) await migrateToLatest(db, engine);
   const pending = await pendingMigrations(db, engine);
   if (pending.length > 0)

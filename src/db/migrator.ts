@@ -5,6 +5,8 @@ import * as m001 from './migrations/001_initial.js';
 interface EngineMigration {
   up(db: Kysely<unknown>, engine: Engine): Promise<void>;
   down?(db: Kysely<unknown>, engine: Engine): Promise<void>;
+  /** The tables down() drops, with their rows. */
+  readonly dropsOnRevert?: readonly string[];
 }
 
 /**
@@ -69,4 +71,14 @@ export async function migrateDown(db: Kysely<Database>, engine: Engine): Promise
 export async function pendingMigrations(db: Kysely<Database>, engine: Engine): Promise<string[]> {
   const all = await migratorFor(db, engine).getMigrations();
   return all.filter((m) => m.executedAt === undefined).map((m) => m.name);
+}
+
+/** The migration `migrateDown` would revert now, and the tables that takes with it. */
+export async function latestApplied(
+  db: Kysely<Database>,
+  engine: Engine,
+): Promise<{ name: string; drops: readonly string[] } | undefined> {
+  const applied = (await migratorFor(db, engine).getMigrations()).filter((m) => m.executedAt !== undefined);
+  const name = applied.at(-1)?.name;
+  return name === undefined ? undefined : { name, drops: migrations[name]?.dropsOnRevert ?? [] };
 }

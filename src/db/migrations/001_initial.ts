@@ -225,16 +225,19 @@ export async function up(db: AnyDb, engine: Engine): Promise<void> {
   await createUpdatedAtTriggers(db, engine);
 }
 
+/** What down() destroys, for `db:migrate --down` to say before it asks (a test checks it is true). */
+export const dropsOnRevert = [
+  'idempotency_keys',
+  'order_items',
+  'orders',
+  'products',
+  'refresh_tokens',
+  'sessions',
+  'users',
+] as const;
+
 export async function down(db: AnyDb, engine: Engine): Promise<void> {
-  for (const table of [
-    'idempotency_keys',
-    'order_items',
-    'orders',
-    'products',
-    'refresh_tokens',
-    'sessions',
-    'users',
-  ]) {
+  for (const table of dropsOnRevert) {
     await db.schema.dropTable(table).execute();
   }
   if (engine === 'postgres') await sql`DROP FUNCTION set_updated_at()`.execute(db);

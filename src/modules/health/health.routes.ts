@@ -9,6 +9,8 @@ export interface ReadinessProbes {
   cache(): Promise<'up' | 'degraded'>;
   /** With read replicas: 'degraded' while none is usable (the primary then serves every read). */
   replicas?(): 'up' | 'degraded';
+  /** Why the database schema cannot serve this code (unmigrated, behind, tables missing); undefined if it can. */
+  schema(): Promise<string | undefined>;
 }
 
 /** Liveness (`/health`) and readiness (`/ready`), as docs/api.md specifies them. */
@@ -45,12 +47,14 @@ export function healthRoutes(app: FastifyInstance, lifecycle: Lifecycle, probes:
       config: { rateLimit: false },
     },
     async (_request, reply) => {
-      const [database, cache] = await Promise.all([
+      const [database, cache, schema] = await Promise.all([
         probes.database().then(
           () => 'up' as const,
           () => 'down' as const,
         ),
         probes.cache().catch(() => 'degraded' as const),
+        // A check that cannot run (database down) is reported by the database probe.
+        probes.schema().catch(() => undefined),
       ]);
       const body: Readiness = {
         status: 'ready',
@@ -60,13 +64,14 @@ export function healthRoutes(app: FastifyInstance, lifecycle: Lifecycle, probes:
           ...(probes.replicas === undefined ? {} : { replicas: probes.replicas() }),
         },
       };
-      if (lifecycle.shuttingDown || database === 'down') {
+      const reason = lifecycle.shuttingDown
+        ? 'shutting down'
+        : database === 'down'
+          ? 'database unreachable'
+          : schema;
+      if (reason !== undefined) {
         reply.code(503).header('retry-after', '1');
-        return {
-          ...body,
-          status: 'unavailable' as const,
-          reason: lifecycle.shuttingDown ? 'shutting down' : 'database unreachable',
-        };
+        return { ...body, status: 'unavailable' as const, reason };
       }
       return body;
     },
