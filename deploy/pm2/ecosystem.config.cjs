@@ -23,6 +23,13 @@ const root = path.resolve(__dirname, '..', '..');
 
 /** The names of the service's variables, from the built config.ts (the one list there is). */
 function serviceVariableNames() {
+  const names = (docs) => docs.flatMap((d) => (d.secret ? [d.name, `${d.name}_FILE`] : [d.name]));
+  try {
+    // Node 20.19+ and 22.12+ require() an ES module; older ones need a child process.
+    return names(require(path.join(root, 'dist', 'config.js')).describeConfig());
+  } catch (err) {
+    if (err.code !== 'ERR_REQUIRE_ESM' && err.code !== 'MODULE_NOT_FOUND') throw err;
+  }
   const script =
     "import('./dist/config.js').then((m) => process.stdout.write(JSON.stringify(m.describeConfig().flatMap((d) => d.secret ? [d.name, d.name + '_FILE'] : [d.name]))))";
   try {

@@ -48,6 +48,7 @@ class Refusal extends Error {}
 
 function fail(message: string, code = 1): never {
   process.stderr.write(`${message}\n`);
+  if (connected !== undefined) pm2Api.disconnect();
   process.exit(code);
 }
 
@@ -131,18 +132,14 @@ async function checkDatabase(config: Config): Promise<void> {
   }
 }
 
-function runPm2(args: string[], capture = false): Promise<{ code: number; stdout: string }> {
+function runPm2(args: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [pm2Bin, ...args], {
       cwd: root,
-      stdio: ['ignore', capture ? 'pipe' : 'inherit', 'inherit'],
-    });
-    let stdout = '';
-    child.stdout?.on('data', (chunk) => {
-      stdout += chunk;
+      stdio: ['ignore', 'inherit', 'inherit'],
     });
     child.once('error', reject);
-    child.once('close', (code) => resolve({ code: code ?? 1, stdout }));
+    child.once('close', (code) => resolve(code ?? 1));
   });
 }
 
@@ -152,16 +149,27 @@ interface Worker {
   pid: number;
 }
 
+interface Pm2Api {
+  connect(cb: (err: Error | null) => void): void;
+  list(cb: (err: Error | null, list: Pm2Process[]) => void): void;
+  disconnect(): void;
+}
+interface Pm2Process {
+  name: string;
+  pid: number;
+  pm2_env: { status: string; NODE_APP_INSTANCE?: number };
+}
+
+/** PM2's programmatic API for the polling: a socket round trip, not a `pm2 jlist` process each time. */
+const pm2Api = requireCjs('pm2') as Pm2Api;
+let connected: Promise<void> | undefined;
+
 async function workers(name: string): Promise<Worker[]> {
-  const { code, stdout } = await runPm2(['jlist'], true);
-  if (code !== 0) throw new Error(`pm2 jlist exited ${code}`);
-  // The JSON is the last line; a daemon starting now prints "[PM2] …" lines before it.
-  const json = stdout.trimEnd().split('\n').at(-1) ?? '[]';
-  const list = JSON.parse(json.startsWith('[PM2]') ? '[]' : json) as Array<{
-    name: string;
-    pid: number;
-    pm2_env: { status: string; NODE_APP_INSTANCE?: number };
-  }>;
+  connected ??= new Promise((resolve, reject) => pm2Api.connect((err) => (err ? reject(err) : resolve())));
+  await connected;
+  const list = await new Promise<Pm2Process[]>((resolve, reject) =>
+    pm2Api.list((err, processes) => (err ? reject(err) : resolve(processes))),
+  );
   return list
     .filter((p) => p.name === name)
     .map((p) => ({
@@ -261,7 +269,7 @@ async function main(): Promise<void> {
     command === 'start'
       ? ['start', ecosystemPath(), '--env', 'production']
       : ['reload', ecosystemPath(), '--env', 'production', '--update-env'];
-  const { code } = await runPm2(pm2Args);
+  const code = await runPm2(pm2Args);
   if (code !== 0) fail(`pm2 ${command}: pm2 exited ${code}`);
   if (!(await waitUntilEveryWorkerReady(app, config, count))) {
     const errors = tail(app.error_file, 10);
@@ -272,6 +280,9 @@ async function main(): Promise<void> {
   process.stdout.write(
     `pm2 ${command}: every worker is ready (${count}); logs in ${dirname(app.error_file)}\n`,
   );
+  pm2Api.disconnect();
+  // PM2's client can keep handles open after disconnect; this command is done.
+  process.exit(0);
 }
 
 main().catch((err: unknown) =>
