@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
@@ -184,5 +185,69 @@ describe('security probe 2026-12-02: /metrics and /docs in production', () => {
       await app.close();
     }
     assert.ok(!logs.lines.some((l) => l.event === 'metrics_unprotected'));
+  });
+});
+
+describe('security probe 2026-12-02: worth fixing', () => {
+  let app: FastifyInstance;
+  before(async () => {
+    app = await buildTestApp();
+  });
+  after(() => app?.close());
+
+  test('finding 16: two Idempotency-Key headers are a 400', async () => {
+    const account = await registerUser(app);
+    const res = await app.inject({
+      method: 'POST',
+      url: '/api/orders',
+      headers: { ...bearer(account.accessToken), 'idempotency-key': ['dupA', 'dupB'] },
+      payload: { items: [{ productId: '00000000-0000-4000-8000-000000000000', quantity: 1 }] },
+    });
+    assert.equal(res.statusCode, 400);
+    assert.equal(res.json().code, 'VALIDATION_FAILED');
+    assert.equal(res.json().errors[0].path, '/headers/idempotency-key');
+  });
+
+  test('finding 19: two refresh-token cookies are refused', async () => {
+    const account = await registerUser(app);
+    const cookie = `__Secure-refresh-token=${account.refreshToken}; __Secure-refresh-token=${account.refreshToken}`;
+    for (const url of ['/api/auth/refresh', '/api/auth/logout']) {
+      const res = await app.inject({ method: 'POST', url, headers: { cookie } });
+      assert.equal(res.statusCode, 400, url);
+      assert.equal(res.json().code, 'VALIDATION_FAILED');
+    }
+    const one = await app.inject({
+      method: 'POST',
+      url: '/api/auth/refresh',
+      headers: { cookie: `__Secure-refresh-token=${account.refreshToken}` },
+    });
+    assert.equal(one.statusCode, 200, 'one cookie still works');
+  });
+
+  const sign = (claims: Record<string, unknown>) => {
+    const header = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'at+jwt' })).toString('base64url');
+    const payload = Buffer.from(JSON.stringify(claims)).toString('base64url');
+    const signature = createHmac('sha256', app.config.auth.jwtSecret)
+      .update(`${header}.${payload}`)
+      .digest('base64url');
+    return `${header}.${payload}.${signature}`;
+  };
+
+  test('finding 14: only the canonical signature string is accepted, and nbf is honoured', async () => {
+    const account = await registerUser(app);
+    const me = (token: string) => app.inject({ url: '/api/users/me', headers: bearer(token) });
+    assert.equal((await me(account.accessToken)).statusCode, 200);
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const last = account.accessToken.at(-1) ?? 'A';
+    // The low two bits of the last character of a 32-byte signature are padding.
+    const variant = `${account.accessToken.slice(0, -1)}${alphabet[alphabet.indexOf(last) ^ 1]}`;
+    assert.equal((await me(variant)).statusCode, 401, 'a non-canonical spelling of the signature');
+
+    const [, payload = ''] = account.accessToken.split('.');
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+    const now = Math.floor(Date.now() / 1000);
+    assert.equal((await me(sign({ ...claims, nbf: now - 10 }))).statusCode, 200, 'nbf in the past');
+    assert.equal((await me(sign({ ...claims, nbf: now + 60 }))).statusCode, 401, 'nbf in the future');
+    assert.equal((await me(sign({ ...claims, nbf: 'soon' }))).statusCode, 401, 'nbf not a number');
   });
 });

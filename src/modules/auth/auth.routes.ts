@@ -2,7 +2,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { noContent, problemResponses } from '../../infra/http/problem.js';
 import type { RateLimitRule } from '../../infra/rate-limit/rate-limit.js';
-import { UnauthenticatedError } from '../../lib/errors.js';
+import { UnauthenticatedError, ValidationError } from '../../lib/errors.js';
 import { toUser } from '../users/users.service.js';
 import type { AuthDeps } from './auth.deps.js';
 import {
@@ -16,7 +16,7 @@ import {
 } from './auth.schema.js';
 import * as authService from './auth.service.js';
 import { authenticate, authOf } from './authenticate.js';
-import { clearedRefreshCookie, readRefreshCookie, refreshCookie } from './cookies.js';
+import { clearedRefreshCookie, readRefreshCookie, refreshCookie, refreshCookieName } from './cookies.js';
 import type { Tokens } from './sessions.service.js';
 
 function clientOf(request: FastifyRequest) {
@@ -34,7 +34,14 @@ function setRefreshCookie(reply: FastifyReply, tokens: Tokens): void {
 function presentedRefreshToken(
   request: FastifyRequest<{ Body: { refreshToken?: string } }>,
 ): string | undefined {
-  return request.body.refreshToken ?? readRefreshCookie(request.headers.cookie);
+  if (request.body.refreshToken !== undefined) return request.body.refreshToken;
+  const cookie = readRefreshCookie(request.headers.cookie);
+  if (cookie === 'ambiguous') {
+    throw new ValidationError('Send one refresh-token cookie.', [
+      { path: '/headers/cookie', message: `carries ${refreshCookieName} more than once` },
+    ]);
+  }
+  return cookie;
 }
 
 /** `/api/auth` (API.md). Credential-taking routes share the strict auth rate limit. */

@@ -13,14 +13,23 @@ export function clearedRefreshCookie(): string {
   return `${refreshCookieName}=; Max-Age=0; ${attributes}`;
 }
 
-export function readRefreshCookie(header: string | undefined): string | undefined {
+/**
+ * The refresh cookie's value; 'ambiguous' when the request carries more than one: a sibling
+ * subdomain can plant a second `__Secure-` cookie that browsers send first (security probe
+ * 2026-12-02, finding 19), so neither is trusted.
+ */
+export function readRefreshCookie(header: string | undefined): string | 'ambiguous' | undefined {
   if (header === undefined) return undefined;
+  let found: string | undefined;
+  let count = 0;
   for (const part of header.split(';')) {
     const eq = part.indexOf('=');
     if (eq > 0 && part.slice(0, eq).trim() === refreshCookieName) {
+      count += 1;
       const value = part.slice(eq + 1).trim();
-      return value === '' ? undefined : value;
+      if (value !== '') found = value;
     }
   }
-  return undefined;
+  if (count > 1) return 'ambiguous';
+  return found;
 }

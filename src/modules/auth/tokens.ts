@@ -89,6 +89,9 @@ export function createTokenService(config: Config['auth'], now: () => number = D
       const expected = sign(`${header}.${payload}`);
       const given = Buffer.from(signature, 'base64url');
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalid();
+      // One string per token: the last character has spare bits that decode to the same bytes
+      // (security probe 2026-12-02, finding 14). Only the canonical encoding is ours.
+      if (given.toString('base64url') !== signature) throw invalid();
 
       let claims: Record<string, unknown>;
       try {
@@ -97,7 +100,7 @@ export function createTokenService(config: Config['auth'], now: () => number = D
         throw invalid();
       }
       if (typeof claims !== 'object' || claims === null) throw invalid();
-      const { iss, aud, sub, sid, role, iat, exp } = claims;
+      const { iss, aud, sub, sid, role, iat, exp, nbf } = claims;
       const audiences = Array.isArray(aud) ? aud : [aud];
       if (
         iss !== config.issuer ||
@@ -106,12 +109,15 @@ export function createTokenService(config: Config['auth'], now: () => number = D
         typeof sid !== 'string' ||
         (role !== 'customer' && role !== 'admin') ||
         typeof iat !== 'number' ||
-        typeof exp !== 'number'
+        typeof exp !== 'number' ||
+        (nbf !== undefined && typeof nbf !== 'number')
       ) {
         throw invalid();
       }
       const nowSeconds = now() / 1000;
       if (iat > nowSeconds + clockToleranceSeconds) throw invalid();
+      // We never issue nbf, but a token that carries one is not valid before it (RFC 7519 §4.1.5).
+      if (typeof nbf === 'number' && nbf > nowSeconds + clockToleranceSeconds) throw invalid();
       if (exp <= nowSeconds - clockToleranceSeconds)
         throw new UnauthenticatedError('The access token has expired.');
       return { userId: sub, sessionId: sid, role, expiresAt: exp };

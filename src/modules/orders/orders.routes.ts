@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { jsonContentType, serializeWithSchema } from '../../infra/cache/representation.js';
 import { problem, problemContentType, problemResponses } from '../../infra/http/problem.js';
 import type { ReadRouting } from '../../infra/read-your-writes.js';
-import { AppError } from '../../lib/errors.js';
+import { AppError, ValidationError } from '../../lib/errors.js';
 import { pageSchema } from '../../lib/pagination.js';
 import type { AuthDeps } from '../auth/auth.deps.js';
 import { authenticate, authOf, requireRole } from '../auth/authenticate.js';
@@ -94,6 +94,13 @@ async function placeIdempotently(
 }
 
 /** `/api/orders` (docs/api.md). */
+/** How many times a header appears in a request (rawHeaders alternates names and values). */
+function headerCount(rawHeaders: readonly string[], name: string): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === name) count += 1;
+  return count;
+}
+
 export function ordersRoutes(
   scope: FastifyInstance,
   auth: AuthDeps,
@@ -125,6 +132,13 @@ export function ordersRoutes(
       try {
         const lines = ordersService.orderLines(request.body.items);
         const key = request.headers['idempotency-key'];
+        // Node folds repeated headers into "a, b", which would replay as one key; the draft makes
+        // Idempotency-Key a single item (security probe 2026-12-02, finding 16).
+        if (key !== undefined && headerCount(request.raw.rawHeaders, 'idempotency-key') > 1) {
+          throw new ValidationError('Send one Idempotency-Key header.', [
+            { path: '/headers/idempotency-key', message: 'must be sent once' },
+          ]);
+        }
         if (key !== undefined) return await placeIdempotently(deps, request, reply, key, lines);
         const order = await ordersService.placeOrder(deps, authOf(request).userId, lines);
         deps.metrics.created.inc();
