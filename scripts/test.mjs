@@ -3,7 +3,8 @@
 // integration tests. Arguments narrow it: `npm test -- test/config.test.ts`, or any node --test flag.
 // The closing summary prints the pass, fail and skip counts.
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -21,6 +22,10 @@ const files = args.filter((a) => !a.startsWith('-'));
 const flags = args.filter((a) => a.startsWith('-'));
 const targets = files.length > 0 ? files : findTests(join(root, 'test')).sort();
 
+// Test files that share a `npm run stack` stage (test/support/stack.ts sharedStack) bring it up
+// lazily in this directory; every one of them is taken down here, after the last file.
+const sharedStacks = mkdtempSync(join(tmpdir(), 'shipshape-shared-stacks-'));
+
 const result = spawnSync(
   process.execPath,
   [
@@ -33,6 +38,27 @@ const result = spawnSync(
     ...flags,
     ...targets,
   ],
-  { stdio: 'inherit', cwd: root, env: { ...process.env, NODE_ENV: 'test' } },
+  {
+    stdio: 'inherit',
+    cwd: root,
+    env: { ...process.env, NODE_ENV: 'test', SHIPSHAPE_SHARED_STACKS: sharedStacks },
+  },
 );
-process.exit(result.status ?? 1);
+
+let teardownFailed = false;
+for (const entry of readdirSync(sharedStacks)) {
+  const stateDir = join(sharedStacks, entry);
+  if (!existsSync(join(stateDir, 'state.json'))) continue;
+  console.log(`test.mjs: taking down the shared stack ${entry}`);
+  const down = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', 'stack/cli.ts', 'down', '--state-dir', stateDir],
+    {
+      stdio: 'inherit',
+      cwd: root,
+    },
+  );
+  if (down.status !== 0) teardownFailed = true;
+}
+rmSync(sharedStacks, { recursive: true, force: true });
+process.exit(teardownFailed ? 1 : (result.status ?? 1));

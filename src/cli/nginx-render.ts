@@ -70,7 +70,10 @@ function main(): void {
 try {
   main();
 } catch (err) {
-  if (err instanceof NginxSiteError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+  if (
+    err instanceof NginxSiteError ||
+    String((err as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS')
+  ) {
     console.error((err as Error).message);
     process.exit(2);
   }

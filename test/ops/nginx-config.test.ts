@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -169,6 +169,64 @@ describe('deploy/nginx: rendered configs load in real nginx', { skip: skipUnless
     });
     assert.deepEqual(parseUpstream('10.0.0.1:3000,backup'), { address: '10.0.0.1:3000', backup: true });
     assert.throws(() => parseUpstream('10.0.0.1:3000,max_fails=0'), NginxSiteError);
+  });
+
+  test('every file in deploy/nginx/ is part of the render, and the scripts pass shellcheck', () => {
+    const shipped = [
+      'deploy/nginx/nginx.conf.template',
+      'deploy/nginx/snippets/proxy.conf',
+      'deploy/nginx/snippets/static-headers.conf',
+      'deploy/nginx/snippets/tls-intermediate.conf',
+    ];
+    const onDisk = execFileSync(
+      'git',
+      ['ls-files', '--cached', '--others', '--exclude-standard', 'deploy/nginx'],
+      {
+        cwd: root,
+        encoding: 'utf8',
+      },
+    )
+      .split('\n')
+      .filter((f) => f !== '' && !f.endsWith('.sh'))
+      .sort();
+    assert.deepEqual(onDisk, shipped);
+    const rendered = renderNginx(growth(), '/etc/nginx');
+    assert.deepEqual(Object.keys(rendered).sort(), [
+      'nginx.conf',
+      ...shipped.slice(1).map((f) => f.slice(13)),
+    ]);
+    for (const script of ['scripts/local-ca.sh', 'deploy/nginx/certbot-deploy-hook.sh']) {
+      const check = spawnSync('shellcheck', [join(root, script)], { encoding: 'utf8' });
+      assert.equal(check.status, 0, `${script}: ${check.stdout}${check.stderr}`);
+    }
+  });
+
+  test('scripts/local-ca.sh: a P-256 leaf for the names given, 90 days, that verifies against its CA only', () => {
+    const out = join(dir, 'ca-check');
+    execFileSync('bash', [join(root, 'scripts', 'local-ca.sh'), out, 'shop.test', 'localhost', '127.0.0.1'], {
+      stdio: 'pipe',
+    });
+    const text = execFileSync('openssl', ['x509', '-in', join(out, 'server.pem'), '-noout', '-text'], {
+      encoding: 'utf8',
+    });
+    assert.match(text, /DNS:shop\.test, DNS:localhost, IP Address:127\.0\.0\.1/);
+    assert.match(text, /prime256v1|P-256/);
+    const verify = spawnSync('openssl', ['verify', '-CAfile', join(out, 'ca.pem'), join(out, 'server.pem')], {
+      encoding: 'utf8',
+    });
+    assert.equal(verify.status, 0, verify.stderr);
+    const days = execFileSync('openssl', [
+      'x509',
+      '-in',
+      join(out, 'server.pem'),
+      '-noout',
+      '-checkend',
+      String(89 * 86400),
+    ]);
+    assert.match(String(days), /will not expire/);
+    const usage = spawnSync('bash', [join(root, 'scripts', 'local-ca.sh')], { encoding: 'utf8' });
+    assert.equal(usage.status, 2);
+    assert.match(usage.stderr, /local-ca\.sh DIR NAME/);
   });
 
   describe('what must fail', () => {

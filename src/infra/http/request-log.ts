@@ -5,7 +5,7 @@ const probeRoutes = new Set(['/health', '/ready', '/metrics']);
 
 /**
  * One JSON line per request, written when the response has been sent: method, route template,
- * path, status, duration, request id (as `requestId`, bound by Fastify) and user id when known.
+ * path, status, duration, client address, request id (as `requestId`, bound by Fastify) and user id when known.
  * Slow requests are logged at warn. Never headers or bodies, so no secret can leak through here.
  */
 export class RequestLogController extends LogController {
@@ -30,6 +30,8 @@ export class RequestLogController extends LogController {
       path: request.url.split('?', 1)[0],
       status: reply.statusCode,
       durationMs,
+      // The client's address: the peer, or X-Forwarded-For when the peer is in TRUST_PROXY.
+      clientIp: request.ip,
       userId: request.auth?.userId,
       ...(error ? { err: error } : {}),
     };

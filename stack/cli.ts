@@ -1,0 +1,143 @@
+import { parseArgs } from 'node:util';
+import { defaultStateDir, down, StackError, serverAction, status, up } from './stack.js';
+import { stageNames, stages } from './stages.js';
+import type { StageName } from './types.js';
+
+/**
+ * `npm run stack -- <command>`: the guide's architecture on one machine, from the shipped files.
+ * Exit codes: 0 done, 1 failed, 2 usage error, 3 already running (up) / nothing running (status).
+ */
+const usage = `usage: npm run stack -- <command> [options]
+
+commands:
+  up --stage <${stageNames.join('|')}>   start a stage (refuses if one already runs in the state dir)
+  status [--json]                        what runs, where (the JSON is documented in README "npm run stack")
+  down                                   stop everything the stack started and remove its state dir
+  server <name> <kill|start|reload>      kill -9 / restart / PM2-reload one app server (failover drills)
+
+options:
+  --state-dir DIR      where the stack keeps everything (default ${defaultStateDir}, or $STACK_DIR)
+  --instances N        PM2 workers per app server (mvp default 2, growth 1)
+  --port N             the app's port below growth (default: a free one)
+  --http-port N        nginx's HTTP port in growth (default: a free one)
+  --https-port N       nginx's HTTPS port in growth (default: a free one)
+  --server-name NAME   nginx server_name and certificate name (default localhost)
+  --public-dir DIR     static files for nginx and the app (default: the project's public/)
+  --postgres-url URL   an admin connection to create the throwaway database on (default $STACK_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/postgres)
+
+stages:
+${stageNames.map((s) => `  ${s.padEnd(10)} ${stages[s].description}`).join('\n')}`;
+
+class UsageError extends Error {}
+
+function int(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^[0-9]+$/.test(value) || Number(value) < 1 || Number(value) > 65535)
+    throw new UsageError(`--${name} must be a number from 1 to 65535`);
+  return Number(value);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      stage: { type: 'string' },
+      'state-dir': { type: 'string' },
+      json: { type: 'boolean' },
+      instances: { type: 'string' },
+      port: { type: 'string' },
+      'http-port': { type: 'string' },
+      'https-port': { type: 'string' },
+      'server-name': { type: 'string' },
+      'postgres-url': { type: 'string' },
+      'public-dir': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [command, ...rest] = positionals;
+  if (values.help || command === undefined) {
+    console.log(usage);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  const stateDir = values['state-dir'] ?? process.env.STACK_DIR ?? defaultStateDir;
+  const log = (line: string) => console.error(line);
+  switch (command) {
+    case 'up': {
+      const stage = values.stage as StageName | undefined;
+      if (stage === undefined || !stageNames.includes(stage))
+        throw new UsageError(`up needs --stage ${stageNames.join('|')}`);
+      const instances = int(values.instances, 'instances');
+      const result = await up(stage, {
+        stateDir,
+        log,
+        ...(instances === undefined ? {} : { instances }),
+        ...(values.port === undefined ? {} : { port: int(values.port, 'port') as number }),
+        ...(values['http-port'] === undefined
+          ? {}
+          : { httpPort: int(values['http-port'], 'http-port') as number }),
+        ...(values['https-port'] === undefined
+          ? {}
+          : { httpsPort: int(values['https-port'], 'https-port') as number }),
+        ...(values['server-name'] === undefined ? {} : { serverName: values['server-name'] }),
+        ...(values['postgres-url'] === undefined ? {} : { postgresAdminUrl: values['postgres-url'] }),
+        ...(values['public-dir'] === undefined ? {} : { publicDir: values['public-dir'] }),
+      });
+      const entry = typeof result.entry === 'string' ? result.entry : result.entry.https;
+      console.log(`${stage} stack is up: ${entry}${result.caFile ? ` (trust ${result.caFile})` : ''}`);
+      console.log(
+        `status: npm run stack -- status --json${stateDir === defaultStateDir ? '' : ` --state-dir ${stateDir}`}`,
+      );
+      return 0;
+    }
+    case 'status': {
+      const current = status(stateDir);
+      if (values.json) {
+        console.log(JSON.stringify(current ?? { running: false, stateDir }, null, 2));
+      } else if (current === null) {
+        console.log(`no stack in ${stateDir}`);
+      } else {
+        const entry = typeof current.entry === 'string' ? current.entry : current.entry.https;
+        console.log(`${current.stage} stack, ${current.running ? 'running' : 'NOT all running'}: ${entry}`);
+        for (const s of current.servers)
+          console.log(
+            `  ${s.name} (${s.role}, weight ${s.weight}) ${s.url} pids ${s.pids.join(',') || 'none'}`,
+          );
+        for (const d of current.databases) console.log(`  database (${d.role}) ${d.url}`);
+        if (current.redis) console.log(`  redis ${current.redis.url}`);
+        if (current.nginx) console.log(`  nginx pid ${current.nginx.pid ?? 'none'} ${current.nginx.config}`);
+      }
+      return current === null ? 3 : 0;
+    }
+    case 'down': {
+      const stopped = await down(stateDir, log);
+      console.log(stopped ? `stopped; removed ${stateDir}` : `no stack in ${stateDir}; nothing to stop`);
+      return 0;
+    }
+    case 'server': {
+      const [name, action] = rest;
+      if (name === undefined || (action !== 'kill' && action !== 'start' && action !== 'reload'))
+        throw new UsageError('server needs a name and kill|start|reload');
+      await serverAction(stateDir, name, action);
+      console.log(`${name}: ${action} done`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (err) {
+  if (err instanceof UsageError || String((err as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS')) {
+    console.error(`${(err as Error).message}\n\n${usage}`);
+    process.exitCode = 2;
+  } else if (err instanceof StackError) {
+    console.error((err as Error).message);
+    process.exitCode = (err as Error).message.includes('already exists') ? 3 : 1;
+  } else {
+    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    process.exitCode = 1;
+  }
+}

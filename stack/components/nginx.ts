@@ -1,0 +1,128 @@
+import { execFile, spawnSync } from 'node:child_process';
+import { chownSync, mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { writeNginx } from '../../src/ops/nginx.js';
+import type { Component, NginxRecord, StackState } from '../types.js';
+import { freePort, isAlive, killAndWait, waitFor } from '../util.js';
+
+const run = promisify(execFile);
+export const nginxBin = process.env.NGINX_BIN ?? '/usr/sbin/nginx';
+
+export function nginxPid(record: NginxRecord): number | null {
+  try {
+    const pid = Number(readFileSync(record.pidFile, 'utf8').trim());
+    return isAlive(pid) ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Renders deploy/nginx/ for the stack's servers (the production renderer, local values). */
+function render(state: StackState, record: NginxRecord): void {
+  writeNginx(
+    {
+      serverName: record.serverName,
+      upstreams: state.servers.map((s) => ({
+        address: `${s.host}:${s.port}`,
+        weight: s.weight,
+        backup: s.role === 'backup',
+      })),
+      certificate: record.certificate,
+      certificateKey: record.certificateKey,
+      runtime: {
+        httpListen: `127.0.0.1:${record.httpPort}`,
+        httpsListen: `127.0.0.1:${record.httpsPort}`,
+        publicHttpsPort: record.httpsPort,
+        workerProcesses: '2',
+        pidFile: record.pidFile,
+        errorLog: record.errorLog,
+        accessLog: record.accessLog,
+        tempDir: join(record.confDir, '..', 'tmp'),
+        publicDir: record.publicDir,
+        acmeWebroot: join(record.confDir, '..', 'acme'),
+      },
+    },
+    record.confDir,
+  );
+}
+
+/** `nginx -t` then a reload (new workers with the new config; old ones finish their requests). */
+export async function reloadNginx(record: NginxRecord): Promise<void> {
+  const check = spawnSync(nginxBin, ['-t', '-q', '-c', record.config], { encoding: 'utf8' });
+  if (check.status !== 0) throw new Error(`nginx -t failed:\n${check.stderr}`);
+  await run(nginxBin, ['-s', 'reload', '-c', record.config]);
+}
+
+/** Points the edge at another certificate (e.g. certbot's live/<name>/ files) and reloads. */
+export async function installCertificate(state: StackState, certificate: string, key: string): Promise<void> {
+  if (state.nginx === null) throw new Error('this stack has no nginx');
+  state.nginx.certificate = certificate;
+  state.nginx.certificateKey = key;
+  render(state, state.nginx);
+  await reloadNginx(state.nginx);
+}
+
+/**
+ * nginx in front of every app server of the stage (two weighted primaries and a backup in the
+ * growth stage), TLS from the local CA, on loopback. As root, workers run as nobody (nginx's
+ * default), so the directories they write are handed to nobody.
+ */
+export function nginxEdge(): Component {
+  return {
+    name: 'nginx',
+    async up(ctx) {
+      const tls = ctx.state.components.tls as { certificate: string; certificateKey: string } | undefined;
+      if (tls === undefined) throw new Error('the nginx component needs the tls component before it');
+      const dir = join(ctx.state.stateDir, 'nginx');
+      const record: NginxRecord = {
+        confDir: join(dir, 'conf'),
+        config: join(dir, 'conf', 'nginx.conf'),
+        pidFile: join(dir, 'nginx.pid'),
+        accessLog: join(dir, 'access.log'),
+        errorLog: join(dir, 'error.log'),
+        httpPort: ctx.options.httpPort ?? (await freePort()),
+        httpsPort: ctx.options.httpsPort ?? (await freePort()),
+        serverName: ctx.options.serverName ?? 'localhost',
+        publicDir: resolve(ctx.options.publicDir ?? join(ctx.root, 'public')),
+        certificate: tls.certificate,
+        certificateKey: tls.certificateKey,
+      };
+      for (const sub of ['tmp', 'acme/.well-known/acme-challenge'])
+        mkdirSync(join(dir, sub), { recursive: true });
+      if (process.getuid?.() === 0) {
+        const nobody = Number(spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout.trim());
+        chownSync(join(dir, 'tmp'), nobody, 0);
+      }
+      render(ctx.state, record);
+      ctx.state.nginx = record;
+      ctx.save();
+      const check = spawnSync(nginxBin, ['-t', '-q', '-c', record.config], { encoding: 'utf8' });
+      if (check.status !== 0 || /\[warn\]/.test(check.stderr))
+        throw new Error(`nginx -t refused the rendered config:\n${check.stderr}`);
+      await run(nginxBin, ['-c', record.config]);
+      await waitFor('nginx to write its pid file', () => nginxPid(record) !== null, 30_000);
+      ctx.state.entry = {
+        https: `https://127.0.0.1:${record.httpsPort}`,
+        http: `http://127.0.0.1:${record.httpPort}`,
+      };
+      ctx.log(`nginx: ${ctx.state.entry.https} (and ${ctx.state.entry.http} → HTTPS)`);
+      ctx.save();
+    },
+    async down(state, log) {
+      const record = state.nginx;
+      if (record === null) return;
+      const pid = nginxPid(record);
+      if (pid !== null) {
+        // Fast shutdown (SIGTERM): the master takes its workers with it.
+        const workers = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+          .stdout.split('\n')
+          .filter(Boolean)
+          .map(Number);
+        await killAndWait([pid], 'SIGTERM');
+        await waitFor('nginx workers to exit', () => workers.every((w) => !isAlive(w)), 30_000);
+      }
+      log('nginx: stopped');
+    },
+  };
+}

@@ -1,0 +1,216 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { killServer, reloadServer, serverPids, serverUrl, startServer } from './components/app-servers.js';
+import { nginxPid } from './components/nginx.js';
+import { redisPids } from './components/redis.js';
+import { stages } from './stages.js';
+import type {
+  ServerRecord,
+  StackContext,
+  StackOptions,
+  StackState,
+  StackStatus,
+  StageName,
+} from './types.js';
+
+const run = promisify(execFile);
+export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const defaultStateDir = join(projectRoot, '.stack');
+
+export class StackError extends Error {}
+
+const stateFile = (dir: string) => join(dir, 'state.json');
+
+export function readState(stateDir: string): StackState | null {
+  const path = stateFile(resolve(stateDir));
+  if (!existsSync(path)) return null;
+  return JSON.parse(readFileSync(path, 'utf8')) as StackState;
+}
+
+function saveState(state: StackState): void {
+  // Private: it holds the servers' environment (JWT secret, database URLs).
+  writeFileSync(stateFile(state.stateDir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+}
+
+/** Every process the stack started that should be alive. */
+function processes(state: StackState): { expected: number; alive: number[] } {
+  let expected = 0;
+  const alive: number[] = [];
+  for (const server of state.servers) {
+    expected += server.instances;
+    alive.push(...serverPids(server));
+  }
+  if (state.nginx !== null) {
+    expected += 1;
+    const pid = nginxPid(state.nginx);
+    if (pid !== null) alive.push(pid);
+  }
+  if (state.components.redis !== undefined) {
+    expected += 1;
+    alive.push(...redisPids(state));
+  }
+  return { expected, alive };
+}
+
+export function statusOf(state: StackState): StackStatus {
+  const { expected, alive } = processes(state);
+  const components: Record<string, unknown> = {};
+  for (const component of stages[state.stage].components()) {
+    if (component.status !== undefined && state.started.includes(component.name))
+      components[component.name] = component.status(state);
+  }
+  return {
+    stage: state.stage,
+    running: alive.length === expected && expected > 0,
+    stateDir: state.stateDir,
+    startedAt: state.startedAt,
+    entry: state.entry ?? '',
+    caFile: state.caFile,
+    servers: state.servers.map((s) => ({
+      name: s.name,
+      role: s.role,
+      weight: s.weight,
+      url: serverUrl(s),
+      metricsUrls: Array.from(
+        { length: s.instances },
+        (_, i) => `http://${s.host}:${s.metricsPort + i}/metrics`,
+      ),
+      pids: serverPids(s),
+    })),
+    databases: state.databases,
+    redis: state.redis,
+    nginx:
+      state.nginx === null
+        ? null
+        : {
+            pid: nginxPid(state.nginx),
+            config: state.nginx.config,
+            accessLog: state.nginx.accessLog,
+            errorLog: state.nginx.errorLog,
+          },
+    components,
+  };
+}
+
+export function status(stateDir: string): StackStatus | null {
+  const state = readState(stateDir);
+  return state === null ? null : statusOf(state);
+}
+
+/** Starts a stage. Refuses when a stack already lives in the state directory. */
+export async function up(stage: StageName, options: StackOptions): Promise<StackStatus> {
+  const log = options.log ?? (() => {});
+  const stateDir = resolve(options.stateDir);
+  const existing = readState(stateDir);
+  if (existing !== null) {
+    const running = statusOf(existing).running ? 'running' : 'partly stopped';
+    throw new StackError(
+      `a ${existing.stage} stack already exists in ${stateDir} (${running}); stop it first: npm run stack -- down${
+        stateDir === defaultStateDir ? '' : ` --state-dir ${stateDir}`
+      }`,
+    );
+  }
+  mkdirSync(stateDir, { recursive: true });
+  // nginx workers (nobody) traverse it to reach their temp directory.
+  chmodSync(stateDir, 0o755);
+  const state: StackState = {
+    stage,
+    stateDir,
+    root: projectRoot,
+    startedAt: new Date().toISOString(),
+    entry: null,
+    caFile: null,
+    databases: [],
+    redis: null,
+    servers: [],
+    nginx: null,
+    components: {},
+    started: [],
+  };
+  saveState(state);
+  const ctx: StackContext = {
+    stage,
+    root: projectRoot,
+    options,
+    state,
+    appEnv: {
+      NODE_ENV: 'production',
+      // One key for every server of the stack (a token from one is valid on all), kept in the
+      // private state.json.
+      JWT_SECRET: randomBytes(48).toString('base64'),
+      LOG_LEVEL: 'info',
+      // Short drains: the stack is for trying and testing, not for slow clients.
+      SHUTDOWN_GRACE_MS: '1000',
+      SHUTDOWN_TIMEOUT_MS: '10000',
+      ...(options.publicDir === undefined ? {} : { STATIC_DIR: resolve(options.publicDir) }),
+    },
+    log,
+    save: () => saveState(state),
+  };
+  log(`stack: building dist/ if the sources changed`);
+  await run(process.execPath, [join(projectRoot, 'scripts', 'ensure-build.mjs')], { cwd: projectRoot });
+  try {
+    for (const component of stages[stage].components()) {
+      // Recorded before it starts, so a half-started component is cleaned up too.
+      state.started.push(component.name);
+      saveState(state);
+      await component.up(ctx);
+    }
+  } catch (err) {
+    log(`stack: start-up failed (${err instanceof Error ? err.message : String(err)}); cleaning up`);
+    await down(stateDir, log).catch((e: unknown) => log(`stack: cleanup failed too: ${String(e)}`));
+    throw err;
+  }
+  saveState(state);
+  return statusOf(state);
+}
+
+/** Stops everything the stack started, in reverse order, and removes the state directory. */
+export async function down(stateDir: string, log: (line: string) => void = () => {}): Promise<boolean> {
+  const state = readState(stateDir);
+  if (state === null) return false;
+  const components = stages[state.stage].components();
+  const problems: string[] = [];
+  for (const name of [...state.started].reverse()) {
+    const component = components.find((c) => c.name === name);
+    try {
+      await component?.down(state, log);
+    } catch (err) {
+      problems.push(`${name}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  if (problems.length > 0) {
+    saveState(state);
+    throw new StackError(
+      `could not stop everything (state kept in ${state.stateDir}):\n  ${problems.join('\n  ')}`,
+    );
+  }
+  rmSync(state.stateDir, { recursive: true, force: true });
+  return true;
+}
+
+function findServer(state: StackState, name: string): ServerRecord {
+  const server = state.servers.find((s) => s.name === name);
+  if (server === undefined)
+    throw new StackError(
+      `no server "${name}" in this stack (${state.servers.map((s) => s.name).join(', ')})`,
+    );
+  return server;
+}
+
+/** Operations on one app server of a running stack (for failover drills and the tests). */
+export async function serverAction(stateDir: string, name: string, action: 'kill' | 'start' | 'reload') {
+  const state = readState(stateDir);
+  if (state === null) throw new StackError(`no stack in ${resolve(stateDir)}`);
+  const server = findServer(state, name);
+  if (action === 'kill') await killServer(server);
+  else if (action === 'start') {
+    if (serverPids(server).length > 0) throw new StackError(`${name} is running`);
+    await startServer(state.root, server, join(state.stateDir, 'logs'));
+    saveState(state);
+  } else await reloadServer(state.root, server);
+}

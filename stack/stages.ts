@@ -1,0 +1,59 @@
+import { appServers } from './components/app-servers.js';
+import { nginxEdge } from './components/nginx.js';
+import { postgresDatabase, sqliteDatabase } from './components/postgres.js';
+import { redisServer } from './components/redis.js';
+import { localCertificateAuthority } from './components/tls.js';
+import type { Component, StageName } from './types.js';
+
+/**
+ * The guide's growth stages, each a list of components started in order (stopped in reverse).
+ * A later stage is a new entry built from these parts plus its own: e.g. `scale` = growth with a
+ * replica and PgBouncer before the servers (they add DATABASE_* to `appEnv` and `databases`), and
+ * Prometheus after the servers (it reads `state.servers[].metricsUrls`).
+ */
+export const growthServers = [
+  { name: 'app-1', role: 'primary', weight: 3, host: '127.0.0.2' },
+  { name: 'app-2', role: 'primary', weight: 2, host: '127.0.0.3' },
+  { name: 'app-3', role: 'backup', weight: 1, host: '127.0.0.4' },
+] as const;
+
+export const stages: Record<StageName, { description: string; components: () => Component[] }> = {
+  prototype: {
+    description: 'one process on SQLite',
+    components: () => [
+      sqliteDatabase(),
+      appServers({
+        servers: [{ name: 'app-1', host: '127.0.0.1' }],
+        pm2: false,
+        instances: 1,
+        entryPortFromOptions: true,
+      }),
+    ],
+  },
+  mvp: {
+    description: 'a PM2 cluster on PostgreSQL',
+    components: () => [
+      postgresDatabase(),
+      appServers({
+        servers: [{ name: 'app-1', host: '127.0.0.1' }],
+        pm2: true,
+        instances: 2,
+        entryPortFromOptions: true,
+      }),
+    ],
+  },
+  growth: {
+    description:
+      'nginx (TLS from a local CA) in front of two weighted primaries and a backup, each a PM2 cluster, on PostgreSQL and Redis',
+    components: () => [
+      postgresDatabase(),
+      redisServer(),
+      localCertificateAuthority(),
+      // The app believes X-Forwarded-For only from the edge (nginx connects from 127.0.0.1).
+      appServers({ servers: growthServers, pm2: true, instances: 1, env: { TRUST_PROXY: '127.0.0.1' } }),
+      nginxEdge(),
+    ],
+  },
+};
+
+export const stageNames = Object.keys(stages) as StageName[];

@@ -1,0 +1,46 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import pg from 'pg';
+import type { StackStatus } from '../../stack/types.js';
+import { isAlive, portInUse, waitFor } from '../../stack/util.js';
+import { postgresAdminUrl } from '../harness/services.js';
+
+/** Every port a status names, with its host. */
+export function stackPorts(status: StackStatus): Array<{ host: string; port: number }> {
+  const urls = [
+    ...(typeof status.entry === 'string' ? [status.entry] : [status.entry.http, status.entry.https]),
+    ...status.servers.flatMap((s) => [s.url, ...s.metricsUrls]),
+    ...(status.redis ? [status.redis.url] : []),
+  ];
+  return urls.map((u) => {
+    const url = new URL(u);
+    return { host: url.hostname, port: Number(url.port) };
+  });
+}
+
+export function stackPids(status: StackStatus): number[] {
+  return [...status.servers.flatMap((s) => s.pids), ...(status.nginx?.pid ? [status.nginx.pid] : [])];
+}
+
+/** After `down`: no process, port, state directory or throwaway database of the stack remains. */
+export async function assertNothingLeft(before: StackStatus): Promise<void> {
+  const pids = stackPids(before);
+  assert.ok(pids.length > 0, 'the status named processes');
+  await waitFor('every stack process to be gone', () => pids.every((p) => !isAlive(p)), 30_000);
+  for (const { host, port } of stackPorts(before))
+    assert.equal(await portInUse(port, host), false, `${host}:${port} is still in use`);
+  assert.equal(existsSync(before.stateDir), false, 'the state directory is removed');
+  const names = before.databases
+    .filter((d) => d.url.startsWith('postgres'))
+    .map((d) => new URL(d.url).pathname.slice(1));
+  if (names.length > 0) {
+    const client = new pg.Client({ connectionString: postgresAdminUrl });
+    await client.connect();
+    try {
+      const { rows } = await client.query('SELECT datname FROM pg_database WHERE datname = ANY($1)', [names]);
+      assert.deepEqual(rows, [], 'the throwaway databases are dropped');
+    } finally {
+      await client.end();
+    }
+  }
+}
