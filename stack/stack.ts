@@ -101,6 +101,13 @@ export function status(stateDir: string): StackStatus | null {
   return state === null ? null : statusOf(state);
 }
 
+function writeSecret(stateDir: string, name: string, value: string): string {
+  const dir = join(stateDir, 'secrets');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(dir, name), value, { mode: 0o600 });
+  return join(dir, name);
+}
+
 /** Starts a stage. Refuses when a stack already lives in the state directory. */
 export async function up(stage: StageName, options: StackOptions): Promise<StackStatus> {
   const log = options.log ?? (() => {});
@@ -139,9 +146,9 @@ export async function up(stage: StageName, options: StackOptions): Promise<Stack
     state,
     appEnv: {
       NODE_ENV: 'production',
-      // One key for every server of the stack (a token from one is valid on all), kept in the
-      // private state.json.
-      JWT_SECRET: randomBytes(48).toString('base64'),
+      // One key for every server of the stack (a token from one is valid on all), in a file: PM2
+      // must never hold a secret in its environment (it would write it into its dump).
+      JWT_SECRET_FILE: writeSecret(stateDir, 'jwt-secret', randomBytes(48).toString('base64')),
       LOG_LEVEL: 'info',
       // Short drains: the stack is for trying and testing, not for slow clients.
       SHUTDOWN_GRACE_MS: '1000',

@@ -19,7 +19,7 @@ function pm2Bin(root: string): string {
   return join(root, 'node_modules', 'pm2', 'bin', 'pm2');
 }
 
-function pm2Env(root: string, server: ServerRecord): NodeJS.ProcessEnv {
+function pm2Env(server: ServerRecord): NodeJS.ProcessEnv {
   return {
     ...process.env,
     ...server.env,
@@ -32,16 +32,33 @@ function pm2Env(root: string, server: ServerRecord): NodeJS.ProcessEnv {
     METRICS_PORT: String(server.metricsPort),
     // Never the caller's PM2 daemon.
     PM2_SILENT: 'true',
-    STACK_ROOT: root,
   };
 }
 
 export function pm2(root: string, server: ServerRecord, ...args: string[]) {
   return run(process.execPath, [pm2Bin(root), ...args], {
-    env: pm2Env(root, server),
+    env: pm2Env(server),
     cwd: root,
     timeout: 180_000,
   });
+}
+
+/**
+ * `npm run pm2:start|pm2:reload` (src/cli/pm2.ts, issue 21's wrapper) with the server's PM2_HOME:
+ * it refuses a configuration the service would reject before PM2 is touched, and succeeds only
+ * when every worker answers /ready.
+ */
+async function pm2Wrapper(root: string, server: ServerRecord, command: 'start' | 'reload') {
+  try {
+    await run(process.execPath, [join(root, 'dist', 'cli', 'pm2.js'), command], {
+      env: pm2Env(server),
+      cwd: root,
+      timeout: 180_000,
+    });
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`${server.name}: pm2 ${command} failed: ${e.stderr || e.stdout || e.message}`);
+  }
 }
 
 export function serverUrl(server: ServerRecord): string {
@@ -132,10 +149,13 @@ export async function killServer(server: ServerRecord): Promise<void> {
   }
 }
 
-/** `pm2 reload`: a new worker per instance, each taking over on `ready` (lossless with the drain). */
+/**
+ * `npm run pm2:reload` for one server: a new worker per instance, each taking over on `ready`
+ * (lossless with the drain); the wrapper checks the configuration first and waits for /ready.
+ */
 export async function reloadServer(root: string, server: ServerRecord): Promise<void> {
   if (server.pm2Home === null) throw new Error(`${server.name} is a single process; it has no reload`);
-  await pm2(root, server, 'reload', server.name, '--update-env');
+  await pm2Wrapper(root, server, 'reload');
   await waitUntilServing(server);
 }
 

@@ -228,6 +228,7 @@ describe('HTTP platform', () => {
     assert.equal(line?.route, '/test/echo');
     assert.equal(line?.status, 200);
     assert.equal(typeof line?.durationMs, 'number');
+    assert.equal(line?.clientIp, '127.0.0.1', 'the client address (inject is 127.0.0.1)');
   });
 
   test('slow requests are logged at warn', async () => {
