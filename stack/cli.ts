@@ -23,6 +23,7 @@ options:
   --https-port N       nginx's HTTPS port in growth (default: a free one)
   --server-name NAME   nginx server_name and certificate name (default localhost)
   --public-dir DIR     static files for nginx and the app (default: the project's public/)
+  --env NAME=VALUE     extra environment for every app server (repeatable), e.g. --env RATE_LIMIT_MAX=100000
   --postgres-url URL   an admin connection to create the throwaway database on (default $STACK_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/postgres)
 
 stages:
@@ -35,6 +36,16 @@ function int(value: string | undefined, name: string): number | undefined {
   if (!/^[0-9]+$/.test(value) || Number(value) < 1 || Number(value) > 65535)
     throw new UsageError(`--${name} must be a number from 1 to 65535`);
   return Number(value);
+}
+
+function parseEnv(pairs: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of pairs) {
+    const match = /^([A-Z][A-Z0-9_]*)=(.*)$/s.exec(pair);
+    if (match === null) throw new UsageError(`--env takes NAME=VALUE (got "${pair}")`);
+    env[match[1] as string] = match[2] as string;
+  }
+  return env;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -52,6 +63,7 @@ async function main(argv: string[]): Promise<number> {
       'server-name': { type: 'string' },
       'postgres-url': { type: 'string' },
       'public-dir': { type: 'string' },
+      env: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -82,6 +94,7 @@ async function main(argv: string[]): Promise<number> {
         ...(values['server-name'] === undefined ? {} : { serverName: values['server-name'] }),
         ...(values['postgres-url'] === undefined ? {} : { postgresAdminUrl: values['postgres-url'] }),
         ...(values['public-dir'] === undefined ? {} : { publicDir: values['public-dir'] }),
+        ...(values.env === undefined ? {} : { appEnv: parseEnv(values.env) }),
       });
       const entry = typeof result.entry === 'string' ? result.entry : result.entry.https;
       console.log(`${stage} stack is up: ${entry}${result.caFile ? ` (trust ${result.caFile})` : ''}`);

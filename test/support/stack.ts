@@ -1,11 +1,12 @@
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, type X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { type Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { type Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { TLSSocket } from 'node:tls';
 import { promisify } from 'node:util';
 import { readState, statusOf } from '../../stack/stack.js';
 import type { StackStatus, StageName } from '../../stack/types.js';
@@ -125,6 +126,8 @@ export async function sharedStack(
 }
 
 export interface EdgeResponse {
+  /** The server's leaf certificate, when asked for with `peerCertificate`. */
+  readonly certificate?: X509Certificate;
   readonly status: number;
   readonly headers: Record<string, string | string[] | undefined>;
   readonly body: string;
@@ -143,6 +146,9 @@ export function edgeRequest(
     ca?: string;
     localAddress?: string;
     agent?: HttpAgent | HttpsAgent;
+    /** TLS server name (SNI and the name the certificate must carry), when not the URL's host. */
+    servername?: string;
+    peerCertificate?: boolean;
   } = {},
 ): Promise<EdgeResponse> {
   const target = new URL(url);
@@ -161,15 +167,28 @@ export function edgeRequest(
         },
         agent: options.agent ?? false,
         ...(tls && options.ca !== undefined ? { ca: options.ca } : {}),
+        ...(tls && options.servername !== undefined ? { servername: options.servername } : {}),
         ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
       },
       (res) => {
         let body = '';
+        const socket = res.socket as TLSSocket;
+        const certificate =
+          options.peerCertificate && typeof socket.getPeerX509Certificate === 'function'
+            ? socket.getPeerX509Certificate()
+            : undefined;
         res.setEncoding('utf8');
         res.on('data', (c) => {
           body += c;
         });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body,
+            ...(certificate ? { certificate } : {}),
+          }),
+        );
         res.on('error', reject);
       },
     );
