@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -25,7 +24,7 @@ import { storableText } from './infra/http/storable-text.js';
 import { validation } from './infra/http/validation.js';
 import { createLifecycle, type Lifecycle } from './infra/lifecycle.js';
 import { createLogger } from './infra/logger.js';
-import { createMetrics, httpMetrics, type Metrics, metricsRoute } from './infra/metrics.js';
+import { createMetrics, httpMetrics, type Metrics, metricsRoute, unmatchedRoute } from './infra/metrics.js';
 import {
   type CounterStore,
   createMemoryCounterStore,
@@ -35,6 +34,8 @@ import { rateLimit } from './infra/rate-limit/rate-limit.js';
 import { createReadRouting } from './infra/read-your-writes.js';
 import { createRedis, type RedisHandle } from './infra/redis.js';
 import { createReplicaRouter } from './infra/replicas.js';
+import { registerRuntimeMetrics } from './infra/runtime-metrics.js';
+import { createErrorReporter, type ErrorReporter } from './infra/sentry.js';
 import { staticFiles } from './infra/static-files.js';
 import { ErrorCode } from './lib/errors.js';
 import { createAuthDeps } from './modules/auth/auth.deps.js';
@@ -59,6 +60,8 @@ declare module 'fastify' {
     lifecycle: Lifecycle;
     counters: CounterStore;
     cache: Cache;
+    /** Sentry, when SENTRY_DSN is set. */
+    errorReporter: ErrorReporter | undefined;
   }
 }
 
@@ -68,10 +71,6 @@ export interface AppOptions {
   /** Adds routes inside the rate-limited /api scope (tests exercise the platform through it). */
   readonly extendApi?: (api: FastifyInstance) => void | Promise<void>;
 }
-
-const version = (
-  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
 
 /** Waits for Redis to connect, briefly; the service starts without it and reports the cache degraded. */
 async function waitForRedis(redis: RedisHandle, timeoutMs: number, logger: Logger): Promise<void> {
@@ -133,6 +132,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   }).withTypeProvider<TypeBoxTypeProvider>();
   applyConnectionLimits(app.server, config.server, logger.child({ component: 'http' }));
 
+  const errorReporter = await createErrorReporter(config.sentry, logger.child({ component: 'sentry' }));
   const database = createDatabase(config.database, logger.child({ component: 'database' }));
   const redis =
     config.redis.url === undefined
@@ -161,7 +161,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // A CLI command (seed) or another process writing the same SQLite file: seen at the next read.
     ...(database.externalWrites === undefined ? {} : { externalWrites: database.externalWrites }),
   });
-  registerDatabasePoolMetrics(metrics.registry, database);
+  registerDatabasePoolMetrics(metrics.registry, database, config.database.poolMax);
+  registerRuntimeMetrics(metrics.registry, config.build);
   const replicas = config.database.replicas;
   const router = createReplicaRouter(database.db, config.database, replicas, {
     logger: logger.child({ component: 'replicas' }),
@@ -218,6 +219,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('lifecycle', lifecycle);
   app.decorate('counters', counters);
   app.decorate('cache', cache);
+  app.decorate('errorReporter', errorReporter);
   app.decorateRequest('auth', null);
   app.addHook('onReady', () => auth.revocations.start());
   app.addHook('onReady', async () => idempotencyCleanup.start());
@@ -228,6 +230,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     await router.stop();
     await redis?.close();
     await database.close();
+    await errorReporter?.close();
   });
 
   try {
@@ -261,12 +264,22 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   validation(app);
   storableText(app);
-  errorHandling(app);
+  errorHandling(
+    app,
+    errorReporter &&
+      ((error, request, status) =>
+        errorReporter.requestFailed(error, {
+          id: request.id,
+          method: request.method,
+          route: request.routeOptions.url ?? unmatchedRoute,
+          status,
+        })),
+  );
   httpMetrics(app, metrics);
   app.removeContentTypeParser('text/plain');
   app.addSchema(ProblemSchema);
 
-  if (config.server.docsEnabled) await apiDocs(app, version);
+  if (config.server.docsEnabled) await apiDocs(app, config.build.version);
   if (
     config.env === 'production' &&
     config.metrics.port === undefined &&

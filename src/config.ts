@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
@@ -93,6 +94,18 @@ export interface Config {
     /** The worker number PM2 gives each cluster instance (NODE_APP_INSTANCE); 0 otherwise. */
     readonly instance: number;
   };
+  /** What is running: in the build-info metric and Sentry's release. */
+  readonly build: {
+    readonly version: string;
+    /** Commit of the running build; 'unknown' when neither BUILD_COMMIT nor git tells. */
+    readonly commit: string;
+  };
+  readonly sentry: {
+    /** Unset: Sentry is never loaded (no cost on any request). */
+    readonly dsn: string | undefined;
+    readonly environment: string;
+    readonly release: string;
+  };
   readonly auth: {
     /** HMAC key for access tokens (HS256). */
     readonly jwtSecret: string;
@@ -163,6 +176,30 @@ export class ConfigError extends Error {
 type Env = Readonly<Record<string, string | undefined>>;
 
 const projectRoot = fileURLToPath(new URL('..', import.meta.url));
+
+let packageVersionMemo: string | undefined;
+function packageVersion(): string {
+  packageVersionMemo ??= (
+    JSON.parse(readFileSync(resolve(projectRoot, 'package.json'), 'utf8')) as { version: string }
+  ).version;
+  return packageVersionMemo;
+}
+
+let gitCommitMemo: string | undefined;
+/** The checked-out commit (12 hex digits), asked once per process; 'unknown' outside a git checkout. */
+function gitCommit(): string {
+  if (gitCommitMemo === undefined) {
+    const result = spawnSync('git', ['rev-parse', '--short=12', 'HEAD'], {
+      cwd: projectRoot,
+      encoding: 'utf8',
+      timeout: 5000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    const commit = result.status === 0 ? result.stdout.trim() : '';
+    gitCommitMemo = /^[0-9a-f]{7,40}$/.test(commit) ? commit : 'unknown';
+  }
+  return gitCommitMemo;
+}
 
 /** Reads variables, collecting every problem (not only the first) and the documentation of each. */
 class EnvReader {
@@ -597,6 +634,23 @@ function read(env: Env): { config: Config; reader: EnvReader } {
   if (metricsPort > 0 && metricsPort + appInstance > 65535)
     r.problem('METRICS_PORT + NODE_APP_INSTANCE exceeds 65535');
 
+  const buildCommit =
+    r.optionalString(
+      'BUILD_COMMIT',
+      'Commit of the running build (build-info metric, Sentry release). Unset: asked of git in the project directory, else `unknown`.',
+    ) ?? gitCommit();
+  if (!/^[0-9A-Za-z._-]{1,64}$/.test(buildCommit))
+    r.problem('BUILD_COMMIT must be 1–64 letters, digits, dots, dashes or underscores');
+  const sentryDsn = r.secret(
+    'SENTRY_DSN',
+    'Sentry DSN: 5xx answers and uncaught errors are reported there (never bodies, cookies, Authorization, passwords or tokens). Unset: Sentry is not loaded at all.',
+  );
+  const sentryEnvironment = r.optionalString('SENTRY_ENVIRONMENT', 'Sentry environment. Unset: NODE_ENV.');
+  const sentryRelease = r.optionalString(
+    'SENTRY_RELEASE',
+    'Sentry release. Unset: `shipshape@<package version>+<BUILD_COMMIT>`.',
+  );
+
   const jwtSecretGiven = r.secret(
     'JWT_SECRET',
     'Key that signs access tokens (HS256), at least 32 bytes. Required in production; in development an unset key is replaced by a random one per process (tokens then die with the process).',
@@ -806,6 +860,12 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       token: metricsToken,
       port: metricsPort === 0 ? undefined : metricsPort + appInstance,
       instance: appInstance,
+    },
+    build: { version: packageVersion(), commit: buildCommit },
+    sentry: {
+      dsn: sentryDsn,
+      environment: sentryEnvironment ?? nodeEnv,
+      release: sentryRelease ?? `shipshape@${packageVersion()}+${buildCommit}`,
     },
     auth: {
       jwtSecret: jwtSecretGiven ?? randomBytes(48).toString('base64'),

@@ -18,14 +18,14 @@ export interface ServerOptions {
 export async function startServer(config: Config, options: ServerOptions = {}): Promise<FastifyInstance> {
   const app = await buildApp(config);
   await options.extend?.(app);
-  process.on('uncaughtException', (err) => {
-    app.log.fatal({ err }, 'uncaught exception; exiting');
-    process.exit(1);
-  });
-  process.on('unhandledRejection', (err) => {
-    app.log.fatal({ err }, 'unhandled promise rejection; exiting');
-    process.exit(1);
-  });
+  // Reported to Sentry (when configured) and flushed, within a bounded time, before exiting.
+  const fatal = (kind: 'uncaughtException' | 'unhandledRejection', message: string) => (err: unknown) => {
+    app.log.fatal({ err }, message);
+    const reported = app.errorReporter?.fatal(err, kind) ?? Promise.resolve();
+    reported.finally(() => process.exit(1));
+  };
+  process.on('uncaughtException', fatal('uncaughtException', 'uncaught exception; exiting'));
+  process.on('unhandledRejection', fatal('unhandledRejection', 'unhandled promise rejection; exiting'));
 
   installGracefulShutdown(app, config.shutdown);
   const metricsPort = config.metrics.port;

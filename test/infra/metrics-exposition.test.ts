@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import { skipUnlessTools, tools } from '../harness/monitoring.js';
+import { buildTestApp, skipEngine, testConfig } from '../helper.js';
+
+// /metrics of the running service, as Prometheus scrapes it: it passes `promtool check metrics`
+// (allow-listing only what prom-client forces), carries the runtime metrics the alerts and the
+// dashboard read, and stays bounded in cardinality whatever URLs clients send.
+
+/**
+ * prom-client 15's default metrics name three gauges `_total` (nodejs_active_handles_total,
+ * nodejs_active_requests_total, nodejs_active_resources_total). Renaming them would break every
+ * public Node.js dashboard that reads them (grafana.com 11159 among them); they are the only
+ * findings allowed.
+ */
+const allowed = [
+  'nodejs_active_handles_total non-counter metrics should not have "_total" suffix',
+  'nodejs_active_requests_total non-counter metrics should not have "_total" suffix',
+  'nodejs_active_resources_total non-counter metrics should not have "_total" suffix',
+];
+
+function seriesOf(text: string, name: string): string[] {
+  return text.split('\n').filter((line) => line.startsWith(`${name}{`) || line.startsWith(`${name} `));
+}
+
+describe('/metrics exposition', { skip: await skipEngine('postgres') }, () => {
+  let app: FastifyInstance;
+  const scrape = async () => (await app.inject({ method: 'GET', url: '/metrics' })).body;
+
+  before(async () => {
+    app = await buildTestApp({ engine: 'postgres', env: { BUILD_COMMIT: 'abc123def456' } });
+    await app.inject({ method: 'GET', url: '/api/products' });
+    await app.inject({ method: 'GET', url: '/health' });
+  });
+  after(() => app?.close());
+
+  test('promtool check metrics finds nothing but what prom-client forces', {
+    skip: skipUnlessTools('promtool'),
+  }, async () => {
+    const text = await scrape();
+    const result = spawnSync(tools.promtool, ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    const findings = `${result.stdout}${result.stderr}`
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l.length > 0);
+    assert.deepEqual(
+      findings.filter((f) => !allowed.includes(f)),
+      [],
+      'promtool findings beyond the allow-list',
+    );
+    // promtool exits 3 for lint findings only; anything else is a parse error.
+    assert.ok(result.status === 0 || result.status === 3, `promtool exited ${result.status}`);
+  });
+
+  test('build info, event-loop delay and utilisation, pool gauges, SLO histogram buckets', async () => {
+    const text = await scrape();
+    const { version } = testConfig().build;
+    assert.deepEqual(seriesOf(text, 'shipshape_build_info'), [
+      `shipshape_build_info{version="${version}",commit="abc123def456",node_version="${process.version}"} 1`,
+    ]);
+    const elu = Number(seriesOf(text, 'nodejs_eventloop_utilization_ratio')[0]?.split(' ')[1]);
+    assert.ok(elu >= 0 && elu <= 1, `utilisation ${elu}`);
+    for (const name of [
+      'nodejs_eventloop_lag_p50_seconds',
+      'nodejs_eventloop_lag_p90_seconds',
+      'nodejs_eventloop_lag_p99_seconds',
+    ]) {
+      assert.equal(seriesOf(text, name).length, 1, name);
+    }
+    assert.deepEqual(seriesOf(text, 'db_pool_connections_max'), [
+      `db_pool_connections_max ${app.config.database.poolMax}`,
+    ]);
+    for (const name of [
+      'db_pool_connections_in_use',
+      'db_pool_connections_idle',
+      'db_pool_waiting_requests',
+    ]) {
+      assert.equal(seriesOf(text, name).length, 1, name);
+    }
+    // The latency SLO counts requests over 0.5 s; HighResponseTime compares p95 with 1 s.
+    const buckets = seriesOf(text, 'http_request_duration_seconds_bucket').filter((l) =>
+      l.includes('route="/api/products"'),
+    );
+    assert.ok(buckets.some((l) => l.includes('le="0.5"')));
+    assert.ok(buckets.some((l) => l.includes('le="1"')));
+  });
+
+  test('cardinality stays bounded: 300 distinct URLs add at most a handful of series', async () => {
+    await app.inject({ method: 'GET', url: `/api/products/${randomUUID()}` });
+    await app.inject({ method: 'GET', url: `/nowhere/${randomUUID()}` });
+    const before = (await scrape()).split('\n').length;
+    for (let i = 0; i < 100; i++) {
+      await app.inject({ method: 'GET', url: `/api/products/${randomUUID()}` });
+      await app.inject({ method: 'GET', url: `/nowhere/${randomUUID()}?q=${i}` });
+      await app.inject({ method: 'GET', url: `/api/products?cursor=${randomUUID()}` });
+    }
+    const text = await scrape();
+    const added = text.split('\n').length - before;
+    assert.ok(added <= 2 * 17, `${added} new lines in /metrics`);
+    const routes = new Set(
+      seriesOf(text, 'http_requests_total').map((l) => /route="([^"]*)"/.exec(l)?.[1] ?? '?'),
+    );
+    assert.ok(routes.has('unmatched'));
+    assert.ok(
+      [...routes].every((r) => r === 'unmatched' || !/[0-9a-f]{8}-[0-9a-f]{4}/.test(r)),
+      [...routes].join(' '),
+    );
+  });
+});
