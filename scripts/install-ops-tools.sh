@@ -18,8 +18,10 @@ tools=(
   certbot:certbot
   chromium:chromium
   chromedriver:chromium-driver
+  curl:curl
   debootstrap:debootstrap
   fail2ban-client:fail2ban
+  jq:jq
   nginx:nginx
   sshd:openssh-server
   ssh:openssh-client
