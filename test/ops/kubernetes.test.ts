@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
@@ -49,6 +49,35 @@ function one(objects: Obj[], kind: string): Obj {
 function matches(selector: Record<string, string>, labels: Record<string, string> | undefined): boolean {
   return Object.entries(selector).every(([key, value]) => labels?.[key] === value);
 }
+
+// A manifest that no kustomization lists is never rendered, so never validated or policy-checked:
+// every file beside a kustomization.yaml must be one of its resources or patches.
+test('every manifest file is listed by its kustomization (so each one is rendered and checked)', async () => {
+  const expected: Record<string, string[]> = {
+    'deploy/k8s/base': [
+      'deployment.yaml',
+      'hpa.yaml',
+      'ingress.yaml',
+      'migrate-job.yaml',
+      'pdb.yaml',
+      'service.yaml',
+      'serviceaccount.yaml',
+    ],
+    'deploy/k8s/overlays/production': ['deployment.yaml', 'hpa.yaml', 'namespace.yaml'],
+  };
+  for (const [dir, files] of Object.entries(expected)) {
+    const present = (await readdir(dir)).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
+    assert.deepEqual(present.sort(), files, `${dir}: manifests on disk`);
+    const kustomization = await readFile(join(dir, 'kustomization.yaml'), 'utf8');
+    for (const file of files) {
+      assert.match(
+        kustomization,
+        new RegExp(`^\\s*- (path: )?${file.replace('.', '\\.')}$`, 'm'),
+        `${dir}/${file}`,
+      );
+    }
+  }
+});
 
 describe('kubernetes manifests', { skip: skipWithout('kubectl') }, () => {
   const rendered = new Map<string, Obj[]>();
