@@ -23,10 +23,24 @@ const maxConnections = 40;
 /** Slack for a loaded machine; still far below the 30 s the old check interval allowed. */
 const slackMs = 6000;
 
-function openSocket(port: number): Promise<Socket> {
+/**
+ * A connected socket, or a rejection after `timeoutMs`: with the listen backlog full, a loopback
+ * connect can wait minutes for SYN retries, and an attacker loop must never hang the test.
+ */
+function openSocket(port: number, timeoutMs = 5000): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port }, () => resolve(socket));
-    socket.once('error', reject);
+    const socket = connect({ host: '127.0.0.1', port }, () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error('connect timed out'));
+    }, timeoutMs);
   });
 }
 
@@ -60,6 +74,9 @@ function get(port: number, path: string, agent: Agent | false = false): Promise<
       res.on('end', () => resolve(res.statusCode ?? 0));
     });
     req.on('error', reject);
+    // Bounded: a request that met a flooded listener fails (and is retried by the caller) instead
+    // of hanging the test.
+    req.setTimeout(20_000, () => req.destroy(new Error(`GET ${path} timed out`)));
     req.end();
   });
 }
@@ -130,6 +147,7 @@ describe('connection limits of the real process', () => {
         open.add(socket);
         socket.on('error', () => {});
         socket.write('GET /health HTTP/1.1\r\nHost: x\r\nX-A: ');
+        if (!flooding) socket.destroy();
         await new Promise((resolve) => socket.once('close', resolve));
         open.delete(socket);
       }
