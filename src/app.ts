@@ -292,7 +292,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     );
   }
   // With a metrics port of its own, /metrics is served there only: on the shared main port a
-  // scrape would see one random worker's numbers (KNOWN-DEFECTS 9).
+  // scrape would see one random worker's numbers (guide correction 9).
   if (config.metrics.port === undefined) metricsRoute(app, metrics, config.metrics.token);
   const schema = createSchemaMonitor(database.db, database.engine);
   healthRoutes(app, lifecycle, {

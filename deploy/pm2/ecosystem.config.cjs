@@ -80,7 +80,7 @@ module.exports = {
         NODE_ENV: 'production',
         PORT: process.env.PORT || 3000,
         // Each worker serves its own /metrics on METRICS_PORT + its instance number, so Prometheus
-        // scrapes every worker and the totals add up (KNOWN-DEFECTS 9).
+        // scrapes every worker and the totals add up (guide correction 9).
         METRICS_PORT: process.env.METRICS_PORT || 9464,
       },
     },

@@ -15,7 +15,7 @@ export interface Metrics {
   readonly httpInFlight: Gauge;
 }
 
-/** The route label of requests that matched no route: one series, not one per URL (KNOWN-DEFECTS 8). */
+/** The route label of requests that matched no route: one series, not one per URL (guide correction 8). */
 export const unmatchedRoute = 'unmatched';
 
 /** `inFlight` reads the number of requests being answered (the lifecycle keeps it). */

@@ -18,7 +18,7 @@ export interface RedisHandle {
   breakerState(): BreakerState;
   /**
    * Runs commands through the circuit breaker: fails at once with RedisUnavailableError when Redis
-   * is known to be down, so callers fall back without waiting for a timeout (KNOWN-DEFECTS 14).
+   * is known to be down, so callers fall back without waiting for a timeout (guide correction 14).
    */
   run<T>(operation: (client: Redis) => Promise<T>): Promise<T>;
   ping(timeoutMs: number): Promise<void>;

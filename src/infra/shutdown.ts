@@ -32,7 +32,7 @@ export async function drainConnections(server: Server): Promise<void> {
 }
 
 /**
- * Graceful shutdown on SIGTERM and SIGINT (KNOWN-DEFECTS 6):
+ * Graceful shutdown on SIGTERM and SIGINT (guide correction 6):
  *
  * 1. readiness fails at once and every response says `Connection: close`;
  * 2. for `graceMs` the server keeps serving, so load balancers and keep-alive clients move away

@@ -80,7 +80,7 @@ for (const engine of engines) {
       assert.equal(row.role, 'customer');
     });
 
-    test('updated_at changes on every update, even one written by hand (KNOWN-DEFECTS 16)', async () => {
+    test('updated_at changes on every update, even one written by hand (guide correction 16)', async () => {
       const id = await insertUser('touch@example.com', 'touch');
       const before = await handle.db
         .selectFrom('users')
@@ -120,7 +120,7 @@ for (const engine of engines) {
       assert.equal(toCents(row.price), 123_405);
     });
 
-    test('stock and prices cannot go negative (KNOWN-DEFECTS 18)', async () => {
+    test('stock and prices cannot go negative (guide correction 18)', async () => {
       const id = await insertProduct(1);
       const err = await rejectsWith(
         handle.db.updateTable('products').set({ stock: -1 }).where('id', '=', id).execute(),
@@ -129,7 +129,7 @@ for (const engine of engines) {
       assert.equal(classifyDbError(await rejectsWith(insertProduct(1, '-1.00'))), 'check_violation');
     });
 
-    test('a user with orders cannot be deleted: orders are financial records (KNOWN-DEFECTS 17)', async () => {
+    test('a user with orders cannot be deleted: orders are financial records (guide correction 17)', async () => {
       const userId = await insertUser('buyer@example.com', 'buyer');
       const productId = await insertProduct(5);
       const orderId = randomUUID();
@@ -240,7 +240,7 @@ describe('PostgreSQL column types', { skip: await skipEngine('postgres') }, () =
     }
   });
 
-  test('no index duplicates one a UNIQUE constraint already makes (KNOWN-DEFECTS 15)', async () => {
+  test('no index duplicates one a UNIQUE constraint already makes (guide correction 15)', async () => {
     const { rows } = await sql<{ tablename: string; indexname: string; indexdef: string }>`
       SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'`.execute(handle.db);
     const users = rows

@@ -438,7 +438,7 @@ describe('static files', () => {
 });
 
 describe('metrics', () => {
-  test('requests are counted by route template; unmatched URLs share one series (KNOWN-DEFECTS 8)', async () => {
+  test('requests are counted by route template; unmatched URLs share one series (guide correction 8)', async () => {
     const app = await buildTestApp();
     try {
       for (let i = 0; i < 3; i++) await app.inject({ url: '/health' });

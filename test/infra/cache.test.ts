@@ -102,7 +102,7 @@ function cacheSuite(
       assert.equal((await counterValue(registry, 'cache_requests_total', { result: 'hit' })) >= 1, true);
     });
 
-    test('falsy and empty values are cached hits, not misses (KNOWN-DEFECTS 11)', async () => {
+    test('falsy and empty values are cached hits, not misses (guide correction 11)', async () => {
       for (const value of [0, '', false, null, [], {}]) {
         const e = entry();
         let loads = 0;
@@ -153,7 +153,7 @@ function cacheSuite(
       assert.equal(await cache.aside(e, async () => version), 2);
     });
 
-    test('concurrent misses on one key share one load, and the metrics say so (KNOWN-DEFECTS 13)', async () => {
+    test('concurrent misses on one key share one load, and the metrics say so (guide correction 13)', async () => {
       const e = entry({ cache: `stampede-${name}` });
       const { load, release, calls } = gatedLoad('hot value');
       const pending = Array.from({ length: 100 }, () => cache.aside(e, load));
@@ -282,7 +282,7 @@ describe('cache: Redis shared by two processes', { skip: await skipUnless('redis
   });
 });
 
-describe('cache: Redis outages (KNOWN-DEFECTS 14)', { skip: await skipUnless('redis') }, () => {
+describe('cache: Redis outages (guide correction 14)', { skip: await skipUnless('redis') }, () => {
   let server: ThrowawayRedis;
   let redis: RedisHandle;
   let cache: Cache;
@@ -298,7 +298,7 @@ describe('cache: Redis outages (KNOWN-DEFECTS 14)', { skip: await skipUnless('re
     await server?.destroy();
   });
 
-  test('invalidation never enumerates keys: no KEYS and no SCAN reach Redis (KNOWN-DEFECTS 12)', async () => {
+  test('invalidation never enumerates keys: no KEYS and no SCAN reach Redis (guide correction 12)', async () => {
     const admin = new Redis(server.url);
     try {
       await admin.config('RESETSTAT');

@@ -196,7 +196,7 @@ describe('rate limiting over HTTP', () => {
   });
 });
 
-describe('rate limits shared through Redis (KNOWN-DEFECTS 5)', { skip: await skipUnless('redis') }, () => {
+describe('rate limits shared through Redis (guide correction 5)', { skip: await skipUnless('redis') }, () => {
   test('two app instances share one budget', async () => {
     const env = { RATE_LIMIT_MAX: '3', REDIS_KEY_PREFIX: `test:shared:${randomBytes(4).toString('hex')}:` };
     const a = await buildTestApp({ redis: true, extendApi: apiRoute, env });

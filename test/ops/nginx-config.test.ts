@@ -117,7 +117,7 @@ describe('deploy/nginx: rendered configs load in real nginx', { skip: skipUnless
     const text = files['nginx.conf'] ?? '';
     const http = text.slice(text.indexOf('http {'));
     const upstream = /upstream shipshape_app \{([^}]*)\}/.exec(text)?.[1] ?? '';
-    // Zones at http level, before any server block (KNOWN-DEFECTS 1).
+    // Zones at http level, before any server block (guide correction 1).
     assert.ok(http.indexOf('limit_req_zone') < http.indexOf('server {'));
     assert.match(text, /limit_req_status 429;/);
     assert.match(text, /server_tokens off;/);
@@ -130,12 +130,12 @@ describe('deploy/nginx: rendered configs load in real nginx', { skip: skipUnless
     assert.match(text, /client_max_body_size 102400;/);
     const proxy = files['snippets/proxy.conf'] ?? '';
     assert.match(proxy, /proxy_set_header Connection "";/);
-    assert.doesNotMatch(proxy, /upgrade/i, 'KNOWN-DEFECTS 2: no Connection upgrade');
+    assert.doesNotMatch(proxy, /upgrade/i, 'guide correction 2: no Connection upgrade');
     assert.match(proxy, /proxy_set_header X-Forwarded-For \$remote_addr;/);
     assert.doesNotMatch(proxy, /proxy_add_x_forwarded_for/);
     assert.match(proxy, /proxy_next_upstream error timeout;/);
     assert.doesNotMatch(proxy, /non_idempotent/);
-    assert.doesNotMatch(`${text}${proxy}`, /Access-Control-Allow/, 'KNOWN-DEFECTS 3: CORS is the app’s');
+    assert.doesNotMatch(`${text}${proxy}`, /Access-Control-Allow/, 'guide correction 3: CORS is the app’s');
     const tlsSnippet = files['snippets/tls-intermediate.conf'] ?? '';
     assert.match(tlsSnippet, /ssl_protocols TLSv1\.2 TLSv1\.3;/);
     assert.match(tlsSnippet, /ssl_session_tickets off;/);

@@ -32,7 +32,7 @@ for (const engine of engines) {
       assert.equal(stock + (await unitsHeld(app, productId)), stocked, 'stock + units held = stocked');
     }
 
-    test('200 concurrent single-unit orders for 50 in stock: exactly 50 × 201 and 150 × 409 (KNOWN-DEFECTS 18)', async () => {
+    test('200 concurrent single-unit orders for 50 in stock: exactly 50 × 201 and 150 × 409 (guide correction 18)', async () => {
       const product = await createProduct(app, admin, { stock: 50, price: '7.77' });
       const results = await Promise.all(
         Array.from({ length: 200 }, (_, i) =>

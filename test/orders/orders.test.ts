@@ -405,7 +405,7 @@ for (const engine of engines) {
       assert.equal(await unitsHeld(app, p.id), 0);
     });
 
-    test('a customer who deletes their account keeps their orders on record (KNOWN-DEFECTS 17)', async () => {
+    test('a customer who deletes their account keeps their orders on record (guide correction 17)', async () => {
       const leaver = await registerUser(app);
       const p = await product({ stock: 3 });
       const order = (await placeOrder(app, leaver, [{ productId: p.id, quantity: 1 }])).json();

@@ -207,7 +207,7 @@ describe('product cache shared by two instances through Redis', {
   });
 });
 
-describe('product reads and orders while Redis fails (KNOWN-DEFECTS 14)', {
+describe('product reads and orders while Redis fails (guide correction 14)', {
   skip: await skipUnless('redis'),
 }, () => {
   let redis: ThrowawayRedis;

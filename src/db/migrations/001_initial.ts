@@ -3,7 +3,7 @@ import type { Engine } from '../database.js';
 
 /**
  * The initial schema, written once for both engines. Differences are confined to column types and
- * to the trigger syntax that keeps `updated_at` current (KNOWN-DEFECTS 16):
+ * to the trigger syntax that keeps `updated_at` current (guide correction 16):
  *
  * | concept   | PostgreSQL       | SQLite                                   |
  * |-----------|------------------|------------------------------------------|
@@ -13,8 +13,8 @@ import type { Engine } from '../database.js';
  *
  * Millisecond precision on PostgreSQL keeps keyset-pagination cursors exact on both engines.
  * Users and products are never deleted (deactivated / archived), so no foreign key cascades into
- * financial records (KNOWN-DEFECTS 17). No index duplicates one a UNIQUE constraint already makes
- * (KNOWN-DEFECTS 15).
+ * financial records (guide correction 17). No index duplicates one a UNIQUE constraint already makes
+ * (guide correction 15).
  */
 
 // biome-ignore lint/suspicious/noExplicitAny: migrations are frozen in time and must not depend on today's Database type

@@ -4,7 +4,7 @@ import type { CacheMetrics } from './metrics.js';
 /**
  * Cache-aside in front of the database, over one of two backends with the same behaviour: a bounded
  * in-process LRU (the default; each process has its own) or Redis (shared by every process and
- * server). The rules this module exists for (KNOWN-DEFECTS 11–14):
+ * server). The rules this module exists for (guide corrections 11–14):
  *
  * - A miss means "no entry", never a falsy value: entries are wrapped, so a cached `null`, `0`, `''`
  *   or `[]` is a hit.

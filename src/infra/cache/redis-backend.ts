@@ -16,7 +16,7 @@ import { createTokenSource } from './generations.js';
  * A lookup is one round trip: a script reads both generations (creating a missing one, so an
  * evicted or expired generation only ever invalidates) and the entry; the entry is a hit when its
  * stamp matches. Invalidation is one MULTI: new generations plus DEL of the named keys — never
- * KEYS or SCAN (KNOWN-DEFECTS 12).
+ * KEYS or SCAN (guide correction 12).
  * Generation tokens are `<floor>~<id>`, the floor being `cache:floor` when the token is made: both
  * scripts make tokens inside Redis, so floors only grow in the order invalidations land.
  */

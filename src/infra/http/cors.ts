@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
 /**
- * CORS decided in one place, the app (KNOWN-DEFECTS 3): an exact allow-list of origins, credentials
+ * CORS decided in one place, the app (guide correction 3): an exact allow-list of origins, credentials
  * only for those origins, never `*` together with credentials, and the `null` origin (sandboxed
  * iframes, file: pages) never allowed — configuration refuses to list it.
  */

@@ -41,7 +41,7 @@ export function clientKey(ip: string): string {
 /**
  * Per-client-IP fixed-window rate limiting for every route of the scope it is registered in.
  * The client IP is `request.ip`, which Fastify takes from X-Forwarded-For only when the peer is a
- * configured trusted proxy (KNOWN-DEFECTS 5). Headers follow the IETF RateLimit draft.
+ * configured trusted proxy (guide correction 5). Headers follow the IETF RateLimit draft.
  */
 export function rateLimit(app: FastifyInstance, store: CounterStore, defaultRule: RateLimitRule): void {
   // A callback hook, not an async one: with the in-process store the whole check is synchronous.

@@ -49,7 +49,7 @@ export async function login(
   client: ClientInfo,
 ): Promise<{ user: UserRow; tokens: Tokens }> {
   const found = await usersRepository.findUserByLogin(deps.db, input.login);
-  // One bucket per account, whichever of its logins is typed (security probe, finding 7).
+  // One bucket per account, whichever of its logins is typed (security probe 2026-12-02, finding 7).
   const lockKey = lockoutKey(found, input.login);
   const lockedFor = await deps.lockout.lockedFor(lockKey);
   if (lockedFor > 0) {

@@ -186,7 +186,8 @@ async function changeStatusAndRevoke(
 export async function deactivate(deps: AuthDeps, userId: string): Promise<void> {
   const user = await getUser(deps.db, userId);
   // The same rule as PATCH /api/users/:id on oneself: the last admin leaving would leave nobody to
-  // undo it, and counting admins first would race another admin doing the same (probe finding 10).
+  // undo it, and counting admins first would race another admin doing the same (security probe
+  // 2026-12-02, finding 10).
   if (user.role === 'admin') {
     throw new ConflictError('Admins cannot change their own role or status; ask another admin.');
   }

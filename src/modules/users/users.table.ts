@@ -14,7 +14,7 @@ export interface UsersTable {
   created_at: CreatedAt;
   updated_at: UpdatedAt;
   last_login_at: NullableTimestamp;
-  /** Users are deactivated, never deleted, so their orders survive (KNOWN-DEFECTS 17). */
+  /** Users are deactivated, never deleted, so their orders survive (guide correction 17). */
   deactivated_at: NullableTimestamp;
 }
 
