@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { CpuInfo } from 'node:os';
 
 /**
- * Host signals as pure functions over what Linux exposes (KNOWN-DEFECTS 10): the CPU from the
+ * Host signals as pure functions over what Linux exposes (guide correction 10): the CPU from the
  * difference of two /proc/stat samples, memory from MemAvailable or the cgroup limit. The readers
  * at the bottom are the only I/O; everything else takes text or numbers, so the tests feed it
  * recorded samples.

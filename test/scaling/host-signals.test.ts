@@ -29,7 +29,7 @@ const sample = (label: string) => {
 const asCpus = (times: CpuInfo['times'][]): CpuInfo[] =>
   times.map((t) => ({ model: '', speed: 0, times: t }));
 
-describe('host CPU from /proc/stat deltas (KNOWN-DEFECTS 10)', () => {
+describe('host CPU from /proc/stat deltas (guide correction 10)', () => {
   it('on recorded samples: the guide reads the since-boot average, the delta reads the last seconds', () => {
     const [a, b, c] = [sample('A'), sample('B'), sample('C')];
     const busy = cpuUtilisation(parseProcStat(b.procStat), parseProcStat(c.procStat));
