@@ -15,6 +15,7 @@ tools=(
   age:age
   bats:bats
   buildah:buildah
+  catatonit:catatonit
   certbot:certbot
   chromium:chromium
   chromedriver:chromium-driver

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
-import { parseAllDocuments } from 'yaml';
 import { loadConfig } from '../../src/config.js';
+import { type Obj, render } from './kustomize.js';
 import { run, skipWithout } from './support.js';
 
 // deploy/k8s: every overlay renders with `kubectl kustomize`; every rendered object validates
@@ -13,24 +13,6 @@ import { run, skipWithout } from './support.js';
 // Running the pod for real with `podman kube play` is in test/ops/container.test.ts.
 
 export const overlays = ['deploy/k8s/base', 'deploy/k8s/overlays/production'] as const;
-
-type Obj = {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; annotations?: Record<string, string>; labels?: Record<string, string> };
-  // biome-ignore lint/suspicious/noExplicitAny: rendered manifests are checked field by field below
-  spec?: any;
-  data?: Record<string, string>;
-};
-
-export function render(overlay: string): Obj[] {
-  const result = run('kubectl', ['kustomize', overlay]);
-  assert.equal(result.status, 0, result.output);
-  return parseAllDocuments(result.stdout).map((doc) => {
-    assert.deepEqual(doc.errors, [], `${overlay} renders valid YAML`);
-    return doc.toJS() as Obj;
-  });
-}
 
 function modulePath(apiVersion: string): string {
   return apiVersion.includes('/') ? `kubernetes-models/${apiVersion}` : 'kubernetes-models/v1';

@@ -12,6 +12,7 @@ const install = {
   debootstrap: 'sudo scripts/install-ops-tools.sh (Debian package debootstrap)',
   'fail2ban-client': 'sudo scripts/install-ops-tools.sh (Debian package fail2ban)',
   kubectl: 'install kubectl 1.32 or later (it carries kustomize): https://kubernetes.io/docs/tasks/tools/',
+  catatonit: 'sudo scripts/install-ops-tools.sh (Debian package catatonit: the pause process of podman pods)',
   podman: 'sudo scripts/install-ops-tools.sh (Debian packages podman and runc)',
   runc: 'sudo scripts/install-ops-tools.sh (Debian package runc)',
   shellcheck: 'sudo scripts/install-ops-tools.sh (Debian package shellcheck)',
