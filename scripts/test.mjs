@@ -3,7 +3,7 @@
 // integration tests. Arguments narrow it: `npm test -- test/config.test.ts`, or any node --test flag.
 // The closing summary prints the pass, fail and skip counts.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
@@ -25,6 +25,8 @@ const targets = files.length > 0 ? files : findTests(join(root, 'test')).sort();
 // Test files that share a `npm run stack` stage (test/support/stack.ts sharedStack) bring it up
 // lazily in this directory; every one of them is taken down here, after the last file.
 const sharedStacks = mkdtempSync(join(tmpdir(), 'shipshape-shared-stacks-'));
+// nginx's workers (nobody, when the stacks run as root) must reach their webroot and temp dirs.
+chmodSync(sharedStacks, 0o755);
 
 const result = spawnSync(
   process.execPath,

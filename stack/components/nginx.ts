@@ -93,6 +93,24 @@ export function nginxEdge(): Component {
       if (process.getuid?.() === 0) {
         const nobody = Number(spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout.trim());
         chownSync(join(dir, 'tmp'), nobody, 0);
+        // Else nginx answers 404 for the ACME challenge and hands every static file to the app.
+        for (const served of [join(dir, 'acme'), record.publicDir]) {
+          const probe = spawnSync('setpriv', [
+            `--reuid=${nobody}`,
+            `--regid=${nobody}`,
+            '--clear-groups',
+            'test',
+            '-r',
+            served,
+            '-a',
+            '-x',
+            served,
+          ]);
+          if (probe.status !== 0)
+            throw new Error(
+              `nginx's workers (nobody) cannot read ${served}: make it and every directory above it world-readable (chmod o+rx)`,
+            );
+        }
       }
       render(ctx.state, record);
       ctx.state.nginx = record;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -9,6 +9,7 @@ import { skipUnlessNginx } from '../harness/nginx.js';
 import { skipUnless } from '../harness/services.js';
 import { edgeRequest, ownStack, type TestStack } from '../support/stack.js';
 import { assertNothingLeft } from '../support/stack-leaks.js';
+import { acmeSuites } from './growth-acme.js';
 import { failoverSuites } from './growth-failover.js';
 
 /**
@@ -30,6 +31,8 @@ describe('growth stage: nginx + TLS + three app servers', { skip }, () => {
   before(async () => {
     // Static files of the shape a build produces: a page, a content-hashed bundle, a plain asset.
     publicDir = mkdtempSync(join(tmpdir(), 'shipshape-public-'));
+    // nginx serves these itself: its workers (nobody, as root) must be able to read them.
+    chmodSync(publicDir, 0o755);
     writeFileSync(
       join(publicDir, 'index.html'),
       '<!doctype html><title>Shop</title><script src="/app.3f9a1c2b.js"></script>',
@@ -230,8 +233,14 @@ describe('growth stage: nginx + TLS + three app servers', { skip }, () => {
 
   describe('static files through nginx', () => {
     test('a content-hashed asset is immutable for a year and revalidates to 304', async () => {
-      const res = await get('/app.3f9a1c2b.js');
+      const requestId = `static-${randomBytes(6).toString('hex')}`;
+      const res = await get('/app.3f9a1c2b.js', { headers: { 'x-request-id': requestId } });
       assert.equal(res.status, 200);
+      // nginx served it from public/ itself: no upstream in its access log line.
+      const line = readFileSync(status.nginx?.accessLog ?? '', 'utf8')
+        .split('\n')
+        .find((l) => l.includes(requestId));
+      assert.equal(JSON.parse(line ?? '{}').upstream_addr, '', line);
       assert.equal(res.headers['cache-control'], 'public, max-age=31536000, immutable');
       assert.equal(res.headers['x-content-type-options'], 'nosniff');
       const etag = String(res.headers.etag);
@@ -265,5 +274,6 @@ describe('growth stage: nginx + TLS + three app servers', { skip }, () => {
     });
   });
 
+  acmeSuites(() => ({ status, https }));
   failoverSuites(() => ({ status, ca, https }));
 });

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash, type X509Certificate } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { type Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { type Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -66,7 +66,10 @@ function handle(stateDir: string, owned: boolean): TestStack {
 }
 
 export async function ownStack(stage: StageName, args: string[] = []): Promise<TestStack> {
-  const stateDir = join(mkdtempSync(join(tmpdir(), `shipshape-stack-${stage}-`)), 'stack');
+  const parent = mkdtempSync(join(tmpdir(), `shipshape-stack-${stage}-`));
+  // nginx's workers (nobody, when the stack runs as root) must reach the webroot and temp dirs.
+  chmodSync(parent, 0o755);
+  const stateDir = join(parent, 'stack');
   try {
     await stackCli(stateDir, 'up', '--stage', stage, ...args);
   } catch (err) {
