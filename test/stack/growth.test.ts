@@ -41,7 +41,16 @@ describe('growth stage: nginx + TLS + three app servers', { skip }, () => {
     writeFileSync(join(publicDir, 'robots.txt'), 'User-agent: *\n');
     // The load tests send thousands of requests per client address: the app's per-client limit
     // (300 a minute by default) would answer 429 long before the failover is done.
-    stack = await ownStack('growth', ['--public-dir', publicDir, '--env', 'RATE_LIMIT_MAX=1000000']);
+    // A POST killed between claiming its Idempotency-Key and committing leaves the key locked until
+    // IDEMPOTENCY_LOCK_SECONDS (default 60): the failover tests' retries (about 30 s) must outlast it.
+    stack = await ownStack('growth', [
+      '--public-dir',
+      publicDir,
+      '--env',
+      'RATE_LIMIT_MAX=1000000',
+      '--env',
+      'IDEMPOTENCY_LOCK_SECONDS=5',
+    ]);
     status = stack.status();
     ca = readFileSync(status.caFile ?? '', 'utf8');
     assert.equal(typeof status.entry, 'object');
