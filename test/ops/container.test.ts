@@ -294,6 +294,8 @@ describe('container image (Dockerfile, podman)', {
       );
     } finally {
       await podman(['kube', 'down', join(dir, 'pod.yaml')]);
+      // kube play keeps a secret volume as a named podman volume; kube down leaves it behind.
+      await podman(['volume', 'rm', '-f', secretName]);
       playedFiles.length = 0;
       await rm(dir, { recursive: true, force: true });
     }
