@@ -10,7 +10,7 @@ import { createCacheMetrics } from './infra/cache/metrics.js';
 import { createNoCacheBackend } from './infra/cache/none-backend.js';
 import { createRedisCacheBackend } from './infra/cache/redis-backend.js';
 import { ConnectionBudgetError, checkConnectionBudget } from './infra/connection-budget.js';
-import { createDatabase, type DatabaseHandle, withTimeout } from './infra/database.js';
+import { checkRoleTimeouts, createDatabase, type DatabaseHandle, withTimeout } from './infra/database.js';
 import { registerDatabasePoolMetrics } from './infra/database-metrics.js';
 import { apiDocs } from './infra/docs.js';
 import { applyConnectionLimits } from './infra/http/connection-limits.js';
@@ -96,6 +96,11 @@ async function stateConnectionBudget(
       checkConnectionBudget(database.db, config.database, logger.child({ component: 'database' })),
       2000,
       'connection budget check',
+    );
+    await withTimeout(
+      checkRoleTimeouts(database.db, config.database, logger.child({ component: 'database' })),
+      2000,
+      'role timeouts check',
     );
   } catch (err) {
     if (err instanceof ConnectionBudgetError) throw err;

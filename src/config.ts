@@ -496,7 +496,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     10_000,
     100,
     3_600_000,
-    'PostgreSQL statement_timeout for the service’s sessions.',
+    'PostgreSQL statement_timeout inside the service’s transactions (SET LOCAL; single statements run under the role’s setting, deploy/postgres/roles.sql).',
   );
   const migrateOnStart = r.bool(
     'DATABASE_MIGRATE_ON_START',

@@ -10,12 +10,16 @@ import { buildApp } from '../src/app.js';
 import { type Config, loadConfig } from '../src/config.js';
 import { createLogger } from '../src/infra/logger.js';
 import { createTestDatabase } from './harness/postgres.js';
+import { prepareDatabase } from './harness/roles.js';
 import { redisUrl, type Service, skipUnless } from './harness/services.js';
 
 export type EngineName = 'sqlite' | 'postgres';
 
 /** The engine matrix every component suite runs on. */
-export const engines: readonly EngineName[] = ['sqlite', 'postgres'];
+export const engines: readonly EngineName[] = (['sqlite', 'postgres'] as const).filter(
+  // TEST_ENGINES=postgres narrows the matrix (the PgBouncer suite reruns the PostgreSQL half).
+  (engine) => process.env.TEST_ENGINES === undefined || process.env.TEST_ENGINES.split(',').includes(engine),
+);
 
 /** Skip message (or false) for a suite on this engine, failing under CI when the server is missing. */
 export function skipEngine(engine: EngineName, ...extra: Service[]): Promise<string | false> {
@@ -44,6 +48,22 @@ export interface TestDatabaseEnv {
 export async function testDatabaseEnv(engine: EngineName): Promise<TestDatabaseEnv> {
   if (engine === 'postgres') {
     const database = await createTestDatabase();
+    const appBase = process.env.TEST_DATABASE_APP_URL;
+    const ownerBase = process.env.TEST_DATABASE_OWNER_URL;
+    if (appBase !== undefined && ownerBase !== undefined) {
+      // Production's layout (test/db/pgbouncer.test.ts): owned and migrated by shipshape_owner, the
+      // service as shipshape_app, both through the URLs given (PgBouncer).
+      try {
+        await prepareDatabase(database.url, databaseUrlFor(ownerBase, database.name));
+      } catch (err) {
+        await database.drop();
+        throw err;
+      }
+      return {
+        env: { DATABASE_URL: databaseUrlFor(appBase, database.name), DATABASE_MIGRATE_ON_START: 'false' },
+        cleanup: () => database.drop(),
+      };
+    }
     return {
       env: { DATABASE_URL: database.url, DATABASE_MIGRATE_ON_START: 'true' },
       cleanup: () => database.drop(),
@@ -54,6 +74,12 @@ export async function testDatabaseEnv(engine: EngineName): Promise<TestDatabaseE
     env: { SQLITE_PATH: join(dir, 'test.db') },
     cleanup: async () => rmSync(dir, { recursive: true, force: true }),
   };
+}
+
+function databaseUrlFor(base: string, database: string): string {
+  const url = new URL(base);
+  url.pathname = `/${database}`;
+  return url.toString();
 }
 
 export function testConfig(env: Readonly<Record<string, string>> = {}): Config {

@@ -2,7 +2,18 @@ import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import type SqliteDatabase from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import {
+  CompiledQuery,
+  type DatabaseConnection,
+  Kysely,
+  PostgresAdapter,
+  PostgresDialect,
+  type PostgresDialectConfig,
+  PostgresDriver,
+  SqliteDialect,
+  sql,
+  type TransactionSettings,
+} from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -61,7 +72,108 @@ export async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, wha
   }
 }
 
-/** A PostgreSQL pool and the Kysely instance over it (the primary's, or a read replica's). */
+/**
+ * The timeouts the service's transactions run under. They are never sent as startup parameters:
+ * PgBouncer 1.18 refuses `statement_timeout` there ("unsupported startup parameter") or, when told
+ * to ignore it, drops it silently — and any session `SET` lands on whichever server connection
+ * PgBouncer hands out next (decision 0070). So each transaction sets them for itself with
+ * `SET LOCAL`, which ends with the transaction; statements outside a transaction run under the
+ * role's own settings (`ALTER ROLE … SET`, deploy/postgres/roles.sql), checked at start-up.
+ */
+export interface SessionTimeouts {
+  readonly statementTimeoutMs: number;
+  readonly idleInTransactionTimeoutMs: number;
+}
+
+export function sessionTimeouts(config: Config['database']): SessionTimeouts {
+  return {
+    statementTimeoutMs: config.statementTimeoutMs,
+    // A transaction left open by a crashed request must not hold locks forever.
+    idleInTransactionTimeoutMs: Math.max(config.statementTimeoutMs, 10_000),
+  };
+}
+
+/** `BEGIN` and the transaction's timeouts in one round trip (the simple protocol runs all three). */
+export function beginStatement(settings: TransactionSettings, timeouts: SessionTimeouts): string {
+  let begin = 'begin';
+  if (settings.isolationLevel !== undefined || settings.accessMode !== undefined) {
+    begin = 'start transaction';
+    if (settings.isolationLevel !== undefined) begin += ` isolation level ${settings.isolationLevel}`;
+    if (settings.accessMode !== undefined) begin += ` ${settings.accessMode}`;
+  }
+  const ms = (value: number) => String(Math.trunc(value));
+  return (
+    `${begin}; set local statement_timeout = ${ms(timeouts.statementTimeoutMs)};` +
+    ` set local idle_in_transaction_session_timeout = ${ms(timeouts.idleInTransactionTimeoutMs)}`
+  );
+}
+
+/** Kysely's PostgreSQL driver, with every transaction it opens under the service's timeouts. */
+class TimedPostgresDriver extends PostgresDriver {
+  constructor(
+    config: PostgresDialectConfig,
+    private readonly timeouts: SessionTimeouts,
+  ) {
+    super(config);
+  }
+
+  override async beginTransaction(
+    connection: DatabaseConnection,
+    settings: TransactionSettings,
+  ): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw(beginStatement(settings, this.timeouts)));
+  }
+}
+
+/** Kysely's migration lock: an arbitrary constant, the same one Kysely's own adapter uses. */
+const MIGRATION_LOCK_ID = '3853314791062309107';
+
+/**
+ * Kysely's migration lock is a session advisory lock taken outside the migration's transaction and
+ * released after it: through PgBouncer in transaction mode the lock, the migration and the unlock
+ * each land on a different server connection, and the lock stays held on one of them. Here the lock
+ * opens a transaction and takes a transaction-scoped lock in it; Kysely's own BEGIN that follows
+ * only draws a warning from PostgreSQL (a transaction is already in progress), its COMMIT or
+ * ROLLBACK ends both, and the lock goes with them. The release rolls back whatever a failure before
+ * that left open (a no-op after the commit).
+ */
+class TransactionScopedLockAdapter extends PostgresAdapter {
+  override async acquireMigrationLock(db: Kysely<unknown>): Promise<void> {
+    await sql.raw('begin').execute(db);
+    // Another process migrating: wait for it (up to an hour, as Kysely does), then find nothing to do.
+    await sql`select set_config('lock_timeout', '3600000', true), set_config('statement_timeout', '0', true)`.execute(
+      db,
+    );
+    await sql.raw(`select pg_advisory_xact_lock(${MIGRATION_LOCK_ID})`).execute(db);
+  }
+
+  override async releaseMigrationLock(db: Kysely<unknown>): Promise<void> {
+    await sql.raw('rollback').execute(db);
+  }
+}
+
+class ShipshapePostgresDialect extends PostgresDialect {
+  constructor(
+    private readonly dialectConfig: PostgresDialectConfig,
+    private readonly timeouts: SessionTimeouts,
+  ) {
+    super(dialectConfig);
+  }
+
+  override createDriver(): PostgresDriver {
+    return new TimedPostgresDriver(this.dialectConfig, this.timeouts);
+  }
+
+  override createAdapter(): PostgresAdapter {
+    return new TransactionScopedLockAdapter();
+  }
+}
+
+/**
+ * A PostgreSQL pool and the Kysely instance over it (the primary's, or a read replica's). Only
+ * `application_name` goes in the startup packet: PgBouncer 1.18 tracks it, and nothing else that
+ * `pg` could send there survives PgBouncer (decision 0070).
+ */
 export function createPostgresPool(
   config: Config['database'],
   url: string,
@@ -73,9 +185,6 @@ export function createPostgresPool(
     max: config.poolMax,
     connectionTimeoutMillis: config.connectTimeoutMs,
     idleTimeoutMillis: 30_000,
-    statement_timeout: config.statementTimeoutMs,
-    // A transaction left open by a crashed request must not hold locks forever.
-    idle_in_transaction_session_timeout: Math.max(config.statementTimeoutMs, 10_000),
     application_name: applicationName,
     types: pgTypes,
   });
@@ -86,7 +195,50 @@ export function createPostgresPool(
   pool.on('connect', (client) => {
     client.on('error', (err) => logger.warn({ err }, 'PostgreSQL connection failed'));
   });
-  return { pool, db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }) };
+  const dialect = new ShipshapePostgresDialect({ pool }, sessionTimeouts(config));
+  return { pool, db: new Kysely<Database>({ dialect }) };
+}
+
+/** PostgreSQL's interval text (`10s`, `500ms`, `1min`, `0`) in milliseconds. */
+export function settingMs(value: string, unit: string | null): number | undefined {
+  const match = /^(\d+)\s*(us|ms|s|min|h|d)?$/.exec(value.trim());
+  if (match === null) return undefined;
+  const factors: Record<string, number> = {
+    us: 0.001,
+    ms: 1,
+    s: 1000,
+    min: 60_000,
+    h: 3_600_000,
+    d: 86_400_000,
+  };
+  return Number(match[1]) * (factors[match[2] ?? unit ?? 'ms'] ?? 1);
+}
+
+/**
+ * Statements outside a transaction run under the role's settings: say at start-up what they are,
+ * and warn when a statement could run unbounded or longer than the service's own limit.
+ */
+export async function checkRoleTimeouts(
+  db: Kysely<Database>,
+  config: Config['database'],
+  logger: Logger,
+): Promise<{ statementTimeoutMs: number | undefined; role: string | undefined }> {
+  const { rows } = await sql<{ role: string; value: string }>`
+    select current_user as role, current_setting('statement_timeout') as value`.execute(db);
+  const row = rows[0];
+  const statementTimeoutMs = row === undefined ? undefined : settingMs(row.value, 'ms');
+  const wanted = config.statementTimeoutMs;
+  const fields = { role: row?.role, roleStatementTimeout: row?.value, statementTimeoutMs: wanted };
+  if (statementTimeoutMs === undefined || statementTimeoutMs === 0 || statementTimeoutMs > wanted) {
+    logger.warn(
+      fields,
+      `statements outside a transaction run under role ${row?.role ?? '?'}'s statement_timeout (${row?.value ?? '?'}), not ${wanted} ms: ` +
+        `ALTER ROLE ${row?.role ?? '<role>'} SET statement_timeout = '${wanted}ms' (deploy/postgres/roles.sql); transactions use SET LOCAL`,
+    );
+  } else {
+    logger.info(fields, 'statement timeouts: transactions SET LOCAL, other statements the role setting');
+  }
+  return { statementTimeoutMs, role: row?.role };
 }
 
 function createPostgres(config: Config['database'], url: string, logger: Logger): DatabaseHandle {

@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -90,6 +90,9 @@ export interface ThrowawayPostgres {
   readonly port: number;
   /** Connection string for the `postgres` database of this instance. */
   readonly url: string;
+  /** The data directory, and the temporary directory around it (socket, log). */
+  readonly dataDir: string;
+  readonly dir: string;
   start(): void;
   /** A fast shutdown: connections are terminated. */
   stop(): void;
@@ -101,7 +104,12 @@ export interface ThrowawayPostgres {
  * A PostgreSQL server of our own on a free port in a temporary directory, for tests that stop or
  * break the database (the machine's server is never touched).
  */
-export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
+export async function startThrowawayPostgres(
+  settings: {
+    /** Lines appended to postgresql.conf before the first start (archiving, hba_file, …). */
+    readonly conf?: readonly string[];
+  } = {},
+): Promise<ThrowawayPostgres> {
   const bin = pgBinDir();
   const dir = mkdtempSync(join(tmpdir(), 'shipshape-pg-'));
   const data = join(dir, 'data');
@@ -118,12 +126,16 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
     '--no-sync',
   ]);
   if (init.status !== 0) throw new Error(`initdb failed:\n${init.output}`);
+  if (settings.conf !== undefined && settings.conf.length > 0)
+    appendFileSync(join(data, 'postgresql.conf'), `\n${settings.conf.join('\n')}\n`);
   const port = await freePort();
   const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
   const pgCtl = (...args: string[]) => asPostgresUser(join(bin, 'pg_ctl'), ['-D', data, ...args]);
   const instance: ThrowawayPostgres = {
     port,
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    dataDir: data,
+    dir,
     start() {
       const result = pgCtl('-o', options, '-l', join(dir, 'log'), '-w', '-t', '120', 'start');
       if (result.status !== 0) throw new Error(`pg_ctl start failed:\n${result.output}`);

@@ -1,0 +1,148 @@
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { renderPgbouncerHba, renderPgbouncerIni, userlistLine } from '../../src/ops/pgbouncer.js';
+import { freePort } from './ports.js';
+import { waitUntil } from './wait.js';
+
+export interface PgbouncerUser {
+  readonly name: string;
+  readonly password: string;
+}
+
+export interface RunningPgbouncer {
+  readonly port: number;
+  /** Connection string through PgBouncer for a user (by name) and database. */
+  url(user: string, database: string): string;
+  /** A query on the admin console (`SHOW POOLS`, `SHOW CONFIG`…), as the admin user. */
+  admin<T extends pg.QueryResultRow>(command: string): Promise<T[]>;
+  readonly config: string;
+  log(): string;
+  stop(): Promise<void>;
+}
+
+/** Where pgbouncer is (Debian puts it in /usr/sbin, which a non-root PATH may lack). */
+export function pgbouncerBinary(): string | undefined {
+  for (const candidate of ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'])
+    if (existsSync(candidate)) return candidate;
+  try {
+    return execFileSync('sh', ['-c', 'command -v pgbouncer'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The real PgBouncer with the shipped deploy/pgbouncer/ files, rendered for loopback: listening on
+ * a free port, in a temporary directory, in front of `upstream` (every database name passes
+ * through to it). Users authenticate with SCRAM against a userlist of plain passwords (PgBouncer
+ * derives the SCRAM exchange from them); the first user is the admin.
+ */
+export async function startPgbouncer(options: {
+  readonly upstream: { readonly host: string; readonly port: number };
+  readonly users: readonly PgbouncerUser[];
+}): Promise<RunningPgbouncer> {
+  const binary = pgbouncerBinary();
+  if (binary === undefined) throw new Error('pgbouncer is not installed: scripts/install-ops-tools.sh');
+  const dir = mkdtempSync(join(tmpdir(), 'shipshape-pgbouncer-'));
+  const port = await freePort();
+  const admin = options.users[0];
+  if (admin === undefined) throw new Error('startPgbouncer needs at least one user');
+  const config = join(dir, 'pgbouncer.ini');
+  writeFileSync(
+    config,
+    renderPgbouncerIni({
+      databases: { '*': `host=${options.upstream.host} port=${options.upstream.port}` },
+      settings: {
+        listen_addr: '127.0.0.1',
+        listen_port: String(port),
+        unix_socket_dir: '',
+        logfile: join(dir, 'pgbouncer.log'),
+        pidfile: join(dir, 'pgbouncer.pid'),
+        auth_hba_file: join(dir, 'pgbouncer-hba.conf'),
+        auth_file: join(dir, 'userlist.txt'),
+        admin_users: admin.name,
+        stats_users: admin.name,
+      },
+    }),
+  );
+  // Test databases have names of their own; the shipped rules' users, addresses and methods stay.
+  const hba = renderPgbouncerHba('127.0.0.0/8').replace(/^(host\s+)shipshape(\s)/gm, '$1all$2');
+  writeFileSync(
+    join(dir, 'pgbouncer-hba.conf'),
+    `${hba}host    pgbouncer  ${admin.name}  127.0.0.1/32  scram-sha-256\n`,
+  );
+  writeFileSync(
+    join(dir, 'userlist.txt'),
+    `${options.users.map((u) => userlistLine(u.name, u.password)).join('\n')}\n`,
+  );
+  // PgBouncer refuses to run as root: it switches to the postgres user, which must read the files.
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+    for (const file of ['', 'pgbouncer.ini', 'pgbouncer-hba.conf', 'userlist.txt'])
+      chownSync(join(dir, file), uid, 0);
+  }
+  const child: ChildProcess = spawn(binary, [...(asRoot ? ['-u', 'postgres'] : []), config], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  let exited = false;
+  const exit = once(child, 'exit').then(() => {
+    exited = true;
+  });
+  const log = () => {
+    try {
+      return `${readFileSync(join(dir, 'pgbouncer.log'), 'utf8')}${stderr}`;
+    } catch {
+      return stderr;
+    }
+  };
+  const url = (user: string, database: string) => {
+    const password = options.users.find((u) => u.name === user)?.password ?? '';
+    return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
+  };
+  const stop = async () => {
+    if (!exited) {
+      child.kill('SIGINT');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exit;
+      clearTimeout(killer);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', () => {
+    if (!exited) child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const adminQuery = async <T extends pg.QueryResultRow>(command: string): Promise<T[]> => {
+    const client = new pg.Client({ connectionString: url(admin.name, 'pgbouncer') });
+    await client.connect();
+    try {
+      // The admin console speaks only the simple protocol: no parameters.
+      return (await client.query<T>(command)).rows;
+    } finally {
+      await client.end();
+    }
+  };
+  try {
+    await waitUntil(
+      async () => {
+        if (exited) throw new Error(`pgbouncer exited:\n${log()}`);
+        await adminQuery('SHOW VERSION');
+        return true;
+      },
+      { timeoutMs: 60_000, intervalMs: 100, what: 'pgbouncer accepting connections' },
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { port, url, admin: adminQuery, config, log, stop };
+}
