@@ -95,7 +95,7 @@ describe('session-scoped SQL', () => {
 
   test('transaction-scoped forms and ordinary SQL pass', () => {
     const good = [
-      'sql`update products set stock = stock - 1 where id = ${id}`',
+      'sql`update products set stock = stock - 1 where id = $1`',
       "db.updateTable('orders').set({ status: 'paid' })",
       "client.query('UPDATE t SET x = 1')",
       "sql`select set_config('lock_timeout', '1s', true)`",
