@@ -24,7 +24,14 @@ import { storableText } from './infra/http/storable-text.js';
 import { validation } from './infra/http/validation.js';
 import { createLifecycle, type Lifecycle } from './infra/lifecycle.js';
 import { createLogger } from './infra/logger.js';
-import { createMetrics, httpMetrics, type Metrics, metricsRoute, unmatchedRoute } from './infra/metrics.js';
+import {
+  acceptedMetricsTokens,
+  createMetrics,
+  httpMetrics,
+  type Metrics,
+  metricsRoute,
+  unmatchedRoute,
+} from './infra/metrics.js';
 import {
   type CounterStore,
   createMemoryCounterStore,
@@ -177,7 +184,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     router,
     primary: database.db,
     redis,
-    secret: config.auth.jwtSecret,
+    // Signed with the current JWT key, verified with the whole ring: rotating it keeps positions valid.
+    secrets: [config.auth.jwtSecret, ...config.auth.jwtNextSecrets, ...config.auth.jwtPreviousSecrets],
     // A replica in use has replayed everything older than its time-lag limit (plus the checks'
     // spacing): past that, no replica needs a client's position (read-your-writes.ts).
     ttlSeconds: Math.max(60, Math.ceil(2 * (replicas.maxLagSeconds + (3 * replicas.checkIntervalMs) / 1000))),
@@ -298,7 +306,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   }
   // With a metrics port of its own, /metrics is served there only: on the shared main port a
   // scrape would see one random worker's numbers (guide correction 9).
-  if (config.metrics.port === undefined) metricsRoute(app, metrics, config.metrics.token);
+  if (config.metrics.port === undefined) metricsRoute(app, metrics, acceptedMetricsTokens(config.metrics));
   const schema = createSchemaMonitor(database.db, database.engine);
   healthRoutes(app, lifecycle, {
     database: () => database.ping(1000),

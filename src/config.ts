@@ -86,6 +86,8 @@ export interface Config {
   };
   readonly metrics: {
     readonly token: string | undefined;
+    /** Tokens still accepted while scrapers move to `token` (rotation). */
+    readonly previousTokens: readonly string[];
     /**
      * When set, each process serves /metrics on its own port (this + `instance`) instead of the main
      * port: under PM2 every worker is scraped and the totals add up.
@@ -107,8 +109,12 @@ export interface Config {
     readonly release: string;
   };
   readonly auth: {
-    /** HMAC key for access tokens (HS256). */
+    /** HMAC key that signs access tokens (HS256): the key ring's current key (decision 0055). */
     readonly jwtSecret: string;
+    /** Keys that still verify tokens they signed (rotation step 2 → 3). */
+    readonly jwtPreviousSecrets: readonly string[];
+    /** Keys that verify but do not sign yet (rotation step 1 → 2). */
+    readonly jwtNextSecrets: readonly string[];
     /** True when JWT_SECRET was unset and a random per-process key was made (development only). */
     readonly jwtSecretGenerated: boolean;
     readonly issuer: string;
@@ -248,6 +254,14 @@ class EnvReader {
       );
       return undefined;
     }
+  }
+
+  /** A comma-separated list of secrets (NAME or NAME_FILE); empty when unset. */
+  secretList(name: string, description: string): string[] {
+    return (this.secret(name, description) ?? '')
+      .split(/[,\n]/)
+      .map((item) => item.trim())
+      .filter((item) => item !== '');
   }
 
   int(name: string, def: number, min: number, max: number, description: string): number {
@@ -617,6 +631,12 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     'METRICS_TOKEN',
     'When set, /metrics requires `Authorization: Bearer <token>`.',
   );
+  const metricsPreviousTokens = r.secretList(
+    'METRICS_TOKEN_PREVIOUS',
+    'Comma-separated metrics tokens still accepted besides METRICS_TOKEN, while scrapers move to the new one (README: Rotating secrets).',
+  );
+  if (metricsPreviousTokens.length > 0 && metricsToken === undefined)
+    r.problem('METRICS_TOKEN_PREVIOUS needs METRICS_TOKEN (the token scrapers move to)');
   const metricsPort = r.int(
     'METRICS_PORT',
     0,
@@ -662,6 +682,23 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     r.problem(
       'JWT_SECRET is required in production (at least 32 random bytes, e.g. `openssl rand -base64 48`)',
     );
+  }
+  const jwtPreviousSecrets = r.secretList(
+    'JWT_SECRET_PREVIOUS',
+    'Comma-separated former signing keys: tokens they signed still verify until they expire; new tokens are signed with JWT_SECRET. Drop a key here one access-token lifetime after it stopped signing (README: Rotating secrets).',
+  );
+  const jwtNextSecrets = r.secretList(
+    'JWT_SECRET_NEXT',
+    'Comma-separated signing keys about to be promoted: they verify tokens but sign none yet, so servers promoted earlier can already sign with them (README: Rotating secrets).',
+  );
+  if (jwtSecretGiven === undefined && jwtPreviousSecrets.length + jwtNextSecrets.length > 0)
+    r.problem('JWT_SECRET_PREVIOUS and JWT_SECRET_NEXT need JWT_SECRET (the key that signs)');
+  for (const [name, keys] of [
+    ['JWT_SECRET_PREVIOUS', jwtPreviousSecrets],
+    ['JWT_SECRET_NEXT', jwtNextSecrets],
+  ] as const) {
+    if (nodeEnv === 'production' && keys.some((key) => Buffer.byteLength(key) < 32))
+      r.problem(`every key in ${name} must be at least 32 bytes in production`);
   }
   const jwtIssuer = r.string('JWT_ISSUER', 'shipshape', 'The `iss` claim of access tokens.');
   const jwtAudience = r.string('JWT_AUDIENCE', 'shipshape-api', 'The `aud` claim of access tokens.');
@@ -858,6 +895,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     },
     metrics: {
       token: metricsToken,
+      previousTokens: metricsPreviousTokens,
       port: metricsPort === 0 ? undefined : metricsPort + appInstance,
       instance: appInstance,
     },
@@ -870,6 +908,8 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     auth: {
       jwtSecret: jwtSecretGiven ?? randomBytes(48).toString('base64'),
       jwtSecretGenerated: jwtSecretGiven === undefined,
+      jwtPreviousSecrets,
+      jwtNextSecrets,
       issuer: jwtIssuer,
       audience: jwtAudience,
       accessTokenTtlSeconds,

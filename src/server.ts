@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import type { Config } from './config.js';
-import { startMetricsServer } from './infra/metrics.js';
+import { acceptedMetricsTokens, startMetricsServer } from './infra/metrics.js';
 import { installGracefulShutdown } from './infra/shutdown.js';
 import { listenProblem, nextSteps, waitUntilServable } from './infra/startup.js';
 import { describeDatabase } from './lib/targets.js';
@@ -33,7 +33,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     const metricsServer = await startMetricsServer(app.metrics, {
       host: config.server.host,
       port: metricsPort,
-      token: config.metrics.token,
+      tokens: acceptedMetricsTokens(config.metrics),
       // On this worker's own port, so `npm run pm2:reload` can check every worker, not a random one.
       ready: async () => {
         const res = await app.inject({ method: 'GET', url: '/ready' });

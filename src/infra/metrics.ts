@@ -73,17 +73,28 @@ export function httpMetrics(app: FastifyInstance, metrics: Metrics): void {
   });
 }
 
-/** Whether an Authorization header carries the metrics token (always, when none is configured). */
-export function metricsAuthorized(header: string | undefined, token: string | undefined): boolean {
-  if (token === undefined) return true;
+/** The tokens /metrics accepts: the current one and those being rotated out; none: open. */
+export function acceptedMetricsTokens(config: {
+  readonly token: string | undefined;
+  readonly previousTokens: readonly string[];
+}): readonly string[] {
+  return config.token === undefined ? [] : [config.token, ...config.previousTokens];
+}
+
+/** Whether an Authorization header carries an accepted metrics token (always, when none is configured). */
+export function metricsAuthorized(header: string | undefined, tokens: readonly string[]): boolean {
+  if (tokens.length === 0) return true;
   const given = header?.startsWith('Bearer ') ? header.slice(7) : '';
-  return secretsEqual(given, token);
+  // Every token is compared, so the time taken does not say which one (if any) matched.
+  let matched = false;
+  for (const token of tokens) matched = secretsEqual(given, token) || matched;
+  return matched;
 }
 
 /** GET /metrics on the main port, behind a bearer token when one is configured. */
-export function metricsRoute(app: FastifyInstance, metrics: Metrics, token: string | undefined): void {
+export function metricsRoute(app: FastifyInstance, metrics: Metrics, tokens: readonly string[]): void {
   app.get('/metrics', { schema: { hide: true }, config: { rateLimit: false } }, async (request, reply) => {
-    if (!metricsAuthorized(request.headers.authorization, token)) {
+    if (!metricsAuthorized(request.headers.authorization, tokens)) {
       throw new UnauthenticatedError('A valid metrics token is required.');
     }
     reply.type(metrics.registry.contentType);
@@ -100,7 +111,8 @@ export async function startMetricsServer(
   options: {
     host: string;
     port: number;
-    token: string | undefined;
+    /** Accepted bearer tokens (acceptedMetricsTokens); empty: open. */
+    tokens: readonly string[];
     /** This worker's own readiness (the main port's /ready), for checks that must reach every worker. */
     ready?: () => Promise<{ status: number; body: string }>;
   },
@@ -118,7 +130,7 @@ export async function startMetricsServer(
       res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found\n');
       return;
     }
-    if (!metricsAuthorized(req.headers.authorization, options.token)) {
+    if (!metricsAuthorized(req.headers.authorization, options.tokens)) {
       res
         .writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer' })
         .end('Unauthorized\n');

@@ -50,18 +50,29 @@ export interface ReadAfterTokens {
   verify(token: string | undefined): LsnKey | undefined;
 }
 
-/** Signed position tokens, keyed by a key derived from `secret` for this purpose only. */
-export function readAfterTokens(secret: string): ReadAfterTokens {
-  const key = Buffer.from(hkdfSync('sha256', secret, '', 'shipshape read-your-writes token', 32));
-  const mac = (lsn: string) => createHmac('sha256', key).update(lsn).digest('base64url').slice(0, 22);
+/**
+ * Signed position tokens, keyed by keys derived from the secrets for this purpose only: the first
+ * secret signs, every one verifies (the JWT key ring, so a rotation keeps positions valid).
+ */
+export function readAfterTokens(secrets: readonly string[]): ReadAfterTokens {
+  const keys = secrets.map((secret) =>
+    Buffer.from(hkdfSync('sha256', secret, '', 'shipshape read-your-writes token', 32)),
+  );
+  const [signing] = keys;
+  if (signing === undefined) throw new Error('readAfterTokens needs at least one secret');
+  const mac = (key: Buffer, lsn: string) =>
+    createHmac('sha256', key).update(lsn).digest('base64url').slice(0, 22);
   return {
-    sign: (lsn) => `${lsn}.${mac(lsn)}`,
+    sign: (lsn) => `${lsn}.${mac(signing, lsn)}`,
     verify(token) {
       if (token === undefined) return undefined;
       const match = tokenPattern.exec(token.trim());
       if (match === null) return undefined;
       const lsn = match[1] ?? '';
-      return secretsEqual(match[2] ?? '', mac(lsn)) && isLsnKey(lsn) ? lsn : undefined;
+      const given = match[2] ?? '';
+      let valid = false;
+      for (const key of keys) valid = secretsEqual(given, mac(key, lsn)) || valid;
+      return valid && isLsnKey(lsn) ? lsn : undefined;
     },
   };
 }
@@ -91,7 +102,8 @@ export interface ReadRoutingOptions {
   readonly router: ReplicaRouter;
   readonly primary: Queryable;
   readonly redis: RedisHandle | undefined;
-  readonly secret: string;
+  /** The first signs, every one verifies. */
+  readonly secrets: readonly string[];
   readonly ttlSeconds: number;
   readonly logger: Logger;
 }
@@ -101,7 +113,7 @@ export function createReadRouting(options: ReadRoutingOptions): ReadRouting & {
   hooks(api: FastifyInstance): void;
 } {
   const { router, redis, logger } = options;
-  const tokens = readAfterTokens(options.secret);
+  const tokens = readAfterTokens(options.secrets);
   const ttlMs = options.ttlSeconds * 1000;
   if (redis !== undefined && typeof redis.client.readAfterRaise !== 'function') {
     redis.client.defineCommand('readAfterRaise', { numberOfKeys: 1, lua: raiseScript });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { jwtVerify, SignJWT } from 'jose';
+import { keyId } from '../../src/modules/auth/signing-keys.js';
 import { createTokenService, newRefreshToken } from '../../src/modules/auth/tokens.js';
 import { testConfig } from '../helper.js';
 
@@ -58,6 +59,7 @@ describe('access tokens', () => {
     assert.deepEqual(JSON.parse(Buffer.from(header ?? '', 'base64url').toString()), {
       alg: 'HS256',
       typ: 'at+jwt',
+      kid: keyId(config.jwtSecret),
     });
     const body = JSON.parse(Buffer.from(payload ?? '', 'base64url').toString());
     assert.deepEqual(Object.keys(body).sort(), ['aud', 'exp', 'iat', 'iss', 'role', 'sid', 'sub']);

@@ -2,15 +2,19 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 import type { Config } from '../../config.js';
 import { UnauthenticatedError } from '../../lib/errors.js';
 import type { UserRole } from '../users/users.table.js';
+import { createKeyRing } from './signing-keys.js';
 
 /**
- * Access tokens: short-lived JWTs (RFC 7519), HS256, header `{"alg":"HS256","typ":"at+jwt"}`
- * (RFC 9068), claims iss, aud, sub (user id), sid (session id), role, iat and exp.
+ * Access tokens: short-lived JWTs (RFC 7519), HS256, header `{"alg":"HS256","typ":"at+jwt","kid":…}`
+ * (RFC 9068), claims iss, aud, sub (user id), sid (session id), role, iat and exp. The `kid` names
+ * the key of the ring (signing-keys.ts, decision 0055) that signed it: the current key signs, the
+ * current, previous and next keys verify, and a token whose kid is not in the ring is refused
+ * before any MAC is computed.
  *
  * Signed and verified with node:crypto's synchronous HMAC: about 4 µs a verification, where a
  * WebCrypto-based library took about 100 µs (its operations hop through the thread pool) on every
  * authenticated request (docs/decisions/0009-jwt-with-node-crypto.md). Verification accepts exactly
- * one header, so `alg: none`, another algorithm or another token type never reaches the signature
+ * the headers we issue (one per key of the ring), so `alg: none`, another algorithm or another token type never reaches the signature
  * check; the signature is compared in constant time; every claim is checked. The tests verify our
  * tokens with an independent JWT library, and attack ours with tokens minted by it.
  *
@@ -42,7 +46,13 @@ export interface TokenService {
   verifyAccessToken(token: string): Promise<AccessClaims>;
 }
 
-const header = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'at+jwt' })).toString('base64url');
+const encodeHeader = (fields: Record<string, string>) =>
+  Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'at+jwt', ...fields })).toString('base64url');
+/**
+ * Tokens issued before key ids (decision 0055): accepted only when the current key signed them, so
+ * tokens in flight during the upgrade keep working and a rotation retires them like any other.
+ */
+const headerWithoutKid = encodeHeader({});
 /** Tolerated clock difference between the servers that issue and verify a token. */
 const clockToleranceSeconds = 5;
 const base64url = /^[A-Za-z0-9_-]+$/;
@@ -52,8 +62,17 @@ function invalid(): UnauthenticatedError {
 }
 
 export function createTokenService(config: Config['auth'], now: () => number = Date.now): TokenService {
-  const key = Buffer.from(config.jwtSecret, 'utf8');
-  const sign = (signingInput: string) => createHmac('sha256', key).update(signingInput).digest();
+  const ring = createKeyRing({
+    current: config.jwtSecret,
+    previous: config.jwtPreviousSecrets,
+    next: config.jwtNextSecrets,
+  });
+  const sign = (key: Buffer, signingInput: string) => createHmac('sha256', key).update(signingInput).digest();
+  const header = encodeHeader({ kid: ring.current.kid });
+  // The exact headers we accept, each with its one key: no header is parsed, no kid is looked up
+  // by anything but string equality.
+  const verifiers = new Map<string, Buffer>(ring.verifying.map((k) => [encodeHeader({ kid: k.kid }), k.key]));
+  verifiers.set(headerWithoutKid, ring.current.key);
 
   return {
     async issueAccessToken({ userId, sessionId, role, sessionExpiresAt }) {
@@ -75,7 +94,7 @@ export function createTokenService(config: Config['auth'], now: () => number = D
       ).toString('base64url');
       const signingInput = `${header}.${payload}`;
       return {
-        accessToken: `${signingInput}.${sign(signingInput).toString('base64url')}`,
+        accessToken: `${signingInput}.${sign(ring.current.key, signingInput).toString('base64url')}`,
         expiresIn: expiresAt - issuedAt,
       };
     },
@@ -84,9 +103,11 @@ export function createTokenService(config: Config['auth'], now: () => number = D
       const parts = token.split('.');
       if (parts.length !== 3) throw invalid();
       const [givenHeader, payload = '', signature = ''] = parts;
-      // The one header we issue, byte for byte: no algorithm or type negotiation at all.
-      if (givenHeader !== header || !base64url.test(payload) || !base64url.test(signature)) throw invalid();
-      const expected = sign(`${header}.${payload}`);
+      // A header we issue, byte for byte: no algorithm or type negotiation at all, and a kid of
+      // a key in the ring (an unknown or retired kid is simply not there).
+      const key = verifiers.get(givenHeader ?? '');
+      if (key === undefined || !base64url.test(payload) || !base64url.test(signature)) throw invalid();
+      const expected = sign(key, `${givenHeader}.${payload}`);
       const given = Buffer.from(signature, 'base64url');
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalid();
       // One string per token: the last character has spare bits that decode to the same bytes
