@@ -24,15 +24,10 @@ function ring(env: Record<string, string>) {
   return createTokenService(testConfig(env).auth);
 }
 
+const subject = { userId: 'u-1', sessionId: 's-1', role: 'customer', sessionExpiresAt: farFuture } as const;
+
 async function issue(tokens: ReturnType<typeof createTokenService>): Promise<string> {
-  return (
-    await tokens.issueAccessToken({
-      userId: 'u-1',
-      sessionId: 's-1',
-      role: 'customer',
-      sessionExpiresAt: farFuture,
-    })
-  ).accessToken;
+  return (await tokens.issueAccessToken(subject)).accessToken;
 }
 
 function kidOf(token: string): unknown {
