@@ -387,6 +387,7 @@ export interface operations {
   revokeSession: {
     parameters: {
       path: {
+        /** @description A UUID. */
         id: string;
       };
     };
@@ -849,7 +850,7 @@ export interface operations {
         "application/json": {
           /** @description Free text (no NUL characters). */
           description?: string;
-          /** @description Not blank; no control characters. */
+          /** @description Not blank; no control characters, no bidirectional controls and no zero-width or invisible characters. */
           name: string;
           /** @description A decimal amount with at most two places, as a string: "19.99". */
           price: string;
@@ -1016,7 +1017,7 @@ export interface operations {
         "application/json": {
           /** @description Free text (no NUL characters). */
           description?: string;
-          /** @description Not blank; no control characters. */
+          /** @description Not blank; no control characters, no bidirectional controls and no zero-width or invisible characters. */
           name?: string;
           /** @description A decimal amount with at most two places, as a string: "19.99". */
           price?: string;
@@ -1138,6 +1139,7 @@ export interface operations {
   getUser: {
     parameters: {
       path: {
+        /** @description A UUID. */
         id: string;
       };
     };
@@ -1184,6 +1186,7 @@ export interface operations {
   updateUser: {
     parameters: {
       path: {
+        /** @description A UUID. */
         id: string;
       };
     };

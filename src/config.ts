@@ -122,6 +122,8 @@ export interface Config {
     readonly accessTokenTtlSeconds: number;
     readonly refreshAbsoluteTtlSeconds: number;
     readonly refreshIdleTtlSeconds: number;
+    /** A spent refresh token presented again this soon gets a new token instead of ending the login (0: off). */
+    readonly refreshReuseIntervalSeconds: number;
     readonly passwordAlgorithm: 'argon2id' | 'bcrypt';
     readonly argon2: {
       readonly memoryKib: number;
@@ -717,6 +719,13 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     31_536_000,
     'A refresh token unused this long is dead (7 days).',
   );
+  const refreshReuseIntervalSeconds = r.int(
+    'REFRESH_TOKEN_REUSE_INTERVAL_SECONDS',
+    0,
+    0,
+    60,
+    'A spent refresh token presented again within this many seconds of its first use gets a new token of the same login instead of ending it as theft (two tabs, a retried request). 0, the default, is strict RFC 9700 reuse detection; see docs/decisions/0050-refresh-token-reuse-interval.md.',
+  );
   const passwordAlgorithm = r.oneOf(
     'PASSWORD_HASH_ALGORITHM',
     ['argon2id', 'bcrypt'] as const,
@@ -915,6 +924,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       accessTokenTtlSeconds,
       refreshAbsoluteTtlSeconds,
       refreshIdleTtlSeconds,
+      refreshReuseIntervalSeconds,
       passwordAlgorithm,
       argon2: { memoryKib: argon2MemoryKib, iterations: argon2Iterations, parallelism: argon2Parallelism },
       bcryptCost,

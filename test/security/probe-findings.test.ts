@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
-import { buildTestApp, captureLogs } from '../helper.js';
+import { buildTestApp, captureLogs, engines, skipEngine } from '../helper.js';
+import { createProduct } from '../products/support.js';
 import { type Account, bearer, createAdmin, login, registerUser } from '../support/accounts.js';
 
 /**
@@ -250,4 +252,196 @@ describe('security probe 2026-12-02: worth fixing', () => {
     assert.equal((await me(sign({ ...claims, nbf: now + 60 }))).statusCode, 401, 'nbf in the future');
     assert.equal((await me(sign({ ...claims, nbf: 'soon' }))).statusCode, 401, 'nbf not a number');
   });
+
+  test('finding 13: a signed token naming a session the database never had, or another user’s, is refused', async () => {
+    const account = await registerUser(app);
+    const other = await registerUser(app);
+    const me = (token: string) => app.inject({ url: '/api/users/me', headers: bearer(token) });
+    const claimsOf = (token: string) =>
+      JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8'));
+    const claims = claimsOf(account.accessToken);
+    assert.equal((await me(sign(claims))).statusCode, 200, 'the same claims, signed here, are accepted');
+    const missing = await me(sign({ ...claims, sid: randomUUID() }));
+    assert.equal(missing.statusCode, 401);
+    assert.equal(missing.json().code, 'UNAUTHENTICATED');
+    const foreign = await me(sign({ ...claims, sid: claimsOf(other.accessToken).sid }));
+    assert.equal(foreign.statusCode, 401, 'a session of another user');
+    assert.equal((await me(account.accessToken)).statusCode, 200, 'the real token still works');
+  });
+
+  test('finding 17: a missing file under /docs/static is a 404, a wrong method there still a 405', async () => {
+    const missing = await app.inject({ url: '/docs/static/nope.js' });
+    assert.equal(missing.statusCode, 404);
+    assert.equal(missing.json().code, 'NOT_FOUND');
+    assert.equal((await app.inject({ method: 'HEAD', url: '/docs/static/nope.js' })).statusCode, 404);
+    const css = await app.inject({ url: '/docs/static/swagger-ui.css' });
+    assert.equal(css.statusCode, 200, 'a file that exists is served');
+    const post = await app.inject({ method: 'POST', url: '/docs/static/nope.js' });
+    assert.equal(post.statusCode, 405);
+    assert.match(String(post.headers.allow), /GET/);
+  });
+
+  test('finding 18: ids in paths work in either case on users, sessions, products and orders; answers are lower case', async () => {
+    const admin = await createAdmin(app);
+    const account = await registerUser(app);
+    const upper = (id: string) => id.toUpperCase();
+    const own = await app.inject({
+      url: `/api/users/${upper(account.user.id)}`,
+      headers: bearer(account.accessToken),
+    });
+    assert.equal(own.statusCode, 200, own.body);
+    assert.equal(own.json().id, account.user.id);
+
+    const patched = await app.inject({
+      method: 'PATCH',
+      url: `/api/users/${upper(account.user.id)}`,
+      headers: bearer(admin.accessToken),
+      payload: { role: 'customer' },
+    });
+    assert.equal(patched.statusCode, 200, patched.body);
+    assert.equal(patched.json().id, account.user.id);
+    const self = await app.inject({
+      method: 'PATCH',
+      url: `/api/users/${upper(admin.user.id)}`,
+      headers: bearer(admin.accessToken),
+      payload: { isActive: false },
+    });
+    assert.equal(self.statusCode, 409, 'the guard on oneself holds in upper case too');
+    const someoneElse = await app.inject({
+      url: `/api/users/${upper(admin.user.id)}`,
+      headers: bearer(account.accessToken),
+    });
+    assert.equal(someoneElse.statusCode, 404, 'another user’s account, in upper case, is still a 404');
+
+    const product = await createProduct(app, admin);
+    const read = await app.inject({ url: `/api/products/${upper(product.id)}` });
+    assert.equal(read.statusCode, 200);
+    assert.equal(read.json().id, product.id);
+    const order = await app.inject({
+      method: 'POST',
+      url: '/api/orders',
+      headers: bearer(account.accessToken),
+      payload: { items: [{ productId: upper(product.id), quantity: 1 }] },
+    });
+    assert.equal(order.statusCode, 201, order.body);
+    assert.equal(order.json().items[0].productId, product.id);
+    const orderRead = await app.inject({
+      url: `/api/orders/${upper(order.json().id)}`,
+      headers: bearer(account.accessToken),
+    });
+    assert.equal(orderRead.statusCode, 200);
+    assert.equal(orderRead.json().id, order.json().id);
+    for (const id of [account.user.id, product.id, order.json().id]) assert.equal(id, id.toLowerCase());
+
+    const second = (await login(app, account.email, account.password)).json();
+    const sessions = await app.inject({ url: '/api/auth/sessions', headers: bearer(account.accessToken) });
+    const other = sessions.json().items.find((s: { current: boolean }) => !s.current);
+    assert.ok(other, 'a second session');
+    assert.equal(other.id, other.id.toLowerCase());
+    const revoked = await app.inject({
+      method: 'DELETE',
+      url: `/api/auth/sessions/${upper(other.id)}`,
+      headers: bearer(account.accessToken),
+    });
+    assert.equal(revoked.statusCode, 204, revoked.body);
+    const me = await app.inject({ url: '/api/users/me', headers: bearer(second.accessToken) });
+    assert.equal(me.statusCode, 401, 'the session revoked by its upper-case id has ended');
+  });
+
+  test('finding 20: bidi controls, zero-width and C1 characters are refused in product names', async () => {
+    const admin = await createAdmin(app);
+    const hidden = {
+      'right-to-left override': '\u202e',
+      'left-to-right embedding': '\u202a',
+      'first strong isolate': '\u2068',
+      'pop directional isolate': '\u2069',
+      'right-to-left mark': '\u200f',
+      'arabic letter mark': '\u061c',
+      'zero-width space': '\u200b',
+      'zero-width joiner': '\u200d',
+      'word joiner': '\u2060',
+      'byte order mark': '\ufeff',
+      'next line (C1)': '\u0085',
+    };
+    for (const [what, char] of Object.entries(hidden)) {
+      const created = await app.inject({
+        method: 'POST',
+        url: '/api/products',
+        headers: bearer(admin.accessToken),
+        payload: { sku: `BIDI-${randomUUID().slice(0, 8)}`, name: `Mug${char}gum`, price: '1.00', stock: 1 },
+      });
+      assert.equal(created.statusCode, 400, what);
+      assert.equal(created.json().code, 'VALIDATION_FAILED', what);
+      assert.equal(created.json().errors[0].path, '/body/name', what);
+    }
+    const product = await createProduct(app, admin, { name: 'Café mug 咖啡杯 ☕ — déjà vu' });
+    assert.equal(product.name, 'Café mug 咖啡杯 ☕ — déjà vu', 'letters, symbols and punctuation are fine');
+    const patched = await app.inject({
+      method: 'PATCH',
+      url: `/api/products/${product.id}`,
+      headers: bearer(admin.accessToken),
+      payload: { name: 'exe.\u202etxt' },
+    });
+    assert.equal(patched.statusCode, 400, 'an update is checked too');
+  });
 });
+
+for (const engine of engines) {
+  describe(`security probe 2026-12-02, finding 12: the refresh-token reuse interval (${engine})`, {
+    skip: await skipEngine(engine),
+  }, () => {
+    let strict: FastifyInstance;
+    let lenient: FastifyInstance;
+    before(async () => {
+      strict = await buildTestApp({ engine });
+      lenient = await buildTestApp({ engine, env: { REFRESH_TOKEN_REUSE_INTERVAL_SECONDS: '1' } });
+    });
+    after(async () => {
+      await strict?.close();
+      await lenient?.close();
+    });
+
+    const refresh = (app: FastifyInstance, refreshToken: string) =>
+      app.inject({ method: 'POST', url: '/api/auth/refresh', payload: { refreshToken } });
+    const me = async (app: FastifyInstance, token: string) =>
+      (await app.inject({ url: '/api/users/me', headers: bearer(token) })).statusCode;
+
+    test('off by default: a second use of a spent token ends the session', async () => {
+      assert.equal(strict.config.auth.refreshReuseIntervalSeconds, 0);
+      const account = await registerUser(strict);
+      const first = await refresh(strict, account.refreshToken);
+      assert.equal(first.statusCode, 200);
+      assert.equal((await refresh(strict, account.refreshToken)).statusCode, 401);
+      assert.equal(await me(strict, first.json().accessToken), 401, 'the whole session is revoked');
+    });
+
+    test('within the interval, concurrent and repeated uses each get a working token of the same session', async () => {
+      const account = await registerUser(lenient);
+      const answers = await Promise.all([1, 2, 3].map(() => refresh(lenient, account.refreshToken)));
+      assert.deepEqual(
+        answers.map((a) => a.statusCode),
+        [200, 200, 200],
+        answers.map((a) => a.body).join('\n'),
+      );
+      const tokens = answers.map((a) => a.json());
+      assert.equal(
+        new Set(tokens.map((t) => t.refreshToken)).size,
+        3,
+        'each answer has its own refresh token',
+      );
+      for (const t of tokens) assert.equal(await me(lenient, t.accessToken), 200);
+      assert.equal(await me(lenient, account.accessToken), 200, 'the session lives on');
+      for (const t of tokens) assert.equal((await refresh(lenient, t.refreshToken)).statusCode, 200);
+    });
+
+    test('after the interval, a second use is theft again: 401 and the session revoked', async () => {
+      const account = await registerUser(lenient);
+      const first = await refresh(lenient, account.refreshToken);
+      assert.equal(first.statusCode, 200);
+      await sleep(2100); // the interval is 1 s: whatever the machine's load, this is past it
+      assert.equal((await refresh(lenient, account.refreshToken)).statusCode, 401);
+      assert.equal(await me(lenient, first.json().accessToken), 401, 'the session is revoked');
+      assert.equal((await refresh(lenient, first.json().refreshToken)).statusCode, 401);
+    });
+  });
+}

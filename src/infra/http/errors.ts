@@ -167,7 +167,9 @@ export function errorHandling(app: FastifyInstance, onServerError?: ServerErrorL
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?', 1)[0] ?? '/';
     const allowed = allowedMethods(methods, path);
-    if (allowed.length > 0) {
+    // A route that answers this method and still found nothing (a missing file under a wildcard
+    // such as /docs/static/*) is a 404; a 405 is only for methods the path does not answer.
+    if (allowed.length > 0 && !allowed.includes(request.method)) {
       reply.header('allow', allowed.join(', '));
       return sendProblem(reply, 405, ErrorCode.METHOD_NOT_ALLOWED, `${request.method} is not allowed here.`);
     }

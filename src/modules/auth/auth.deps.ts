@@ -39,7 +39,7 @@ export function createAuthMetrics(registry: Registry): AuthMetrics {
     }),
     refreshes: new Counter({
       name: 'auth_refreshes_total',
-      help: 'Refresh-token exchanges by result (success, invalid, reuse).',
+      help: 'Refresh-token exchanges by result (success, invalid, reuse, reuse_within_interval).',
       labelNames: ['result'],
       registers: [registry],
     }),

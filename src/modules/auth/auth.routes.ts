@@ -205,7 +205,7 @@ export function authRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: Ra
       preHandler: requireAuth,
     },
     async (request, reply) => {
-      await authService.revokeOwnSession(deps, authOf(request).userId, request.params.id);
+      await authService.revokeOwnSession(deps, authOf(request).userId, request.params.id.toLowerCase());
       reply.code(204);
     },
   );

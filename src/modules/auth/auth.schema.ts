@@ -1,4 +1,5 @@
 import { Type } from 'typebox';
+import { IdSchema } from '../products/products.schema.js';
 import { EmailSchema, PasswordSchema, UsernameSchema, UserSchema } from '../users/users.schema.js';
 
 export const RegisterBody = Type.Object(
@@ -55,7 +56,5 @@ export const SessionsResponse = Type.Object(
   { items: Type.Array(SessionSchema) },
   { additionalProperties: false },
 );
-export const SessionIdParams = Type.Object(
-  { id: Type.String({ format: 'uuid' }) },
-  { additionalProperties: false },
-);
+/** A UUID in either case; the route lower-cases it (ids are stored so). */
+export const SessionIdParams = Type.Object({ id: IdSchema }, { additionalProperties: false });

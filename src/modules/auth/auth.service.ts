@@ -1,3 +1,5 @@
+import { readDatabaseNow } from '../../db/clock.js';
+import type { Queryable } from '../../db/database.js';
 import { NotFoundError, UnauthenticatedError } from '../../lib/errors.js';
 import * as usersRepository from '../users/users.repository.js';
 import { createUser, tooManyAttempts } from '../users/users.service.js';
@@ -145,7 +147,13 @@ async function startVerifiedSession(
 }
 
 type RotationOutcome =
-  | { kind: 'rotated'; user: UserRow; session: SessionRow; refreshToken: string }
+  | {
+      kind: 'rotated';
+      user: UserRow;
+      session: SessionRow;
+      refreshToken: string;
+      withinReuseInterval: boolean;
+    }
   | { kind: 'invalid' }
   | { kind: 'reuse'; sessionId: string; userId: string };
 
@@ -153,7 +161,9 @@ type RotationOutcome =
  * Exchanges a refresh token for a new pair, in one transaction. The presented token is spent by a
  * conditional update, so of two concurrent uses exactly one succeeds. Presenting a spent token is
  * treated as theft (RFC 9700 §4.14): the whole session — every token descended from that login —
- * is revoked.
+ * is revoked. With REFRESH_TOKEN_REUSE_INTERVAL_SECONDS above 0, a spent token presented again
+ * within that many seconds of its first use (by the database's clock) gets a new token of the same
+ * session instead (decision 0050; security probe 2026-12-02, finding 12).
  */
 export async function refresh(deps: AuthDeps, refreshToken: string): Promise<Tokens> {
   const tokenHash = hashRefreshToken(refreshToken);
@@ -163,15 +173,24 @@ export async function refresh(deps: AuthDeps, refreshToken: string): Promise<Tok
     if (found === undefined) return { kind: 'invalid' };
     const { session } = found;
     if (session.revoked_at !== null) return { kind: 'invalid' };
-    if (found.spent_at !== null) return { kind: 'reuse', sessionId: session.id, userId: session.user_id };
+    const reuse = { kind: 'reuse', sessionId: session.id, userId: session.user_id } as const;
+    let withinReuseInterval = false;
+    if (found.spent_at !== null) {
+      if (!(await spentWithinReuseInterval(trx, deps, found.spent_at))) return reuse;
+      withinReuseInterval = true;
+    }
     if (found.token_expires_at <= now || session.expires_at <= now) return { kind: 'invalid' };
-    if (!(await sessionsRepository.spendRefreshToken(trx, tokenHash, now))) {
-      return { kind: 'reuse', sessionId: session.id, userId: session.user_id };
+    if (!withinReuseInterval && !(await sessionsRepository.spendRefreshToken(trx, deps.engine, tokenHash))) {
+      // A concurrent refresh spent it first (it committed while this one waited for the row).
+      const spent = (await sessionsRepository.findRefreshToken(trx, tokenHash))?.spent_at ?? null;
+      if (spent === null || !(await spentWithinReuseInterval(trx, deps, spent))) return reuse;
+      withinReuseInterval = true;
     }
     const user = await usersRepository.findUserById(trx, session.user_id);
     if (user === undefined || user.deactivated_at !== null) return { kind: 'invalid' };
     await sessionsRepository.touchSession(trx, session.id, now);
-    return { kind: 'rotated', user, session, refreshToken: await issueRefreshToken(trx, deps, session) };
+    const next = await issueRefreshToken(trx, deps, session);
+    return { kind: 'rotated', user, session, refreshToken: next, withinReuseInterval };
   });
 
   if (outcome.kind === 'reuse') {
@@ -188,8 +207,28 @@ export async function refresh(deps: AuthDeps, refreshToken: string): Promise<Tok
     deps.metrics.refreshes.inc({ result: 'invalid' });
     throw invalidRefreshToken();
   }
-  deps.metrics.refreshes.inc({ result: 'success' });
+  if (outcome.withinReuseInterval) {
+    deps.metrics.refreshes.inc({ result: 'reuse_within_interval' });
+    deps.logger.info(
+      {
+        event: 'refresh_token_reuse_within_interval',
+        userId: outcome.user.id,
+        sessionId: outcome.session.id,
+      },
+      'spent refresh token presented again within the reuse interval: a new token of the same session',
+    );
+  } else {
+    deps.metrics.refreshes.inc({ result: 'success' });
+  }
   return tokensFor(deps, outcome.user, outcome.session, outcome.refreshToken);
+}
+
+/** Whether a token spent at `spentAt` (database clock) is still inside the configured reuse interval. */
+async function spentWithinReuseInterval(trx: Queryable, deps: AuthDeps, spentAt: string): Promise<boolean> {
+  const interval = deps.config.refreshReuseIntervalSeconds;
+  if (interval <= 0) return false;
+  const dbNow = Date.parse(await readDatabaseNow(trx, deps.engine));
+  return dbNow - Date.parse(spentAt) <= interval * 1000;
 }
 
 /** Ends the session a refresh token belongs to. Unknown tokens are ignored: logout is idempotent. */

@@ -7,8 +7,10 @@ import { findSession } from './sessions.repository.js';
 
 /**
  * preHandler that requires `Authorization: Bearer <access token>` and sets `request.auth`.
- * Per request: one HMAC verification and one Map lookup for revocation; a database read only while
- * the revocation list cannot vouch for itself (polling has failed for a moment).
+ * Per request: one HMAC verification and two Map lookups (revoked? known?); a database read the
+ * first time this instance sees a session, and while the revocation list cannot vouch for itself
+ * (polling has failed for a moment). A session the database does not have, or that belongs to
+ * another user than the token names, ends the request like a revoked one: fail closed.
  */
 export function authenticate(deps: AuthDeps): preHandlerAsyncHookHandler {
   return async (request: FastifyRequest) => {
@@ -19,10 +21,11 @@ export function authenticate(deps: AuthDeps): preHandlerAsyncHookHandler {
     const claims = await deps.tokens.verifyAccessToken(header.slice(7).trim());
     const status = deps.revocations.status(claims.sessionId);
     if (status === 'revoked') throw new UnauthenticatedError('The session has ended.');
-    if (status === 'unknown') {
+    if (status === 'unknown' || !deps.revocations.isKnown(claims.sessionId, claims.userId)) {
       const session = await findSession(deps.db, claims.sessionId);
-      if (session === undefined || session.revoked_at !== null)
+      if (session === undefined || session.revoked_at !== null || session.user_id !== claims.userId)
         throw new UnauthenticatedError('The session has ended.');
+      deps.revocations.markKnown(session.id, session.user_id);
     }
     request.auth = { userId: claims.userId, sessionId: claims.sessionId, role: claims.role };
   };

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { readDatabaseNow } from '../../db/clock.js';
 import type { Db, Engine } from '../../db/database.js';
@@ -31,6 +32,15 @@ export interface RevocationList {
   /** Records revocations made by this instance (with the database's stamps), effective at once here. */
   markRevoked(revocations: ReadonlyArray<{ id: string; revoked_at: string }>): void;
   status(sessionId: string): 'revoked' | 'live' | 'unknown';
+  /**
+   * Whether this instance has seen the session, as a session of this user, in the database (or
+   * created it). 'live' only says
+   * "not known to be revoked": a session id the database never had must be looked up, once, so that
+   * a validly signed token naming a missing session fails closed (security probe 2026-12-02,
+   * finding 13). Bounded: the least recently used ids are forgotten first and looked up again.
+   */
+  isKnown(sessionId: string, userId: string): boolean;
+  markKnown(sessionId: string, userId: string): void;
 }
 
 export interface RevocationListOptions {
@@ -43,6 +53,8 @@ export interface RevocationListOptions {
   readonly overlapMs?: number;
   /** A monotonic clock for "how long since the last successful poll" (tests replace it). */
   readonly monotonicNow?: () => number;
+  /** How many existing sessions to remember (about 200 bytes each). */
+  readonly knownSessions?: number;
 }
 
 export function createRevocationList(db: Db, logger: Logger, options: RevocationListOptions): RevocationList {
@@ -52,6 +64,8 @@ export function createRevocationList(db: Db, logger: Logger, options: Revocation
   const monotonicNow = options.monotonicNow ?? (() => performance.now());
   /** Session id → revoked_at (database clock, ms since the epoch). */
   const revoked = new Map<string, number>();
+  /** Session id → its user's id, for sessions seen in the database. */
+  const known = new LRUCache<string, string>({ max: options.knownSessions ?? 100_000 });
   /** Where the next poll starts, in database time; undefined until the first poll succeeds. */
   let nextSince: number | undefined;
   let lastSuccess = Number.NEGATIVE_INFINITY;
@@ -104,6 +118,12 @@ export function createRevocationList(db: Db, logger: Logger, options: Revocation
     status(sessionId) {
       if (revoked.has(sessionId)) return 'revoked';
       return monotonicNow() - lastSuccess <= staleAfterMs ? 'live' : 'unknown';
+    },
+    isKnown(sessionId, userId) {
+      return known.get(sessionId) === userId;
+    },
+    markKnown(sessionId, userId) {
+      known.set(sessionId, userId);
     },
   };
 }

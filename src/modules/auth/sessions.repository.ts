@@ -95,12 +95,13 @@ export async function findRefreshToken(
 
 /**
  * Marks a token spent, only if it is not spent yet: of two concurrent refreshes with one token,
- * exactly one gets true (the other is a reuse).
+ * exactly one gets true (the other is a reuse). Stamped by the database's clock, which the reuse
+ * interval is measured against on every instance.
  */
-export async function spendRefreshToken(db: Queryable, tokenHash: string, now: string): Promise<boolean> {
+export async function spendRefreshToken(db: Queryable, engine: Engine, tokenHash: string): Promise<boolean> {
   const result = await db
     .updateTable('refresh_tokens')
-    .set({ spent_at: now })
+    .set({ spent_at: databaseNow(engine) })
     .where('token_hash', '=', tokenHash)
     .where('spent_at', 'is', null)
     .executeTakeFirst();

@@ -78,6 +78,8 @@ export async function tokensFor(
   session: SessionRow,
   refreshToken: string,
 ): Promise<Tokens> {
+  // This instance just wrote the session: its first request here needs no lookup.
+  deps.revocations.markKnown(session.id, session.user_id);
   const { accessToken, expiresIn } = await deps.tokens.issueAccessToken({
     userId: user.id,
     sessionId: session.id,

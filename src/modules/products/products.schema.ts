@@ -30,11 +30,21 @@ export const SkuSchema = Type.String({
   description: 'Stock-keeping unit: letters, digits, `.`, `_` or `-`; unique.',
 });
 export const skuRegExp = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/**
+ * Characters that change how the text around them is shown without being seen themselves: C0 and
+ * C1 controls, bidirectional controls (U+061C, U+200E/F, U+202A–E, U+2066–9) and zero-width or
+ * invisible characters (U+200B–D, U+2060–4, U+FEFF). In a name a storefront displays they can
+ * reorder or hide text (an "exe.txt" that reads "txt.exe"), so names refuse them (security probe
+ * 2026-12-02, finding 20; decision 0051).
+ */
+export const displayNamePattern =
+  '^[^\\x00-\\x1F\\x7F-\\x9F\\u061C\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u2064\\u2066-\\u2069\\uFEFF]+$';
 const NameSchema = Type.String({
   minLength: 1,
   maxLength: 200,
-  pattern: '^[^\\x00-\\x1F\\x7F]+$',
-  description: 'Not blank; no control characters.',
+  pattern: displayNamePattern,
+  description:
+    'Not blank; no control characters, no bidirectional controls and no zero-width or invisible characters.',
 });
 const DescriptionSchema = Type.String({
   maxLength: 5000,

@@ -134,10 +134,10 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
     },
     async (request) => {
       const auth = authOf(request);
+      const id = request.params.id.toLowerCase();
       // Someone else's account answers exactly like an account that does not exist.
-      if (auth.role !== 'admin' && auth.userId !== request.params.id)
-        throw new NotFoundError('No such user.');
-      return usersService.toUser(await usersService.getUser(deps.db, request.params.id));
+      if (auth.role !== 'admin' && auth.userId !== id) throw new NotFoundError('No such user.');
+      return usersService.toUser(await usersService.getUser(deps.db, id));
     },
   );
 
@@ -157,7 +157,12 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
     },
     async (request) =>
       usersService.toUser(
-        await usersService.adminUpdate(deps, authOf(request).userId, request.params.id, request.body),
+        await usersService.adminUpdate(
+          deps,
+          authOf(request).userId,
+          request.params.id.toLowerCase(),
+          request.body,
+        ),
       ),
   );
 }

@@ -1,5 +1,6 @@
 import { type Static, Type } from 'typebox';
 import { pageQueryProperties } from '../../lib/pagination.js';
+import { IdSchema } from '../products/products.schema.js';
 
 /** The public shape of a user: an allow-list, so a password hash can never be serialised. */
 export const UserSchema = Type.Object(
@@ -45,10 +46,8 @@ export const AdminUpdateBody = Type.Object(
   },
   { additionalProperties: false, minProperties: 1 },
 );
-export const UserIdParams = Type.Object(
-  { id: Type.String({ format: 'uuid' }) },
-  { additionalProperties: false },
-);
+/** A UUID in either case, as on products and orders; routes lower-case it (ids are stored so). */
+export const UserIdParams = Type.Object({ id: IdSchema }, { additionalProperties: false });
 export const ListUsersQuery = Type.Object({
   ...pageQueryProperties,
   q: Type.Optional(Type.String({ minLength: 1, maxLength: 254, description: 'Matches email or username.' })),
