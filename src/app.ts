@@ -47,6 +47,8 @@ import { staticFiles } from './infra/static-files.js';
 import { ErrorCode } from './lib/errors.js';
 import { createAuthDeps } from './modules/auth/auth.deps.js';
 import { authRoutes } from './modules/auth/auth.routes.js';
+import { flagsRoutes } from './modules/flags/flags.routes.js';
+import { createFeatureFlags, type FeatureFlags } from './modules/flags/flags.service.js';
 import { healthRoutes } from './modules/health/health.routes.js';
 import { createIdempotencyCleanup } from './modules/idempotency/idempotency.cleanup.js';
 import { createOrderMetrics } from './modules/orders/orders.metrics.js';
@@ -69,6 +71,8 @@ declare module 'fastify' {
     cache: Cache;
     /** Sentry, when SENTRY_DSN is set. */
     errorReporter: ErrorReporter | undefined;
+    /** Feature flags (src/modules/flags): defined in code, overridden at run time. */
+    flags: FeatureFlags;
   }
 }
 
@@ -173,6 +177,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // A CLI command (seed) or another process writing the same SQLite file: seen at the next read.
     ...(database.externalWrites === undefined ? {} : { externalWrites: database.externalWrites }),
   });
+  const flags = createFeatureFlags({
+    db: database.db,
+    cache,
+    registry: metrics.registry,
+    logger: logger.child({ component: 'flags' }),
+  });
   registerDatabasePoolMetrics(metrics.registry, database, config.database.poolMax);
   registerRuntimeMetrics(metrics.registry, config.build);
   const replicas = config.database.replicas;
@@ -213,6 +223,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       lockMs: config.idempotency.lockSeconds * 1000,
     },
     metrics: createOrderMetrics(metrics.registry),
+    flags,
   };
   const idempotencyCleanup = createIdempotencyCleanup(
     database.db,
@@ -233,6 +244,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('counters', counters);
   app.decorate('cache', cache);
   app.decorate('errorReporter', errorReporter);
+  app.decorate('flags', flags);
   app.decorateRequest('auth', null);
   app.addHook('onReady', () => auth.revocations.start());
   app.addHook('onReady', async () => idempotencyCleanup.start());
@@ -333,6 +345,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await api.register(async (scope) => usersRoutes(scope, auth, authLimit), { prefix: '/users' });
       await api.register(async (scope) => productsRoutes(scope, auth, catalog), { prefix: '/products' });
       await api.register(async (scope) => ordersRoutes(scope, auth, orders, reads), { prefix: '/orders' });
+      await api.register(async (scope) => flagsRoutes(scope, auth, database.db, flags), { prefix: '/flags' });
       await options.extendApi?.(api);
     },
     { prefix: '/api' },

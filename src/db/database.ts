@@ -1,5 +1,6 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { RefreshTokensTable, SessionsTable } from '../modules/auth/sessions.table.js';
+import type { FeatureFlagsTable } from '../modules/flags/flags.table.js';
 import type { IdempotencyKeysTable } from '../modules/idempotency/idempotency.table.js';
 import type { OrderItemsTable, OrdersTable } from '../modules/orders/orders.table.js';
 import type { ProductsTable } from '../modules/products/products.table.js';
@@ -14,6 +15,7 @@ export interface Database {
   orders: OrdersTable;
   order_items: OrderItemsTable;
   idempotency_keys: IdempotencyKeysTable;
+  feature_flags: FeatureFlagsTable;
 }
 
 export type Engine = 'sqlite' | 'postgres';

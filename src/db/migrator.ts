@@ -1,6 +1,7 @@
 import { type Kysely, type Migration, type MigrationResultSet, Migrator } from 'kysely';
 import type { Database, Engine } from './database.js';
 import * as m001 from './migrations/001_initial.js';
+import * as m002 from './migrations/002_feature_flags.js';
 
 interface EngineMigration {
   up(db: Kysely<unknown>, engine: Engine): Promise<void>;
@@ -15,6 +16,7 @@ interface EngineMigration {
  */
 const migrations: Record<string, EngineMigration> = {
   '001_initial': m001,
+  '002_feature_flags': m002,
 };
 
 function migratorFor(db: Kysely<Database>, engine: Engine): Migrator {

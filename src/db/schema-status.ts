@@ -11,6 +11,7 @@ const requiredTables = [
   'orders',
   'order_items',
   'idempotency_keys',
+  'feature_flags',
 ] as const satisfies readonly (keyof Database)[];
 const everyTable: Exclude<keyof Database, (typeof requiredTables)[number]> extends never ? true : never =
   true;

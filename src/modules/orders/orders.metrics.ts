@@ -3,6 +3,7 @@ import { Counter, type Registry } from 'prom-client';
 export type OrderFailureReason =
   | 'insufficient_stock'
   | 'unorderable_product'
+  | 'unit_limit'
   | 'invalid_request'
   | 'idempotency_key_in_use'
   | 'idempotency_key_reused'

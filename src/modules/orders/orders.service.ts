@@ -4,6 +4,8 @@ import type { AuthContext } from '../../infra/http/auth-context.js';
 import { AppError, ErrorCode, ForbiddenError, NotFoundError, ValidationError } from '../../lib/errors.js';
 import { formatCents, toCents } from '../../lib/money.js';
 import { decodeCursor, type Page, toPage } from '../../lib/pagination.js';
+import { checkoutUnitLimit } from '../flags/flags.definitions.js';
+import type { FeatureFlags } from '../flags/flags.service.js';
 import type { IdempotencySettings } from '../idempotency/idempotency.service.js';
 import { IdempotencyKeyInUseError, IdempotencyKeyReusedError } from '../idempotency/idempotency.service.js';
 import type { ProductCache } from '../products/products.cache.js';
@@ -22,6 +24,8 @@ export interface OrdersDeps {
   readonly products: ProductCache;
   readonly idempotency: IdempotencySettings;
   readonly metrics: OrderMetrics;
+  /** Checkout rules behind feature flags (`checkout-unit-limit`). */
+  readonly flags: FeatureFlags;
 }
 
 export class InsufficientStockError extends AppError {
@@ -51,6 +55,34 @@ export class UnorderableProductError extends AppError {
   }
 }
 
+/** The `checkout-unit-limit` rule (a feature flag): too many units of one product for one order. */
+export class UnitLimitError extends AppError {
+  constructor(lines: readonly OrderLine[]) {
+    super(
+      422,
+      ErrorCode.VALIDATION_FAILED,
+      `An order may hold at most ${checkoutUnitLimit} units of each product.`,
+      {
+        errors: lines.map((line) => ({
+          path: `/body/items/${line.index}/quantity`,
+          message: `must be at most ${checkoutUnitLimit}`,
+        })),
+      },
+    );
+  }
+}
+
+/** Checkout rules that depend on who is buying (feature flags); they run before any stock is taken. */
+export async function checkCheckoutRules(
+  deps: OrdersDeps,
+  userId: string,
+  lines: readonly OrderLine[],
+): Promise<void> {
+  const over = lines.filter((line) => line.quantity > checkoutUnitLimit);
+  if (over.length > 0 && (await deps.flags.enabled('checkout-unit-limit', { userId })))
+    throw new UnitLimitError(over);
+}
+
 export class InvalidTransitionError extends AppError {
   constructor(from: OrderStatus, to: OrderStatus) {
     super(409, ErrorCode.INVALID_STATE_TRANSITION, `An order that is ${from} cannot become ${to}.`);
@@ -60,6 +92,7 @@ export class InvalidTransitionError extends AppError {
 export function failureReason(err: unknown): OrderFailureReason {
   if (err instanceof InsufficientStockError) return 'insufficient_stock';
   if (err instanceof UnorderableProductError) return 'unorderable_product';
+  if (err instanceof UnitLimitError) return 'unit_limit';
   if (err instanceof IdempotencyKeyInUseError) return 'idempotency_key_in_use';
   if (err instanceof IdempotencyKeyReusedError) return 'idempotency_key_reused';
   if (err instanceof AppError && err.status < 500) return 'invalid_request';
@@ -130,6 +163,7 @@ export async function placeOrder(
   lines: readonly OrderLine[],
   withinTransaction?: (trx: Trx, order: Order) => Promise<void>,
 ): Promise<Order> {
+  await checkCheckoutRules(deps, userId, lines);
   const order = await deps.db.transaction().execute(async (trx) => {
     const at = new Date().toISOString();
     const orderId = randomUUID();
