@@ -34,6 +34,19 @@ export interface paths {
     /** End one of the caller's sessions */
     delete: operations["revokeSession"];
   };
+  "/api/flags": {
+    /** List the feature flags with their defaults and overrides (admin) */
+    get: operations["listFlags"];
+  };
+  "/api/flags/{key}": {
+    /**
+     * Override a feature flag (admin): on/off, allow-list, percentage
+     * @description Every worker and server uses the new state within a second. The change is logged (`feature_flag_changed`, with who, before and after).
+     */
+    put: operations["setFlag"];
+    /** Remove the override of a feature flag: back to its coded default (admin) */
+    delete: operations["resetFlag"];
+  };
   "/api/orders": {
     /**
      * List orders
@@ -42,7 +55,7 @@ export interface paths {
     get: operations["listOrders"];
     /**
      * Place an order
-     * @description Places an order: stock is taken and prices are read in one transaction. Unknown or archived product → 422 (`VALIDATION_FAILED`, the line in `errors[].path`); not enough stock → 409 `INSUFFICIENT_STOCK`. Lines are answered in productId order. An `Idempotency-Key` identifies the request by its lines, in any order.
+     * @description Places an order: stock is taken and prices are read in one transaction. Unknown or archived product → 422 (`VALIDATION_FAILED`, the line in `errors[].path`); not enough stock → 409 `INSUFFICIENT_STOCK`; more than 10 units of a product while the `checkout-unit-limit` feature flag is on for the buyer → 422 (`VALIDATION_FAILED`, the quantity in `errors[].path`). Lines are answered in productId order. An `Idempotency-Key` identifies the request by its lines, in any order.
      */
     post: operations["createOrder"];
   };
@@ -416,6 +429,192 @@ export interface operations {
       };
     };
   };
+  /** List the feature flags with their defaults and overrides (admin) */
+  listFlags: {
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            items: ({
+                default: {
+                  /** @description User ids that have the feature whenever it is enabled. */
+                  allowUsers: string[];
+                  /** @description Off: nobody has the feature (the kill switch). */
+                  enabled: boolean;
+                  /** @description Of the users not on the allow-list, this percentage has the feature; sticky per user (a stable hash of flag and user id). */
+                  percentage: number;
+                };
+                description: string;
+                key: string;
+                override: ({
+                  /** @description User ids that have the feature whenever it is enabled. */
+                  allowUsers: string[];
+                  /** @description Off: nobody has the feature (the kill switch). */
+                  enabled: boolean;
+                  /** @description Of the users not on the allow-list, this percentage has the feature; sticky per user (a stable hash of flag and user id). */
+                  percentage: number;
+                  /** Format: date-time */
+                  updatedAt: string;
+                  updatedBy: string | null;
+                }) | null;
+              })[];
+          };
+        };
+      };
+      /** @description Unauthorized */
+      401: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Forbidden */
+      403: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Override a feature flag (admin): on/off, allow-list, percentage
+   * @description Every worker and server uses the new state within a second. The change is logged (`feature_flag_changed`, with who, before and after).
+   */
+  setFlag: {
+    parameters: {
+      path: {
+        key: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": {
+          /** @description User ids that have the feature whenever it is enabled. */
+          allowUsers: string[];
+          /** @description Off: nobody has the feature (the kill switch). */
+          enabled: boolean;
+          /** @description Of the users not on the allow-list, this percentage has the feature; sticky per user (a stable hash of flag and user id). */
+          percentage: number;
+        };
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            default: {
+              /** @description User ids that have the feature whenever it is enabled. */
+              allowUsers: string[];
+              /** @description Off: nobody has the feature (the kill switch). */
+              enabled: boolean;
+              /** @description Of the users not on the allow-list, this percentage has the feature; sticky per user (a stable hash of flag and user id). */
+              percentage: number;
+            };
+            description: string;
+            key: string;
+            override: ({
+              /** @description User ids that have the feature whenever it is enabled. */
+              allowUsers: string[];
+              /** @description Off: nobody has the feature (the kill switch). */
+              enabled: boolean;
+              /** @description Of the users not on the allow-list, this percentage has the feature; sticky per user (a stable hash of flag and user id). */
+              percentage: number;
+              /** Format: date-time */
+              updatedAt: string;
+              updatedBy: string | null;
+            }) | null;
+          };
+        };
+      };
+      /** @description Bad Request */
+      400: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Unauthorized */
+      401: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Forbidden */
+      403: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Not Found */
+      404: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /** Remove the override of a feature flag: back to its coded default (admin) */
+  resetFlag: {
+    parameters: {
+      path: {
+        key: string;
+      };
+    };
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            default: {
+              /** @description User ids that have the feature whenever it is enabled. */
+              allowUsers: string[];
+              /** @description Off: nobody has the feature (the kill switch). */
+              enabled: boolean;
+              /** @description Of the users not on the allow-list, this percentage has the feature; sticky per user (a stable hash of flag and user id). */
+              percentage: number;
+            };
+            description: string;
+            key: string;
+            override: ({
+              /** @description User ids that have the feature whenever it is enabled. */
+              allowUsers: string[];
+              /** @description Off: nobody has the feature (the kill switch). */
+              enabled: boolean;
+              /** @description Of the users not on the allow-list, this percentage has the feature; sticky per user (a stable hash of flag and user id). */
+              percentage: number;
+              /** Format: date-time */
+              updatedAt: string;
+              updatedBy: string | null;
+            }) | null;
+          };
+        };
+      };
+      /** @description Bad Request */
+      400: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Unauthorized */
+      401: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Forbidden */
+      403: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Not Found */
+      404: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
   /**
    * List orders
    * @description The caller’s orders, newest first; admins see everyone’s and may filter by `userId`.
@@ -489,7 +688,7 @@ export interface operations {
   };
   /**
    * Place an order
-   * @description Places an order: stock is taken and prices are read in one transaction. Unknown or archived product → 422 (`VALIDATION_FAILED`, the line in `errors[].path`); not enough stock → 409 `INSUFFICIENT_STOCK`. Lines are answered in productId order. An `Idempotency-Key` identifies the request by its lines, in any order.
+   * @description Places an order: stock is taken and prices are read in one transaction. Unknown or archived product → 422 (`VALIDATION_FAILED`, the line in `errors[].path`); not enough stock → 409 `INSUFFICIENT_STOCK`; more than 10 units of a product while the `checkout-unit-limit` feature flag is on for the buyer → 422 (`VALIDATION_FAILED`, the quantity in `errors[].path`). Lines are answered in productId order. An `Idempotency-Key` identifies the request by its lines, in any order.
    */
   createOrder: {
     parameters: {

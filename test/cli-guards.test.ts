@@ -12,6 +12,10 @@ for (const engine of engines) {
       try {
         assert.equal((await cli('migrate', env)).status, 0);
         assert.equal((await cli('seed', env)).status, 0);
+        // The latest migration first: feature flags, then the initial schema below.
+        const flags = await cli('migrate', env, '--down', '--yes');
+        assert.equal(flags.status, 0, flags.stderr);
+        assert.match(flags.stdout, new RegExp(`${engine}: reverted 002_feature_flags`));
         const drops =
           /drops tables idempotency_keys \(0 rows\), order_items \(0 rows\), orders \(0 rows\), products \(1000 rows\), refresh_tokens \(0 rows\), sessions \(0 rows\), users \(0 rows\)/;
 

@@ -14,12 +14,15 @@ for (const engine of engines) {
         if (engine === 'postgres') {
           const early = await cli('seed', env);
           assert.equal(early.status, 1);
-          assert.match(early.stderr, /pending migrations \(001_initial\): run `npm run db:migrate` first/);
+          assert.match(
+            early.stderr,
+            /pending migrations \(001_initial, 002_feature_flags\): run `npm run db:migrate` first/,
+          );
           assert.doesNotMatch(early.stderr, /\n\s+at /, 'a plain message, not a stack trace');
         }
         const first = await cli('migrate', env);
         assert.equal(first.status, 0, first.stderr);
-        assert.match(first.stdout, new RegExp(`${engine}: applied 001_initial`));
+        assert.match(first.stdout, new RegExp(`${engine}: applied 001_initial, 002_feature_flags`));
         // The target comes first, before anything is written, and never with credentials.
         const target =
           engine === 'sqlite'

@@ -70,7 +70,8 @@ describe('readiness follows the schema (PostgreSQL)', { skip: await skipUnless('
       assert.deepEqual(res.json(), {
         status: 'unavailable',
         checks: { database: 'up', cache: 'up' },
-        reason: 'schema behind: pending migrations (001_initial); run `npm run db:migrate`',
+        reason:
+          'schema behind: pending migrations (001_initial, 002_feature_flags); run `npm run db:migrate`',
       });
     } finally {
       await app.close();
@@ -96,7 +97,10 @@ describe('readiness follows the schema (PostgreSQL)', { skip: await skipUnless('
         () => app.inject({ url: '/ready' }),
         (r) => /schema behind/.test(r.json().reason ?? ''),
       );
-      assert.match(behind.json().reason, /^schema behind: pending migrations \(001_initial\)/);
+      assert.match(
+        behind.json().reason,
+        /^schema behind: pending migrations \(001_initial, 002_feature_flags\)/,
+      );
     } finally {
       await app.close();
     }
@@ -140,7 +144,7 @@ describe('readiness follows the schema (PostgreSQL)', { skip: await skipUnless('
       assert.ok(waiting, 'logs why it waits');
       const ready = await send(port, { method: 'GET', path: '/ready' });
       assert.equal(ready.status, 503);
-      assert.match(JSON.parse(ready.body).reason, /pending migrations \(001_initial\)/);
+      assert.match(JSON.parse(ready.body).reason, /pending migrations \(001_initial, 002_feature_flags\)/);
       assert.deepEqual(messages, [], 'no ready message while the schema is behind');
 
       const handle: DatabaseHandle = createDatabase(testConfig(database.env).database, captureLogs().logger);

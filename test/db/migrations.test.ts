@@ -40,15 +40,16 @@ for (const engine of engines) {
     });
 
     test('apply from empty, then re-run as a no-op', async () => {
-      assert.deepEqual(await pendingMigrations(handle.db, engine), ['001_initial']);
-      assert.deepEqual(await migrateToLatest(handle.db, engine), ['001_initial']);
+      assert.deepEqual(await pendingMigrations(handle.db, engine), ['001_initial', '002_feature_flags']);
+      assert.deepEqual(await migrateToLatest(handle.db, engine), ['001_initial', '002_feature_flags']);
       assert.deepEqual(await migrateToLatest(handle.db, engine), []);
       assert.deepEqual(await pendingMigrations(handle.db, engine), []);
     });
 
     test('down and up again', async () => {
+      assert.deepEqual(await migrateDown(handle.db, engine), ['002_feature_flags']);
       assert.deepEqual(await migrateDown(handle.db, engine), ['001_initial']);
-      assert.deepEqual(await migrateToLatest(handle.db, engine), ['001_initial']);
+      assert.deepEqual(await migrateToLatest(handle.db, engine), ['001_initial', '002_feature_flags']);
     });
 
     async function insertUser(email: string, username: string): Promise<string> {

@@ -179,7 +179,11 @@ describe('through a real PgBouncer 1.18 in transaction mode', { skip: missing },
       const handles = [createDatabase(config.database, quiet()), createDatabase(config.database, quiet())];
       try {
         const applied = await Promise.all(handles.map((h) => migrateToLatest(h.db, h.engine)));
-        assert.deepEqual(applied.flat(), ['001_initial'], 'exactly one run applied it');
+        assert.deepEqual(
+          applied.flat(),
+          ['001_initial', '002_feature_flags'],
+          'exactly one run applied them',
+        );
       } finally {
         await Promise.all(handles.map((h) => h.close()));
       }
