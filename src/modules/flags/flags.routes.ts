@@ -1,5 +1,5 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Db } from '../../db/database.js';
 import { problemResponses } from '../../infra/http/problem.js';
 import { NotFoundError } from '../../lib/errors.js';
@@ -22,8 +22,25 @@ const toFlag = (flag: FlagView) => ({
   override: flag.override === null ? null : { ...flag.override, allowUsers: [...flag.override.allowUsers] },
 });
 
-/** The part of a flag the audit line records: its override before and after (never more). */
-const audited = (flag: FlagView) => flag.override;
+/** The audit line: who changed which flag, its override before and after (never more). */
+function logChange(
+  request: FastifyRequest,
+  key: FlagKey,
+  change: { readonly before: FlagView; readonly after: FlagView },
+  message: string,
+): void {
+  const by = authOf(request).userId;
+  request.log.info(
+    {
+      event: 'feature_flag_changed',
+      flag: key,
+      by,
+      before: change.before.override,
+      after: change.after.override,
+    },
+    message,
+  );
+}
 
 /** `/api/flags` (docs/api.md): list and change the feature flags; admins only, every change logged. */
 export function flagsRoutes(scope: FastifyInstance, auth: AuthDeps, db: Db, flags: FeatureFlags): void {
@@ -65,13 +82,9 @@ export function flagsRoutes(scope: FastifyInstance, auth: AuthDeps, db: Db, flag
     },
     async (request) => {
       const key = flagKey(request.params.key);
-      const by = authOf(request).userId;
-      const { before, after } = await flags.set(db, key, request.body, by);
-      request.log.info(
-        { event: 'feature_flag_changed', flag: key, by, before: audited(before), after: audited(after) },
-        'feature flag changed',
-      );
-      return toFlag(after);
+      const change = await flags.set(db, key, request.body, authOf(request).userId);
+      logChange(request, key, change, 'feature flag changed');
+      return toFlag(change.after);
     },
   );
 
@@ -90,13 +103,9 @@ export function flagsRoutes(scope: FastifyInstance, auth: AuthDeps, db: Db, flag
     },
     async (request) => {
       const key = flagKey(request.params.key);
-      const by = authOf(request).userId;
-      const { before, after } = await flags.clear(db, key);
-      request.log.info(
-        { event: 'feature_flag_changed', flag: key, by, before: audited(before), after: audited(after) },
-        'feature flag reset to its default',
-      );
-      return toFlag(after);
+      const change = await flags.clear(db, key);
+      logChange(request, key, change, 'feature flag reset to its default');
+      return toFlag(change.after);
     },
   );
 }

@@ -11,6 +11,7 @@ import {
 } from './flags.definitions.js';
 import { decide, type FlagReason } from './flags.evaluate.js';
 import * as flagsRepository from './flags.repository.js';
+import type { FeatureFlagRow } from './flags.table.js';
 
 /**
  * Feature flags (decision 0056): defined in code with a default (flags.definitions.ts), overridden
@@ -97,6 +98,12 @@ export function parseState(json: string): FlagState | undefined {
 
 type Overrides = Readonly<Record<string, FlagOverride>>;
 
+/** A stored row as an override; undefined when its state is not valid. */
+function overrideOf(row: FeatureFlagRow): FlagOverride | undefined {
+  const state = parseState(row.state);
+  return state === undefined ? undefined : { ...state, updatedAt: row.updated_at, updatedBy: row.updated_by };
+}
+
 export function createFeatureFlags(options: FeatureFlagOptions): FeatureFlags {
   const { cache, logger } = options;
   const snapshotMs = options.snapshotMs ?? 250;
@@ -138,12 +145,12 @@ export function createFeatureFlags(options: FeatureFlagOptions): FeatureFlags {
     const rows = await flagsRepository.listOverrides(options.db);
     const overrides: Record<string, FlagOverride> = {};
     for (const row of rows) {
-      const state = parseState(row.state);
-      if (state === undefined) {
+      const override = overrideOf(row);
+      if (override === undefined) {
         logger.warn({ flag: row.key }, 'ignoring a feature-flag override that is not a valid state');
         continue;
       }
-      overrides[row.key] = { ...state, updatedAt: row.updated_at, updatedBy: row.updated_by };
+      overrides[row.key] = override;
     }
     return overrides;
   }
@@ -223,13 +230,7 @@ export function createFeatureFlags(options: FeatureFlagOptions): FeatureFlags {
 
   async function viewOf(db: Db, key: FlagKey): Promise<FlagView> {
     const row = await flagsRepository.findOverride(db, key);
-    const state = row === undefined ? undefined : parseState(row.state);
-    return view(
-      key,
-      row === undefined || state === undefined
-        ? undefined
-        : { ...state, updatedAt: row.updated_at, updatedBy: row.updated_by },
-    );
+    return view(key, row === undefined ? undefined : overrideOf(row));
   }
 
   async function changed(): Promise<void> {
@@ -250,13 +251,7 @@ export function createFeatureFlags(options: FeatureFlagOptions): FeatureFlags {
       const byKey = new Map(rows.map((row) => [row.key, row]));
       return flagKeys.map((key) => {
         const row = byKey.get(key);
-        const state = row === undefined ? undefined : parseState(row.state);
-        return view(
-          key,
-          row === undefined || state === undefined
-            ? undefined
-            : { ...state, updatedAt: row.updated_at, updatedBy: row.updated_by },
-        );
+        return view(key, row === undefined ? undefined : overrideOf(row));
       });
     },
     async set(db, key, state, by) {
