@@ -22,9 +22,11 @@ COPY package.json package-lock.json ./
 RUN --mount=type=secret,id=npm_ca,target=/run/secrets/npm_ca \
     if [ -s /run/secrets/npm_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/npm_ca; fi \
  && npm_config_nodedir=/usr/local npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json tsconfig.build.json vite.config.ts ./
 COPY scripts/ensure-build.mjs scripts/
 COPY src src
+COPY client client
+COPY web web
 RUN node scripts/ensure-build.mjs \
  && npm prune --omit=dev --no-audit --no-fund
 
@@ -38,7 +40,7 @@ WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist dist
-COPY public public
+COPY --from=build /app/public public
 USER node
 EXPOSE 3000
 # Node is PID 1: the service installs its own SIGTERM/SIGINT handlers (graceful drain, then exit

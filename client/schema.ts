@@ -47,6 +47,13 @@ export interface paths {
     /** Remove the override of a feature flag: back to its coded default (admin) */
     delete: operations["resetFlag"];
   };
+  "/api/ops/metrics": {
+    /**
+     * Operations snapshot (admin)
+     * @description This instance's request, latency, cache, event-loop and pool figures at one moment, for the operations page. Prometheus scrapes `/metrics` instead.
+     */
+    get: operations["getOpsSnapshot"];
+  };
   "/api/orders": {
     /**
      * List orders
@@ -611,6 +618,57 @@ export interface operations {
       404: {
         content: {
           "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /**
+   * Operations snapshot (admin)
+   * @description This instance's request, latency, cache, event-loop and pool figures at one moment, for the operations page. Prometheus scrapes `/metrics` instead.
+   */
+  getOpsSnapshot: {
+    responses: {
+      /** @description Default Response */
+      200: {
+        content: {
+          "application/json": {
+            cache: {
+              errors: number;
+              hits: number;
+              misses: number;
+            };
+            /** @description Since the previous snapshot of this instance. */
+            eventLoop: {
+              delayP99Seconds: number;
+              utilization: number;
+            };
+            instance: {
+              appInstance: number;
+              commit: string;
+              nodeVersion: string;
+              pid: number;
+              uptimeSeconds: number;
+              version: string;
+            };
+            pool: {
+              idle: number;
+              inUse: number;
+              max: number;
+              waiting: number;
+            };
+            requests: {
+              /** @description Cumulative request counts by upper bound in seconds (the last is +Inf, sent as 1e9). */
+              durationBuckets: {
+                  count: number;
+                  le: number;
+                }[];
+              inFlight: number;
+              serverErrors: number;
+              total: number;
+            };
+            /** Format: date-time */
+            takenAt: string;
+          };
         };
       };
     };

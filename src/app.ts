@@ -51,6 +51,7 @@ import { flagsRoutes } from './modules/flags/flags.routes.js';
 import { createFeatureFlags, type FeatureFlags } from './modules/flags/flags.service.js';
 import { healthRoutes } from './modules/health/health.routes.js';
 import { createIdempotencyCleanup } from './modules/idempotency/idempotency.cleanup.js';
+import { opsRoutes } from './modules/ops/ops.routes.js';
 import { createOrderMetrics } from './modules/orders/orders.metrics.js';
 import { ordersRoutes } from './modules/orders/orders.routes.js';
 import type { OrdersDeps } from './modules/orders/orders.service.js';
@@ -346,6 +347,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await api.register(async (scope) => productsRoutes(scope, auth, catalog), { prefix: '/products' });
       await api.register(async (scope) => ordersRoutes(scope, auth, orders, reads), { prefix: '/orders' });
       await api.register(async (scope) => flagsRoutes(scope, auth, database.db, flags), { prefix: '/flags' });
+      await api.register(
+        async (scope) =>
+          opsRoutes(scope, auth, {
+            registry: metrics.registry,
+            build: config.build,
+            appInstance: config.metrics.instance,
+          }),
+        { prefix: '/ops' },
+      );
       await options.extendApi?.(api);
     },
     { prefix: '/api' },
