@@ -41,7 +41,7 @@ function chart(id: string, title: string, format: (v: number) => string) {
         values
           .map(
             (v, i) =>
-              `${((i / (keep - 1)) * width).toFixed(1)},${(height - 2 - (v / top) * (height - 4)).toFixed(1)}`,
+              `${((i / Math.max(1, values.length - 1)) * width).toFixed(1)},${(height - 2 - (v / top) * (height - 4)).toFixed(1)}`,
           )
           .join(' '),
       );
