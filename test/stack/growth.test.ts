@@ -11,6 +11,7 @@ import { edgeRequest, ownStack, type TestStack } from '../support/stack.js';
 import { assertNothingLeft } from '../support/stack-leaks.js';
 import { acmeSuites } from './growth-acme.js';
 import { failoverSuites } from './growth-failover.js';
+import { tlsScanSuites } from './growth-tls-scan.js';
 
 /**
  * The growth stage, for real: nginx (the shipped config, rendered by the production renderer) with
@@ -283,6 +284,7 @@ describe('growth stage: nginx + TLS + three app servers', { skip }, () => {
     });
   });
 
+  tlsScanSuites(() => ({ status, https }));
   acmeSuites(() => ({ status, https }));
   failoverSuites(() => ({ status, ca, https }));
 });
