@@ -23,6 +23,7 @@ options:
   --https-port N       nginx's HTTPS port in growth (default: a free one)
   --server-name NAME   nginx server_name and certificate name (default localhost)
   --public-dir DIR     static files for nginx and the app (default: the project's public/)
+  --monitoring         growth: also Prometheus, Alertmanager, the alert webhook and the exporters (URLs in status --json)
   --env NAME=VALUE     extra environment for every app server (repeatable), e.g. --env RATE_LIMIT_MAX=100000
   --postgres-url URL   an admin connection to create the throwaway database on (default $STACK_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/postgres)
 
@@ -64,6 +65,7 @@ async function main(argv: string[]): Promise<number> {
       'postgres-url': { type: 'string' },
       'public-dir': { type: 'string' },
       env: { type: 'string', multiple: true },
+      monitoring: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -79,6 +81,8 @@ async function main(argv: string[]): Promise<number> {
       const stage = values.stage as StageName | undefined;
       if (stage === undefined || !stageNames.includes(stage))
         throw new UsageError(`up needs --stage ${stageNames.join('|')}`);
+      if (values.monitoring === true && stage !== 'growth')
+        throw new UsageError('--monitoring needs --stage growth (it watches nginx, PostgreSQL and Redis)');
       const instances = int(values.instances, 'instances');
       const result = await up(stage, {
         stateDir,
@@ -95,6 +99,7 @@ async function main(argv: string[]): Promise<number> {
         ...(values['postgres-url'] === undefined ? {} : { postgresAdminUrl: values['postgres-url'] }),
         ...(values['public-dir'] === undefined ? {} : { publicDir: values['public-dir'] }),
         ...(values.env === undefined ? {} : { appEnv: parseEnv(values.env) }),
+        ...(values.monitoring === true ? { monitoring: true } : {}),
       });
       const entry = typeof result.entry === 'string' ? result.entry : result.entry.https;
       console.log(`${stage} stack is up: ${entry}${result.caFile ? ` (trust ${result.caFile})` : ''}`);
@@ -119,6 +124,11 @@ async function main(argv: string[]): Promise<number> {
         for (const d of current.databases) console.log(`  database (${d.role}) ${d.url}`);
         if (current.redis) console.log(`  redis ${current.redis.url}`);
         if (current.nginx) console.log(`  nginx pid ${current.nginx.pid ?? 'none'} ${current.nginx.config}`);
+        const monitored = current.components.monitoring as
+          | { prometheus: string; alertmanager: string }
+          | undefined;
+        if (monitored)
+          console.log(`  prometheus ${monitored.prometheus}, alertmanager ${monitored.alertmanager}`);
       }
       return current === null ? 3 : 0;
     }

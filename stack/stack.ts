@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { killServer, reloadServer, serverPids, serverUrl, startServer } from './components/app-servers.js';
+import { monitoringPids } from './components/monitoring.js';
 import { nginxPid } from './components/nginx.js';
 import { redisPids } from './components/redis.js';
 import { stages } from './stages.js';
@@ -53,6 +54,9 @@ function processes(state: StackState): { expected: number; alive: number[] } {
     expected += 1;
     alive.push(...redisPids(state));
   }
+  const monitored = monitoringPids(state);
+  expected += monitored.expected;
+  alive.push(...monitored.alive);
   return { expected, alive };
 }
 
@@ -162,6 +166,7 @@ export async function up(stage: StageName, options: StackOptions): Promise<Stack
   await run(process.execPath, [join(projectRoot, 'scripts', 'ensure-build.mjs')], { cwd: projectRoot });
   try {
     for (const component of stages[stage].components()) {
+      if (component.enabled !== undefined && !component.enabled(options)) continue;
       // Recorded before it starts, so a half-started component is cleaned up too.
       state.started.push(component.name);
       saveState(state);

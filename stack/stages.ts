@@ -1,4 +1,5 @@
 import { appServers } from './components/app-servers.js';
+import { monitoring } from './components/monitoring.js';
 import { nginxEdge } from './components/nginx.js';
 import { postgresDatabase, sqliteDatabase } from './components/postgres.js';
 import { redisServer } from './components/redis.js';
@@ -52,6 +53,8 @@ export const stages: Record<StageName, { description: string; components: () => 
       // The app believes X-Forwarded-For only from the edge (nginx connects from 127.0.0.1).
       appServers({ servers: growthServers, pm2: true, instances: 1, env: { TRUST_PROXY: '127.0.0.1' } }),
       nginxEdge(),
+      // --monitoring: Prometheus, Alertmanager and the exporters, reading everything above.
+      monitoring(),
     ],
   },
 };

@@ -66,6 +66,8 @@ export interface StackOptions {
   readonly publicDir?: string;
   /** Extra environment for every app server (e.g. LOG_LEVEL, RATE_LIMIT_MAX). */
   readonly appEnv?: Readonly<Record<string, string>>;
+  /** Also run Prometheus, Alertmanager, the webhook receiver and the exporters (growth). */
+  readonly monitoring?: boolean;
   readonly log?: (line: string) => void;
 }
 
@@ -112,6 +114,8 @@ export interface NginxRecord {
   errorLog: string;
   httpPort: number;
   httpsPort: number;
+  /** The loopback stub_status listener (prometheus-nginx-exporter reads /stub_status there). */
+  statusPort: number;
   serverName: string;
   publicDir: string;
   certificate: string;
@@ -132,6 +136,8 @@ export interface StackContext {
 
 export interface Component {
   readonly name: string;
+  /** An optional component (a flag of `up`): left out of the stage when this says false. */
+  enabled?(options: StackOptions): boolean;
   up(ctx: StackContext): Promise<void>;
   /** Stops and removes what `up` made, from the saved state; must not throw for what is gone. */
   down(state: StackState, log: (line: string) => void): Promise<void>;

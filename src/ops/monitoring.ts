@@ -123,11 +123,24 @@ export function renderAlertmanager(dir: string, options: AlertmanagerRenderOptio
   return path;
 }
 
-/** Copies blackbox.yml (the exporter's modules) into `dir`; returns its path. */
-export function renderBlackbox(dir: string): string {
+/**
+ * Writes blackbox.yml (the exporter's modules) into `dir`; returns its path. `caFile` makes the
+ * HTTPS probe trust that CA (a local stack's; production trusts the system store).
+ */
+export function renderBlackbox(dir: string, options: { caFile?: string | null } = {}): string {
   mkdirSync(dir, { recursive: true });
   const path = join(dir, 'blackbox.yml');
-  copyFileSync(join(prometheusDir, 'blackbox.yml'), path);
+  if (options.caFile === undefined || options.caFile === null) {
+    copyFileSync(join(prometheusDir, 'blackbox.yml'), path);
+    return path;
+  }
+  const config = parse(readFileSync(join(prometheusDir, 'blackbox.yml'), 'utf8')) as {
+    modules: Record<string, { http?: { tls_config?: Record<string, string> } }>;
+  };
+  const https = config.modules.https_health?.http;
+  if (https === undefined) throw new Error('blackbox.yml has no https_health module');
+  https.tls_config = { ...https.tls_config, ca_file: options.caFile };
+  writeFileSync(path, stringify(config));
   return path;
 }
 

@@ -33,6 +33,11 @@ export interface NginxRuntime {
   /** `[address:]port` of the HTTP (redirect + ACME) and HTTPS servers. */
   readonly httpListen: string;
   readonly httpsListen: string;
+  /**
+   * `address:port` of the stub_status listener that prometheus-nginx-exporter reads
+   * (http://ADDRESS:PORT/stub_status); loopback only, never published.
+   */
+  readonly statusListen: string;
   /** The HTTPS port as clients see it, when not 443 (the redirect must name it). */
   readonly publicHttpsPort: number;
   readonly workerProcesses: string;
@@ -63,6 +68,8 @@ export interface NginxRuntime {
 export const productionRuntime: NginxRuntime = Object.freeze({
   httpListen: '80',
   httpsListen: '443',
+  // prometheus-nginx-exporter's default scrape URI is http://127.0.0.1:8080/stub_status.
+  statusListen: '127.0.0.1:8080',
   publicHttpsPort: 443,
   workerProcesses: 'auto',
   pidFile: '/run/nginx.pid',
@@ -129,6 +136,8 @@ function validate(site: NginxSite, runtime: NginxRuntime): void {
   for (const name of ['httpListen', 'httpsListen'] as const) {
     if (!listen.test(runtime[name])) problems.push(`${name} "${runtime[name]}" is not [address:]port`);
   }
+  if (!/^(?:127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|\[::1\]):[0-9]{1,5}$/.test(runtime.statusListen))
+    problems.push(`statusListen "${runtime.statusListen}" must be a loopback address:port`);
   if (!/^(?:auto|[1-9][0-9]?)$/.test(runtime.workerProcesses))
     problems.push(`workerProcesses "${runtime.workerProcesses}" is not "auto" or a number`);
   const positive = [
@@ -211,6 +220,7 @@ export function renderNginx(site: NginxSite, confDir: string): Record<string, st
     upstreamServers: upstreamLines(site.upstreams),
     httpListen: runtime.httpListen,
     httpsListen: runtime.httpsListen,
+    statusListen: runtime.statusListen,
     httpsPortSuffix: runtime.publicHttpsPort === 443 ? '' : `:${runtime.publicHttpsPort}`,
     workerProcesses: runtime.workerProcesses,
     pidFile: runtime.pidFile,

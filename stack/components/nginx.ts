@@ -33,6 +33,7 @@ function render(state: StackState, record: NginxRecord): void {
       runtime: {
         httpListen: `127.0.0.1:${record.httpPort}`,
         httpsListen: `127.0.0.1:${record.httpsPort}`,
+        statusListen: `127.0.0.1:${record.statusPort}`,
         publicHttpsPort: record.httpsPort,
         workerProcesses: '2',
         pidFile: record.pidFile,
@@ -83,6 +84,7 @@ export function nginxEdge(): Component {
         errorLog: join(dir, 'error.log'),
         httpPort: ctx.options.httpPort ?? (await freePort()),
         httpsPort: ctx.options.httpsPort ?? (await freePort()),
+        statusPort: await freePort(),
         serverName: ctx.options.serverName ?? 'localhost',
         publicDir: resolve(ctx.options.publicDir ?? join(ctx.root, 'public')),
         certificate: tls.certificate,

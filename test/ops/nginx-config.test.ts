@@ -70,7 +70,12 @@ describe('deploy/nginx: rendered configs load in real nginx', { skip: skipUnless
   const variants: Record<string, () => NginxSite> = {
     'the growth stage: two weighted primaries and a backup': () => growth(),
     'one upstream server, on non-standard ports': () => ({
-      ...growth({ httpListen: '127.0.0.1:8080', httpsListen: '127.0.0.1:8443', publicHttpsPort: 8443 }),
+      ...growth({
+        httpListen: '127.0.0.1:8088',
+        httpsListen: '127.0.0.1:8443',
+        statusListen: '127.0.0.2:9080',
+        publicHttpsPort: 8443,
+      }),
       upstreams: [{ address: '127.0.0.1:3000' }],
     }),
     'with /docs published and other limits': () =>
@@ -107,6 +112,11 @@ describe('deploy/nginx: rendered configs load in real nginx', { skip: skipUnless
     assert.match(production, /listen 80 default_server;/);
     assert.match(production, /listen 443 ssl http2 default_server;/);
     assert.match(production, /return 308 https:\/\/\$host\$request_uri;/);
+    // stub_status for prometheus-nginx-exporter (its default URI), on loopback only.
+    assert.match(
+      production,
+      /listen 127\.0\.0\.1:8080;\n\s+access_log off;\n\n\s+location = \/stub_status \{\n\s+stub_status;\n\s+allow 127\.0\.0\.0\/8;\n\s+allow ::1;\n\s+deny all;/,
+    );
   });
 
   test('the rendered config holds what the guide asks for, done right', () => {
@@ -151,13 +161,21 @@ describe('deploy/nginx: rendered configs load in real nginx', { skip: skipUnless
             upstreams: [{ address: '10.0.0.1:3000', backup: true }, { address: 'nope' }],
             certificate: 'relative.pem',
             certificateKey: '/etc/ssl/key;evil',
+            // stub_status must never be published.
+            runtime: { statusListen: '0.0.0.0:8080' },
           },
           '/etc/nginx',
         ),
       (err: unknown) => {
         assert.ok(err instanceof NginxSiteError);
         const text = err.problems.join('\n');
-        for (const word of ['server name', 'upstream "nope"', 'certificate "relative.pem"', 'certificateKey'])
+        for (const word of [
+          'server name',
+          'upstream "nope"',
+          'certificate "relative.pem"',
+          'certificateKey',
+          'statusListen "0.0.0.0:8080" must be a loopback',
+        ])
           assert.ok(text.includes(word), `${word} in ${text}`);
         return true;
       },

@@ -11,6 +11,7 @@ import { edgeRequest, ownStack, type TestStack } from '../support/stack.js';
 import { assertNothingLeft } from '../support/stack-leaks.js';
 import { acmeSuites } from './growth-acme.js';
 import { failoverSuites } from './growth-failover.js';
+import { monitoringSkip, monitoringSuites } from './growth-monitoring.js';
 import { tlsScanSuites } from './growth-tls-scan.js';
 
 /**
@@ -51,6 +52,8 @@ describe('growth stage: nginx + TLS + three app servers', { skip }, () => {
       'RATE_LIMIT_MAX=1000000',
       '--env',
       'IDEMPOTENCY_LOCK_SECONDS=5',
+      // Prometheus, Alertmanager and the exporters on the same stack (one bring-up for every suite).
+      ...(monitoringSkip() === false ? ['--monitoring'] : []),
     ]);
     status = stack.status();
     ca = readFileSync(status.caFile ?? '', 'utf8');
@@ -284,6 +287,14 @@ describe('growth stage: nginx + TLS + three app servers', { skip }, () => {
     });
   });
 
+  describe('monitoring', { skip: monitoringSkip() }, () => {
+    monitoringSuites(() => ({
+      status,
+      ca,
+      https,
+      printed: async () => JSON.parse((await stack.cli('status', '--json')).stdout) as StackStatus,
+    }));
+  });
   tlsScanSuites(() => ({ status, https }));
   acmeSuites(() => ({ status, https }));
   failoverSuites(() => ({ status, ca, https }));

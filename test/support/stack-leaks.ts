@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import pg from 'pg';
+import type { MonitoringStatus } from '../../stack/components/monitoring.js';
 import type { StackStatus } from '../../stack/types.js';
 import { isAlive, portInUse, waitFor } from '../../stack/util.js';
 import { postgresAdminUrl } from '../harness/services.js';
@@ -11,6 +12,7 @@ export function stackPorts(status: StackStatus): Array<{ host: string; port: num
     ...(typeof status.entry === 'string' ? [status.entry] : [status.entry.http, status.entry.https]),
     ...status.servers.flatMap((s) => [s.url, ...s.metricsUrls]),
     ...(status.redis ? [status.redis.url] : []),
+    ...monitoringUrls(status),
   ];
   return urls.map((u) => {
     const url = new URL(u);
@@ -18,8 +20,19 @@ export function stackPorts(status: StackStatus): Array<{ host: string; port: num
   });
 }
 
+/** `--monitoring`: Prometheus, Alertmanager, the webhook and the exporters. */
+function monitoringUrls(status: StackStatus): string[] {
+  const m = status.components.monitoring as MonitoringStatus | undefined;
+  return m === undefined ? [] : [m.prometheus, m.alertmanager, m.webhook, ...Object.values(m.exporters)];
+}
+
 export function stackPids(status: StackStatus): number[] {
-  return [...status.servers.flatMap((s) => s.pids), ...(status.nginx?.pid ? [status.nginx.pid] : [])];
+  const m = status.components.monitoring as MonitoringStatus | undefined;
+  return [
+    ...status.servers.flatMap((s) => s.pids),
+    ...(status.nginx?.pid ? [status.nginx.pid] : []),
+    ...(m?.pids ?? []),
+  ];
 }
 
 /** After `down`: no process, port, state directory or throwaway database of the stack remains. */

@@ -1,0 +1,264 @@
+import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  postgresExporterQueries,
+  renderAlertmanager,
+  renderBlackbox,
+  renderPrometheus,
+  type ScrapeJob,
+  type TargetGroup,
+} from '../../src/ops/monitoring.js';
+import type { Component, StackState } from '../types.js';
+import { freePort, httpGet, isAlive, killAndWait, waitFor } from '../util.js';
+
+/** Debian's binaries (scripts/install-ops-tools.sh installs them). */
+export const monitoringBins = {
+  prometheus: '/usr/bin/prometheus',
+  alertmanager: '/usr/bin/prometheus-alertmanager',
+  node: '/usr/bin/prometheus-node-exporter',
+  postgres: '/usr/bin/prometheus-postgres-exporter',
+  redis: '/usr/bin/prometheus-redis-exporter',
+  nginx: '/usr/bin/prometheus-nginx-exporter',
+  blackbox: '/usr/bin/prometheus-blackbox-exporter',
+} as const;
+
+type Daemon = 'webhook' | keyof typeof monitoringBins;
+
+interface MonitoringRecord {
+  dir: string;
+  prometheusDir: string;
+  /** Daemon → its loopback port and pid. */
+  daemons: Partial<Record<Daemon, { port: number; pid: number | null }>>;
+}
+
+/** Public details in `status --json` under `components.monitoring`. */
+export interface MonitoringStatus {
+  readonly prometheus: string;
+  readonly alertmanager: string;
+  /** The bundled webhook receiver Alertmanager posts to (notifications in its alerts.jsonl). */
+  readonly webhook: string;
+  readonly alertsLog: string;
+  /** Each exporter's /metrics (blackbox: its /probe is what Prometheus calls). */
+  readonly exporters: Readonly<Record<'node' | 'postgres' | 'redis' | 'nginx' | 'blackbox', string>>;
+  /** Every scrape target Prometheus is given, by job. */
+  readonly targets: Readonly<Partial<Record<ScrapeJob, readonly string[]>>>;
+  readonly pids: readonly number[];
+}
+
+const url = (port: number | undefined) => `http://127.0.0.1:${port ?? 0}`;
+
+function record(state: StackState): MonitoringRecord | undefined {
+  return state.components.monitoring as MonitoringRecord | undefined;
+}
+
+export function monitoringPids(state: StackState): { expected: number; alive: number[] } {
+  const daemons = Object.values(record(state)?.daemons ?? {});
+  return {
+    expected: daemons.length,
+    alive: daemons.flatMap((d) => (d.pid !== null && isAlive(d.pid) ? [d.pid] : [])),
+  };
+}
+
+/** The stack's scrape targets: every PM2 worker of every server, the exporters, the edge probes. */
+function targets(state: StackState, ports: Record<Daemon, number>): Record<ScrapeJob, TargetGroup[]> {
+  const local = (port: number): TargetGroup[] => [{ targets: [`127.0.0.1:${port}`] }];
+  const https = typeof state.entry === 'object' && state.entry !== null ? state.entry.https : '';
+  return {
+    shipshape: state.servers.map((s) => ({
+      targets: Array.from({ length: s.instances }, (_, i) => `${s.host}:${s.metricsPort + i}`),
+      labels: { server: s.name },
+    })),
+    node: local(ports.node),
+    postgres: local(ports.postgres),
+    redis: local(ports.redis),
+    nginx: local(ports.nginx),
+    // The public /health through nginx and TLS (also the certificate's expiry), as production does.
+    blackbox: [
+      {
+        targets: [`127.0.0.1:${ports.blackbox}`],
+        labels: { __param_target: `${https}/health`, __param_module: 'https_health' },
+      },
+    ],
+    prometheus: local(ports.prometheus),
+    alertmanager: local(ports.alertmanager),
+  };
+}
+
+/**
+ * `--monitoring`: Prometheus, Alertmanager, the bundled webhook receiver and Debian's exporters
+ * (node, postgres, redis, nginx via stub_status, blackbox probing the public /health and the
+ * certificate), from the shipped deploy/prometheus and deploy/alertmanager files rendered with the
+ * stack's own targets. Comes after nginx: it reads the servers, the database, Redis and the edge
+ * from the state. Everything on 127.0.0.1, free ports, data inside the state directory.
+ */
+export function monitoring(): Component {
+  return {
+    name: 'monitoring',
+    enabled: (options) => options.monitoring === true,
+    async up(ctx) {
+      const { state } = ctx;
+      const dir = join(state.stateDir, 'monitoring');
+      mkdirSync(join(dir, 'logs'), { recursive: true });
+      const rec: MonitoringRecord = { dir, prometheusDir: join(dir, 'prometheus'), daemons: {} };
+      state.components.monitoring = rec;
+      ctx.save();
+      const names: Daemon[] = [
+        'webhook',
+        'alertmanager',
+        'node',
+        'postgres',
+        'redis',
+        'nginx',
+        'blackbox',
+        'prometheus',
+      ];
+      const ports = {} as Record<Daemon, number>;
+      for (const name of names) ports[name] = await freePort();
+
+      const start = async (name: Daemon, bin: string, args: string[], env: NodeJS.ProcessEnv = {}) => {
+        const log = openSync(join(dir, 'logs', `${name}.log`), 'a');
+        const child = spawn(bin, args, {
+          detached: true,
+          stdio: ['ignore', log, log],
+          env: { ...process.env, ...env },
+          cwd: dir,
+        });
+        closeSync(log);
+        child.unref();
+        rec.daemons[name] = { port: ports[name], pid: child.pid ?? null };
+        ctx.save();
+      };
+      const ready = (name: Daemon, path: string) =>
+        waitFor(
+          `${name} to answer on 127.0.0.1:${ports[name]}${path} (log: ${join(dir, 'logs', `${name}.log`)})`,
+          async () => {
+            const pid = rec.daemons[name]?.pid ?? null;
+            if (!isAlive(pid)) throw new Error(`${name} exited`);
+            return (await httpGet(`${url(ports[name])}${path}`)).status === 200;
+          },
+        );
+
+      const alertsLog = join(dir, 'alerts.jsonl');
+      await start('webhook', process.execPath, [
+        join(ctx.root, 'dist', 'cli', 'alert-webhook.js'),
+        '--host',
+        '127.0.0.1',
+        '--port',
+        String(ports.webhook),
+        '--log',
+        alertsLog,
+      ]);
+      const amConfig = renderAlertmanager(join(dir, 'alertmanager'), {
+        webhookUrl: url(ports.webhook),
+        fast: true,
+      });
+      await start('alertmanager', monitoringBins.alertmanager, [
+        `--config.file=${amConfig}`,
+        `--storage.path=${join(dir, 'alertmanager', 'data')}`,
+        `--web.listen-address=127.0.0.1:${ports.alertmanager}`,
+        // A single instance: no gossip port on every interface.
+        '--cluster.listen-address=',
+        '--log.level=warn',
+      ]);
+      // Only the collectors the rules and the dashboard read (systemd and friends are slow here).
+      await start('node', monitoringBins.node, [
+        `--web.listen-address=127.0.0.1:${ports.node}`,
+        '--collector.disable-defaults',
+        '--collector.cpu',
+        '--collector.filesystem',
+        '--collector.loadavg',
+        '--collector.meminfo',
+        '--collector.netdev',
+      ]);
+      const database = state.databases.find((d) => d.role === 'primary' && d.url.startsWith('postgres'));
+      if (database === undefined) throw new Error('the monitoring component needs a PostgreSQL database');
+      const dsn = new URL(database.url);
+      dsn.searchParams.set('sslmode', 'disable');
+      await start(
+        'postgres',
+        monitoringBins.postgres,
+        [
+          `--web.listen-address=127.0.0.1:${ports.postgres}`,
+          `--extend.query-path=${postgresExporterQueries}`,
+        ],
+        { DATA_SOURCE_NAME: dsn.toString() },
+      );
+      if (state.redis === null) throw new Error('the monitoring component needs Redis');
+      await start('redis', monitoringBins.redis, [
+        '-web.listen-address',
+        `127.0.0.1:${ports.redis}`,
+        '-redis.addr',
+        state.redis.url,
+      ]);
+      if (state.nginx === null) throw new Error('the monitoring component needs nginx');
+      await start('nginx', monitoringBins.nginx, [
+        '-web.listen-address',
+        `127.0.0.1:${ports.nginx}`,
+        '-nginx.scrape-uri',
+        `http://127.0.0.1:${state.nginx.statusPort}/stub_status`,
+      ]);
+      await start('blackbox', monitoringBins.blackbox, [
+        `--config.file=${renderBlackbox(join(dir, 'blackbox'), { caFile: state.caFile })}`,
+        `--web.listen-address=127.0.0.1:${ports.blackbox}`,
+      ]);
+      const promConfig = renderPrometheus(rec.prometheusDir, {
+        // Short enough to see a change within seconds, light enough for a laptop.
+        interval: '5s',
+        targets: targets(state, ports),
+      });
+      await start('prometheus', monitoringBins.prometheus, [
+        `--config.file=${promConfig}`,
+        `--storage.tsdb.path=${join(rec.prometheusDir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${ports.prometheus}`,
+        '--log.level=warn',
+      ]);
+      // GET /alerts lists what it received (an empty list at first).
+      await ready('webhook', '/alerts');
+      await ready('alertmanager', '/-/ready');
+      for (const name of ['node', 'postgres', 'redis', 'nginx', 'blackbox'] as const)
+        await ready(name, '/metrics');
+      await ready('prometheus', '/-/ready');
+      ctx.log(`monitoring: Prometheus ${url(ports.prometheus)}, Alertmanager ${url(ports.alertmanager)}`);
+      ctx.log(`monitoring: alerts go to ${url(ports.webhook)} (${alertsLog})`);
+    },
+    async down(state, log) {
+      const rec = record(state);
+      if (rec === undefined) return;
+      const pids = Object.values(rec.daemons).flatMap((d) =>
+        d.pid !== null && isAlive(d.pid) ? [d.pid] : [],
+      );
+      if (pids.length > 0) await killAndWait(pids, 'SIGTERM');
+      log('monitoring: stopped');
+    },
+    status(state): MonitoringStatus {
+      const rec = record(state) as MonitoringRecord;
+      const port = (name: Daemon) => rec.daemons[name]?.port;
+      const ports = Object.fromEntries(Object.entries(rec.daemons).map(([k, v]) => [k, v.port])) as Record<
+        Daemon,
+        number
+      >;
+      const byJob = Object.fromEntries(
+        Object.entries(targets(state, ports)).map(([job, groups]) => [
+          job,
+          groups.flatMap((g) => (job === 'blackbox' ? [g.labels?.__param_target ?? ''] : g.targets)),
+        ]),
+      );
+      return {
+        prometheus: url(port('prometheus')),
+        alertmanager: url(port('alertmanager')),
+        webhook: url(port('webhook')),
+        alertsLog: join(rec.dir, 'alerts.jsonl'),
+        exporters: {
+          node: `${url(port('node'))}/metrics`,
+          postgres: `${url(port('postgres'))}/metrics`,
+          redis: `${url(port('redis'))}/metrics`,
+          nginx: `${url(port('nginx'))}/metrics`,
+          blackbox: `${url(port('blackbox'))}/metrics`,
+        },
+        targets: byJob,
+        pids: monitoringPids(state).alive,
+      };
+    },
+  };
+}
