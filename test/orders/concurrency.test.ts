@@ -18,7 +18,12 @@ for (const engine of engines) {
     let admin: Account;
     let customers: Account[];
     before(async () => {
-      app = await buildTestApp({ engine, env: { DATABASE_POOL_MAX: '20' } });
+      // These tests are about the accounting, not overload: a request waits as long as it must for
+      // a pooled connection (on two busy cores, 200 at once outlast the default 5 s and get 503).
+      app = await buildTestApp({
+        engine,
+        env: { DATABASE_POOL_MAX: '20', DATABASE_CONNECT_TIMEOUT_MS: '120000' },
+      });
       admin = await createAdmin(app);
       customers = await Promise.all(Array.from({ length: 20 }, () => registerUser(app)));
     });
