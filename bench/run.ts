@@ -19,6 +19,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, promisify } from 'node:util';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { createPasswordHasher } from '../src/modules/auth/passwords.js';
@@ -55,6 +56,8 @@ const adminPassword = `bench admin ${randomBytes(6).toString('hex')}`;
 const customerPassword = 'bench customer password';
 
 const workDir = mkdtempSync(join(tmpdir(), 'shipshape-bench-'));
+/** The benchmark's Redis keys: under REDIS_KEY_PREFIX when set (a shared server), deleted at the end. */
+const benchKeyPrefix = `${process.env.REDIS_KEY_PREFIX ?? ''}bench:${process.pid}:`;
 let nextPort = 3900 + (process.pid % 500);
 const port = () => nextPort++;
 
@@ -445,7 +448,7 @@ async function main(): Promise<void> {
         const redisEnv = serviceEnv({
           ...pgBase,
           REDIS_URL: redisUrl,
-          REDIS_KEY_PREFIX: `bench:${process.pid}:`,
+          REDIS_KEY_PREFIX: benchKeyPrefix,
         });
         await withService('service, PostgreSQL + Redis', redisEnv, async (server) => {
           fixture = await prepareData(redisEnv, server.port);
@@ -589,9 +592,26 @@ async function main(): Promise<void> {
     results.logPerLineIpcUs = logCost.perLineIpc;
   } finally {
     if (hasPostgres) await adminQuery(`DROP DATABASE IF EXISTS ${benchDb} WITH (FORCE)`).catch(() => {});
+    if (hasRedis) await deleteBenchKeys().catch((err) => log(`could not delete ${benchKeyPrefix}*: ${err}`));
   }
 
   report(results);
+}
+
+/** Deletes the benchmark's keys (SCAN is fine here: a one-off at the end, never in the service). */
+async function deleteBenchKeys(): Promise<void> {
+  const client = new Redis(redisUrl, { maxRetriesPerRequest: 1, retryStrategy: () => null });
+  client.on('error', () => {});
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${benchKeyPrefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await client.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    client.disconnect();
+  }
 }
 
 function report(results: Record<string, number | undefined>): void {
@@ -684,21 +704,26 @@ function report(results: Record<string, number | undefined>): void {
   const markdown = `${lines.join('\n')}\n`;
   process.stdout.write(`\n${markdown}`);
 
-  const outDir = flags.out ?? (smoke ? workDir : join(root, 'bench', 'results'));
-  mkdirSync(outDir, { recursive: true });
-  const stamp = date.replace(/[:]/g, '-').replace(/\..*$/, '');
-  writeFileSync(join(outDir, `${stamp}.md`), `# Benchmark ${date}\n\n${markdown}`);
-  writeFileSync(
-    join(outDir, `${stamp}.json`),
-    `${JSON.stringify({ date, smoke, duration, connections, rows, results, targets, memory, notes }, null, 2)}\n`,
-  );
+  // A smoke run keeps its results only where --out says; a full run writes bench/results/ and the
+  // README's table.
+  const outDir = flags.out ?? (smoke ? undefined : join(root, 'bench', 'results'));
+  if (outDir === undefined) {
+    log('smoke run: results not kept (the table is above; --out DIR keeps them)');
+  } else {
+    mkdirSync(outDir, { recursive: true });
+    const stamp = date.replace(/[:]/g, '-').replace(/\..*$/, '');
+    writeFileSync(join(outDir, `${stamp}.md`), `# Benchmark ${date}\n\n${markdown}`);
+    writeFileSync(
+      join(outDir, `${stamp}.json`),
+      `${JSON.stringify({ date, smoke, duration, connections, rows, results, targets, memory, notes }, null, 2)}\n`,
+    );
+    log(`results written to ${join(outDir, stamp)}.{md,json}`);
+  }
   if (!smoke) updateReadme(markdown);
-  log(`results written to ${join(outDir, stamp)}.{md,json}`);
   if (failures.length > 0) {
     log(`!!! ${failures.length} scenario(s) had errors or non-2xx responses — see above`);
     process.exitCode = 1;
   }
-  if (smoke) rmSync(workDir, { recursive: true, force: true });
 }
 
 function updateReadme(markdown: string): void {
@@ -712,4 +737,9 @@ function updateReadme(markdown: string): void {
   writeFileSync(path, `${readme.slice(0, from + start.length)}\n${markdown}${readme.slice(to)}`);
 }
 
-await main();
+try {
+  await main();
+} finally {
+  // Logs, the SQLite file and the baselines' access log: nothing stays in the temp folder.
+  rmSync(workDir, { recursive: true, force: true });
+}

@@ -1,11 +1,15 @@
 #!/usr/bin/env node
 // Runs the whole suite with node's own test runner (TypeScript through tsx): unit, component and
 // integration tests. Arguments narrow it: `npm test -- test/config.test.ts`, or any node --test flag.
-// The closing summary prints the pass, fail and skip counts.
+// The closing summary prints the pass, fail and skip counts. Afterwards it checks that the run
+// left nothing behind on the machine (scripts/test-leaks.mjs): no process, no temp entry, no Redis
+// key of the run; a leak is reported, removed, and fails the run. SHIPSHAPE_TEST_LEAK_CHECK=0 turns
+// the check off (for a run that is meant to leave something to inspect).
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import { cleanUp, describeLeaks, findLeaks, startRun } from './test-leaks.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 
@@ -25,6 +29,8 @@ const targets = files.length > 0 ? files : findTests(join(root, 'test')).sort();
 // Test files that share a `npm run stack` stage (test/support/stack.ts sharedStack) bring it up
 // lazily in this directory; every one of them is taken down here, after the last file.
 const sharedStacks = mkdtempSync(join(tmpdir(), 'shipshape-shared-stacks-'));
+// The run's own temp directory, id and Redis key prefix, handed to every test process.
+const run = startRun();
 // nginx's workers (nobody, when the stacks run as root) must reach their webroot and temp dirs.
 chmodSync(sharedStacks, 0o755);
 
@@ -44,7 +50,7 @@ const result = spawnSync(
   {
     stdio: 'inherit',
     cwd: root,
-    env: { ...process.env, NODE_ENV: 'test', SHIPSHAPE_SHARED_STACKS: sharedStacks },
+    env: { ...process.env, ...run.env, NODE_ENV: 'test', SHIPSHAPE_SHARED_STACKS: sharedStacks },
   },
 );
 
@@ -64,4 +70,22 @@ for (const entry of readdirSync(sharedStacks)) {
   if (down.status !== 0) teardownFailed = true;
 }
 rmSync(sharedStacks, { recursive: true, force: true });
-process.exit(teardownFailed ? 1 : (result.status ?? 1));
+
+let leaked = false;
+if (process.env.SHIPSHAPE_TEST_LEAK_CHECK !== '0') {
+  const redisUrl = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const graceMs = Number(process.env.SHIPSHAPE_TEST_LEAK_GRACE_MS ?? 15_000);
+  const leaks = await findLeaks(run, { redisUrl, graceMs });
+  const lines = describeLeaks(leaks);
+  if (lines.length > 0) {
+    leaked = true;
+    console.log(
+      `\ntest.mjs: the run left ${lines.length} thing(s) behind (removed now; a test must clean up after itself):`,
+    );
+    for (const line of lines) console.log(`  ${line}`);
+  }
+  await cleanUp(run, leaks, { redisUrl });
+} else {
+  rmSync(run.dir, { recursive: true, force: true });
+}
+process.exit(teardownFailed || leaked ? 1 : (result.status ?? 1));

@@ -1,25 +1,55 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
-import { skipUnless } from './harness/services.js';
+import { after, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { redisUrl, skipUnless } from './harness/services.js';
+import { deleteKeys, testKeyPrefix } from './helper.js';
+
+async function keyCount(prefix: string): Promise<number> {
+  const client = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+  try {
+    let count = 0;
+    let cursor = '0';
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      count += keys.length;
+    } while (cursor !== '0');
+    return count;
+  } finally {
+    client.disconnect();
+  }
+}
 
 /** The benchmark, a second per scenario, so it cannot rot: every scenario runs and nothing fails. */
 describe('benchmark smoke run', { skip: await skipUnless('postgres', 'redis') }, () => {
+  const out = mkdtempSync(join(tmpdir(), 'shipshape-bench-smoke-'));
+  const keyPrefix = testKeyPrefix('bench');
+  after(async () => {
+    rmSync(out, { recursive: true, force: true });
+    await deleteKeys(redisUrl, keyPrefix);
+  });
+
   test('npm run bench -- --smoke completes with every scenario answered and no errors', async () => {
-    const out = mkdtempSync(join(tmpdir(), 'shipshape-bench-smoke-'));
     const script = new URL('../bench/run.ts', import.meta.url).pathname;
     const { code, stderr } = await new Promise<{ code: number; stderr: string }>((resolve) => {
       execFile(
         process.execPath,
         ['--import', 'tsx', script, '--smoke', '--out', out],
-        { timeout: 300_000, maxBuffer: 20 * 1024 * 1024 },
+        {
+          timeout: 300_000,
+          maxBuffer: 20 * 1024 * 1024,
+          env: { ...process.env, REDIS_KEY_PREFIX: keyPrefix },
+        },
         (error, _stdout, err) => resolve({ code: error ? Number(error.code ?? 1) : 0, stderr: err }),
       );
     });
     assert.equal(code, 0, stderr);
+    assert.match(stderr, new RegExp(`results written to ${out}/`), 'the message names where the files are');
+    assert.equal(await keyCount(`${keyPrefix}bench:`), 0, 'the benchmark deleted its Redis keys');
     const json = readdirSync(out).find((f) => f.endsWith('.json'));
     assert.ok(json, 'a JSON result was written');
     const result = JSON.parse(readFileSync(join(out, json), 'utf8')) as {

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +7,7 @@ import { after, describe, test } from 'node:test';
 import { type ServerProcess, startServerProcess } from './harness/process.js';
 import { redisUrl } from './harness/services.js';
 import { waitUntil } from './harness/wait.js';
-import { deleteKeys, skipEngine, testDatabaseEnv } from './helper.js';
+import { deleteKeys, skipEngine, testDatabaseEnv, testKeyPrefix } from './helper.js';
 
 /**
  * A write made by the real CLI reaches an already-running service (a real process) at its next
@@ -89,7 +88,7 @@ for (const stage of stages) {
     test('db:seed while serving: the next read shows the catalog; create-admin while serving: log in', async () => {
       const database = await testDatabaseEnv(stage.engine);
       cleanups.push(() => database.cleanup());
-      const prefix = `cliwrites:${process.pid}:${randomBytes(4).toString('hex')}:`;
+      const prefix = testKeyPrefix('cliwrites');
       const env: Record<string, string> = {
         ...database.env,
         JWT_SECRET: jwtSecret,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -61,8 +61,9 @@ describe('configuration', () => {
     );
   });
 
-  test('secrets can come from NAME_FILE', () => {
+  test('secrets can come from NAME_FILE', (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'shipshape-config-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'token');
     writeFileSync(file, 'from-a-file\n');
     assert.equal(loadConfig({ METRICS_TOKEN_FILE: file }).metrics.token, 'from-a-file');

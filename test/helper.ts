@@ -99,6 +99,16 @@ export function testConfig(env: Readonly<Record<string, string>> = {}): Config {
   });
 }
 
+/**
+ * A Redis key prefix of the caller's own, under the test run's (`scripts/test.mjs` sets
+ * SHIPSHAPE_TEST_KEY_PREFIX and fails the run when any key is left under it). Delete what you wrote
+ * with `deleteKeys` when done; `buildTestApp` does it for the prefix its app uses.
+ */
+export function testKeyPrefix(label = 'app'): string {
+  const run = process.env.SHIPSHAPE_TEST_KEY_PREFIX ?? 'test:';
+  return `${run}${label}:${process.pid}:${randomBytes(4).toString('hex')}:`;
+}
+
 /** Deletes every key under a prefix (tests only: SCAN is fine here, never in the service). */
 export async function deleteKeys(url: string, prefix: string): Promise<void> {
   const client = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => null });
@@ -124,7 +134,7 @@ export async function deleteKeys(url: string, prefix: string): Promise<void> {
 export async function buildTestApp(options: TestAppOptions = {}): Promise<FastifyInstance> {
   const database = await testDatabaseEnv(options.engine ?? 'sqlite');
   const redis = options.redis === true ? redisUrl : options.redis === false ? undefined : options.redis;
-  const keyPrefix = `test:${process.pid}:${randomBytes(4).toString('hex')}:`;
+  const keyPrefix = testKeyPrefix();
   const config = testConfig({
     ...database.env,
     ...(redis === undefined ? {} : { REDIS_URL: redis, REDIS_KEY_PREFIX: keyPrefix }),
@@ -142,7 +152,8 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<Fastif
   }
   app.addHook('onClose', async () => {
     await database.cleanup();
-    if (redis !== undefined) await deleteKeys(redis, keyPrefix);
+    // The prefix in force: the test's own when it shares one between apps (env), else ours.
+    if (redis !== undefined) await deleteKeys(redis, config.redis.keyPrefix);
   });
   await options.extend?.(app);
   await app.ready();

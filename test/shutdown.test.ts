@@ -1,18 +1,26 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startServerProcess } from './harness/process.js';
 
 const fixture = new URL('./fixtures/server.ts', import.meta.url).pathname;
 const mainEntry = new URL('../src/main.ts', import.meta.url).pathname;
 
+/** Each server's SQLite directory, removed after the file. */
+const dirs: string[] = [];
+after(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
 function sqliteEnv(): Record<string, string> {
-  return { SQLITE_PATH: join(mkdtempSync(join(tmpdir(), 'shipshape-shutdown-')), 'db.sqlite') };
+  const dir = mkdtempSync(join(tmpdir(), 'shipshape-shutdown-'));
+  dirs.push(dir);
+  return { SQLITE_PATH: join(dir, 'db.sqlite') };
 }
 
 interface Answer {

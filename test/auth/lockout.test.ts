@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { createMemoryCounterStore } from '../../src/infra/rate-limit/counter-store.js';
 import { createLoginLockout } from '../../src/modules/auth/lockout.js';
 import { skipUnless } from '../harness/services.js';
-import { buildTestApp, testConfig, testDatabaseEnv } from '../helper.js';
+import { buildTestApp, testConfig, testDatabaseEnv, testKeyPrefix } from '../helper.js';
 import { login, registerUser, uniqueName } from '../support/accounts.js';
 
 const lockoutEnv = {
@@ -149,7 +148,7 @@ describe('lockout shared through Redis', { skip: await skipUnless('redis') }, ()
     const env = {
       ...lockoutEnv,
       ...database.env,
-      REDIS_KEY_PREFIX: `test:lock:${randomBytes(4).toString('hex')}:`,
+      REDIS_KEY_PREFIX: testKeyPrefix('lock'),
     };
     const a = await buildTestApp({ redis: true, env });
     const b = await buildTestApp({ redis: true, env });

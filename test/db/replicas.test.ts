@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
@@ -9,7 +8,7 @@ import { buildApp } from '../../src/app.js';
 import { readAfterHeader } from '../../src/infra/read-your-writes.js';
 import { type ReplicatedPostgres, startReplicatedPostgres } from '../harness/replication.js';
 import { redisUrl, skipUnless } from '../harness/services.js';
-import { testConfig } from '../helper.js';
+import { testConfig, testKeyPrefix } from '../helper.js';
 import { createProduct } from '../products/support.js';
 import { type Account, bearer, createAdmin, registerUser } from '../support/accounts.js';
 
@@ -26,7 +25,7 @@ let cluster: ReplicatedPostgres;
 let app: FastifyInstance;
 let standbyClient: pg.Client;
 let admin: Account;
-const keyPrefix = `test:${process.pid}:${randomBytes(4).toString('hex')}:`;
+const keyPrefix = testKeyPrefix('replicas');
 
 async function deleteRedisKeys(): Promise<void> {
   const client = new Redis(redisUrl, { maxRetriesPerRequest: 1 });

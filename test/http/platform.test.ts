@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -404,15 +404,18 @@ describe('CORS', () => {
 
 describe('static files', () => {
   let app: FastifyInstance;
+  const dir = mkdtempSync(join(tmpdir(), 'shipshape-static-'));
   before(async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'shipshape-static-'));
     mkdirSync(join(dir, 'assets'));
     writeFileSync(join(dir, 'index.html'), '<!doctype html><title>t</title>');
     writeFileSync(join(dir, 'assets', 'app.3f9a1c2b.js'), 'console.log(1)');
     writeFileSync(join(dir, 'assets', 'logo.svg'), '<svg/>');
     app = await buildTestApp({ env: { STATIC_DIR: dir } });
   });
-  after(() => app?.close());
+  after(async () => {
+    await app?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   test('HTML: no-cache, an ETag, the page CSP, and 304 on revalidation', async () => {
     const res = await app.inject({ url: '/' });

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
@@ -11,10 +10,14 @@ import { createRedisCacheBackend } from '../../src/infra/cache/redis-backend.js'
 import { createRedis, type RedisHandle } from '../../src/infra/redis.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../harness/redis.js';
 import { redisUrl, skipUnless } from '../harness/services.js';
-import { captureLogs, testConfig } from '../helper.js';
+import { captureLogs, deleteKeys, testConfig, testKeyPrefix } from '../helper.js';
+
+/** Every handle of this file writes under one prefix, removed after the file. */
+const keyPrefix = testKeyPrefix('cache');
+after(() => deleteKeys(redisUrl, keyPrefix));
 
 function redisHandle(url: string): RedisHandle {
-  const config = testConfig({ REDIS_URL: url, REDIS_KEY_PREFIX: `test:${randomBytes(4).toString('hex')}:` });
+  const config = testConfig({ REDIS_URL: url, REDIS_KEY_PREFIX: keyPrefix });
   return createRedis(config.redis, url, captureLogs().logger, { failureThreshold: 1, openMs: 200 });
 }
 
@@ -260,7 +263,7 @@ describe('cache: memory bound', () => {
 
 describe('cache: Redis shared by two processes', { skip: await skipUnless('redis') }, () => {
   test('an invalidation through one instance is seen by the other at once', async () => {
-    const prefix = `test:${randomBytes(4).toString('hex')}:`;
+    const prefix = testKeyPrefix('cache-shared');
     const config = testConfig({ REDIS_URL: redisUrl, REDIS_KEY_PREFIX: prefix });
     const redisA = createRedis(config.redis, redisUrl, captureLogs().logger);
     const redisB = createRedis(config.redis, redisUrl, captureLogs().logger);
@@ -278,6 +281,7 @@ describe('cache: Redis shared by two processes', { skip: await skipUnless('redis
     } finally {
       await redisA.close();
       await redisB.close();
+      await deleteKeys(redisUrl, prefix);
     }
   });
 });

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
@@ -12,10 +11,14 @@ import { clientKey } from '../../src/infra/rate-limit/rate-limit.js';
 import { createRedis, type RedisHandle } from '../../src/infra/redis.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../harness/redis.js';
 import { redisUrl, skipUnless } from '../harness/services.js';
-import { buildTestApp, captureLogs, testConfig } from '../helper.js';
+import { buildTestApp, captureLogs, deleteKeys, testConfig, testKeyPrefix } from '../helper.js';
+
+/** Every handle of this file writes under one prefix, removed after the file. */
+const keyPrefix = testKeyPrefix('ratelimit');
+after(() => deleteKeys(redisUrl, keyPrefix));
 
 function redisHandle(url: string): RedisHandle {
-  const config = testConfig({ REDIS_URL: url, REDIS_KEY_PREFIX: `test:${randomBytes(4).toString('hex')}:` });
+  const config = testConfig({ REDIS_URL: url, REDIS_KEY_PREFIX: keyPrefix });
   return createRedis(config.redis, url, captureLogs().logger, { failureThreshold: 1, openMs: 200 });
 }
 
@@ -198,7 +201,7 @@ describe('rate limiting over HTTP', () => {
 
 describe('rate limits shared through Redis (guide correction 5)', { skip: await skipUnless('redis') }, () => {
   test('two app instances share one budget', async () => {
-    const env = { RATE_LIMIT_MAX: '3', REDIS_KEY_PREFIX: `test:shared:${randomBytes(4).toString('hex')}:` };
+    const env = { RATE_LIMIT_MAX: '3', REDIS_KEY_PREFIX: testKeyPrefix('shared') };
     const a = await buildTestApp({ redis: true, extendApi: apiRoute, env });
     const b = await buildTestApp({ redis: true, extendApi: apiRoute, env });
     try {

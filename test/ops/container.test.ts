@@ -9,6 +9,7 @@ import { freePort } from '../harness/ports.js';
 import { createTestDatabase, type TestDatabase } from '../harness/postgres.js';
 import { redisUrl } from '../harness/services.js';
 import { waitUntil } from '../harness/wait.js';
+import { deleteKeys, testKeyPrefix } from '../helper.js';
 import { buildBaseImage, imageExists, pinnedBaseImage } from './container-base.js';
 import { render } from './kustomize.js';
 import { run, runAsync, skipWithout } from './support.js';
@@ -45,7 +46,7 @@ describe('container image (Dockerfile, podman)', {
   const containers: string[] = [];
   const podmanSecrets: string[] = [];
   const playedFiles: string[] = [];
-  const prefix = `shipshape:container-test:${process.pid}:`;
+  const prefix = testKeyPrefix('container');
 
   function podman(args: readonly string[], timeoutMs = 300_000) {
     return runAsync('podman', args, { env, timeoutMs });
@@ -116,6 +117,7 @@ describe('container image (Dockerfile, podman)', {
     for (const name of podmanSecrets) await podman(['secret', 'rm', name]);
     await podman(['rmi', '-f', tag]);
     await db?.drop();
+    await deleteKeys(redisUrl, prefix);
     if (confDir) await rm(confDir, { recursive: true, force: true });
   });
 

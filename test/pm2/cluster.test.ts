@@ -11,7 +11,14 @@ import { createUser } from '../../src/modules/users/users.service.js';
 import { type Pm2Cluster, startPm2Cluster } from '../harness/pm2.js';
 import { freePort } from '../harness/ports.js';
 import { redisUrl, skipUnless } from '../harness/services.js';
-import { captureLogs, type TestDatabaseEnv, testConfig, testDatabaseEnv } from '../helper.js';
+import {
+  captureLogs,
+  deleteKeys,
+  type TestDatabaseEnv,
+  testConfig,
+  testDatabaseEnv,
+  testKeyPrefix,
+} from '../helper.js';
 import { type LoadRequest, type LoadResponse, send, startLoad } from '../support/load.js';
 
 /** Two consecutive free ports, for the per-worker metrics servers. */
@@ -104,6 +111,7 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
   const rateLimit = 60;
   const jwtSecret = randomBytes(48).toString('base64');
   const fixture = { productId: '' };
+  const keyPrefix = testKeyPrefix('pm2');
 
   before(async () => {
     database = await testDatabaseEnv('postgres');
@@ -114,7 +122,7 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
       env: {
         ...database.env,
         REDIS_URL: redisUrl,
-        REDIS_KEY_PREFIX: `test:pm2:${randomBytes(4).toString('hex')}:`,
+        REDIS_KEY_PREFIX: keyPrefix,
         JWT_SECRET: jwtSecret,
         // Production's level: every request writes a line, so the log path is the one production takes.
         LOG_LEVEL: 'info',
@@ -133,6 +141,7 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
   after(async () => {
     await cluster?.destroy();
     await database?.cleanup();
+    await deleteKeys(redisUrl, keyPrefix);
   });
 
   test('the shipped ecosystem file runs two workers in cluster mode, each with its own metrics port', async () => {

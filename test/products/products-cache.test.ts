@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { startThrowawayRedis, type ThrowawayRedis } from '../harness/redis.js';
 import { skipUnless } from '../harness/services.js';
-import { buildTestApp, engines, skipEngine, testDatabaseEnv } from '../helper.js';
+import { buildTestApp, engines, skipEngine, testDatabaseEnv, testKeyPrefix } from '../helper.js';
 import { type Account, bearer, createAdmin, registerUser } from '../support/accounts.js';
 import { createProduct, uniqueSku } from './support.js';
 
@@ -160,7 +159,7 @@ describe('product cache shared by two instances through Redis', {
     // One database and one key prefix: two servers of one deployment.
     const database = await testDatabaseEnv('postgres');
     cleanup = database.cleanup;
-    const env = { ...database.env, REDIS_KEY_PREFIX: `test:shared:${randomBytes(4).toString('hex')}:` };
+    const env = { ...database.env, REDIS_KEY_PREFIX: testKeyPrefix('shared') };
     a = await buildTestApp({ engine: 'postgres', redis: true, env });
     b = await buildTestApp({ engine: 'postgres', redis: true, env });
   });
