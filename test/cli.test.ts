@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createDatabase } from '../src/infra/database.js';
 import { buildTestApp, captureLogs, engines, skipEngine, testConfig, testDatabaseEnv } from './helper.js';
-import { cli, cliWithInput } from './support/cli.js';
+import { cli, cliWithInput, onTerminal } from './support/cli.js';
 
 for (const engine of engines) {
   describe(`database commands on ${engine}`, { skip: await skipEngine(engine) }, () => {
@@ -140,6 +140,37 @@ describe('user:create-admin', () => {
         });
         assert.equal(res.statusCode, 200, res.body);
         assert.equal(res.json().user.role, 'admin');
+      } finally {
+        await app.close();
+      }
+    } finally {
+      await database.cleanup();
+    }
+  });
+
+  test('on a terminal the hidden prompt asks twice; two different answers create nothing', async () => {
+    const database = await testDatabaseEnv('sqlite');
+    const env = { ...database.env, ARGON2_MEMORY_KIB: '1024', ARGON2_ITERATIONS: '1' };
+    try {
+      assert.equal((await cli('migrate', env)).status, 0);
+      const typo = await onTerminal(env, ['first password 1', 'first passwrod 1'], 'typo');
+      assert.notEqual(typo.status, 0, typo.output);
+      assert.match(typo.output, /Password \(input hidden\): .*\n.*The same password again: /s);
+      assert.match(typo.output, /the two passwords differ: nothing was created/);
+      const same = await onTerminal(env, ['the admin password', 'the admin password'], 'same');
+      assert.equal(same.status, 0, same.output);
+      assert.match(same.output, /sqlite: created admin same <same@example.com>/);
+      assert.doesNotMatch(
+        `${typo.output}${same.output}`,
+        /passw(or|ro)d 1|the admin password/,
+        'nothing echoed',
+      );
+      const app = await buildTestApp({ env: database.env });
+      try {
+        const login = (name: string, password: string) =>
+          app.inject({ method: 'POST', url: '/api/auth/login', payload: { login: name, password } });
+        assert.equal((await login('same', 'the admin password')).statusCode, 200);
+        assert.equal((await login('typo', 'first password 1')).statusCode, 401, 'the typo made no account');
       } finally {
         await app.close();
       }

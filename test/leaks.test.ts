@@ -11,7 +11,7 @@ import { waitUntil } from './harness/wait.js';
  * `npm test` left Redis keys with day-long TTLs and `shipshape-*` temp directories on a shared
  * server): a process of the run still alive, an entry in the run's temp directory, a Redis key under
  * the run's prefix. It names each, removes it, and exits non-zero. Shown on two fixture test files
- * run through the real runner, scripts/test.mjs.
+ * run through the real runner, scripts/test.mjs (the check itself is scripts/test-leaks.mjs).
  */
 
 const root = new URL('..', import.meta.url).pathname;

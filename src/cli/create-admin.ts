@@ -8,9 +8,10 @@ import { CliError, runCli } from './run.js';
 /**
  * `npm run user:create-admin -- --email a@example.com --username alice`
  *
- * The password is read from a hidden prompt on a terminal, or from the first line of stdin when
- * piped (`printf '%s\n' "$PASSWORD" | npm run user:create-admin -- …`) — never from argv, which
- * other users of the machine can read in the process list. There are no default accounts.
+ * The password is read from a hidden prompt on a terminal — asked twice, so a typo does not become
+ * the admin's password — or from the first line of stdin when piped
+ * (`printf '%s\n' "$PASSWORD" | npm run user:create-admin -- …`), never from argv, which other
+ * users of the machine can read in the process list. There are no default accounts.
  */
 
 async function readPassword(): Promise<string> {
@@ -22,30 +23,66 @@ async function readPassword(): Promise<string> {
     }
     throw new CliError('no password on stdin');
   }
-  process.stderr.write('Password (input hidden): ');
-  process.stdin.setRawMode(true);
-  process.stdin.resume();
-  process.stdin.setEncoding('utf8');
+  const [password = '', again] = await readHiddenLines([
+    'Password (input hidden): ',
+    'The same password again: ',
+  ]);
+  if (password !== again) throw new CliError('the two passwords differ: nothing was created');
+  return password;
+}
+
+/**
+ * Reads one line per prompt from the terminal without echo (raw mode). Keys typed ahead, even
+ * both lines in one burst, are kept for the next prompt; Backspace deletes, Ctrl-C cancels.
+ */
+function readHiddenLines(prompts: readonly string[]): Promise<string[]> {
+  const stdin = process.stdin;
+  // Echo off before the prompt shows: keys typed the moment it appears are not echoed either.
+  stdin.setRawMode(true);
+  stdin.resume();
+  stdin.setEncoding('utf8');
+  process.stderr.write(prompts[0] ?? '');
   return new Promise((resolve, reject) => {
-    let password = '';
-    process.stdin.on('data', (chunk: string) => {
+    const lines: string[] = [];
+    let current = '';
+    const finish = (error?: CliError) => {
+      stdin.off('data', onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+      if (error === undefined) resolve(lines);
+      else reject(error);
+    };
+    const onData = (chunk: string) => {
       for (const char of chunk) {
-        if (char === '\r' || char === '\n') {
-          process.stdin.setRawMode(false);
-          process.stdin.pause();
-          process.stderr.write('\n');
-          resolve(password);
-          return;
-        }
         if (char === '\u0003') {
-          process.stdin.setRawMode(false);
-          reject(new CliError('cancelled'));
+          process.stderr.write('\n');
+          finish(new CliError('cancelled'));
           return;
         }
-        if (char === '\u007f') password = password.slice(0, -1);
-        else password += char;
+        if (char === '\r' || char === '\n') {
+          // A CR LF pair (or LF after CR) from a terminal is one Enter.
+          if (char === '\n' && lastWasCr) {
+            lastWasCr = false;
+            continue;
+          }
+          lastWasCr = char === '\r';
+          process.stderr.write('\n');
+          lines.push(current);
+          current = '';
+          if (lines.length === prompts.length) {
+            finish();
+            return;
+          }
+          process.stderr.write(prompts[lines.length] ?? '');
+          continue;
+        }
+        lastWasCr = false;
+        if (char === '\u007f' || char === '\b') current = current.slice(0, -1);
+        else current += char;
       }
-    });
+    };
+    let lastWasCr = false;
+    stdin.on('data', onData);
   });
 }
 

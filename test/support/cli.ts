@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { ensureBuilt } from '../harness/pm2.js';
 
 /**
@@ -36,5 +36,49 @@ export async function cliWithInput(
         resolve({ status: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr }),
     );
     child.stdin?.end(input ?? '');
+  });
+}
+
+/**
+ * Runs `user:create-admin` on a pseudo-terminal (util-linux `script`), typing each answer only once
+ * its prompt is on the screen, as a person would. The keys go through the terminal, so whatever it
+ * echoes is in `output`.
+ */
+export async function onTerminal(
+  env: Record<string, string>,
+  answers: readonly string[],
+  username: string,
+): Promise<{ status: number | null; output: string }> {
+  built ??= ensureBuilt();
+  await built;
+  const entry = new URL('../../dist/cli/create-admin.js', import.meta.url).pathname;
+  const command = `'${process.execPath}' '${entry}' --email ${username}@example.com --username ${username}`;
+  return new Promise((resolve, reject) => {
+    const child = spawn('script', ['-qec', command, '/dev/null'], {
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
+    let output = '';
+    let answered = 0;
+    const prompts = [/Password \(input hidden\): $/, /The same password again: $/];
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      output += chunk;
+      const prompt = prompts[answered];
+      if (prompt !== undefined && answered < answers.length && prompt.test(output)) {
+        child.stdin.write(`${answers[answered]}\r`);
+        answered += 1;
+      }
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      output += chunk.toString('utf8');
+    });
+    child.once('error', reject);
+    child.once('exit', (status) => {
+      clearTimeout(timer);
+      child.stdin.end();
+      resolve({ status, output: output.replaceAll('\r\n', '\n') });
+    });
   });
 }
