@@ -169,7 +169,7 @@ describe('references resolve inside the repository', () => {
       new RegExp(String.raw`\bROAD${'MAP'}\.md`),
       new RegExp(String.raw`\.\./${'shared'}/`),
       new RegExp(String.raw`\bresearch/[a-z-]+\.${'md'}`),
-      new RegExp(String.raw`issue ${'notes'}`, 'i'),
+      new RegExp(`issue ${'notes'}`, 'i'),
     ];
     const found: string[] = [];
     for (const file of textFiles) {
