@@ -49,7 +49,8 @@ export function stackCli(stateDir: string, ...args: string[]) {
   );
 }
 
-function handle(stateDir: string, owned: boolean): TestStack {
+/** `removeAfter`: a directory of the stack's own, removed once it is down. */
+function handle(stateDir: string, owned: boolean, removeAfter?: string): TestStack {
   return {
     stateDir,
     status() {
@@ -61,6 +62,7 @@ function handle(stateDir: string, owned: boolean): TestStack {
     async release() {
       if (!owned) return;
       await stackCli(stateDir, 'down');
+      if (removeAfter !== undefined) rmSync(removeAfter, { recursive: true, force: true });
     },
   };
 }
@@ -76,7 +78,7 @@ export async function ownStack(stage: StageName, args: string[] = []): Promise<T
     const e = err as { stderr?: string; message: string };
     throw new Error(`stack up --stage ${stage} failed: ${e.message}\n${e.stderr ?? ''}`);
   }
-  return handle(stateDir, true);
+  return handle(stateDir, true, parent);
 }
 
 /** The directory scripts/test.mjs gives the run for shared stacks (unset outside the runner). */
