@@ -25,6 +25,8 @@ options:
   --public-dir DIR     static files for nginx and the app (default: the project's public/)
   --monitoring         growth: also Prometheus, Alertmanager, the alert webhook and the exporters (URLs in status --json)
   --env NAME=VALUE     extra environment for every app server (repeatable), e.g. --env RATE_LIMIT_MAX=100000
+  --deploy-targets     growth: app servers as SSH deploy targets (own user, dir, sshd; pinned keys),
+                       empty until scripts/deploy.sh --env local (needs root and openssh-server)
   --postgres-url URL   an admin connection to create the throwaway database on (default $STACK_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/postgres)
 
 stages:
@@ -66,6 +68,7 @@ async function main(argv: string[]): Promise<number> {
       'public-dir': { type: 'string' },
       env: { type: 'string', multiple: true },
       monitoring: { type: 'boolean' },
+      'deploy-targets': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -100,6 +103,7 @@ async function main(argv: string[]): Promise<number> {
         ...(values['public-dir'] === undefined ? {} : { publicDir: values['public-dir'] }),
         ...(values.env === undefined ? {} : { appEnv: parseEnv(values.env) }),
         ...(values.monitoring === true ? { monitoring: true } : {}),
+        ...(values['deploy-targets'] === true ? { deployTargets: true } : {}),
       });
       const entry = typeof result.entry === 'string' ? result.entry : result.entry.https;
       console.log(`${stage} stack is up: ${entry}${result.caFile ? ` (trust ${result.caFile})` : ''}`);

@@ -42,6 +42,8 @@ function processes(state: StackState): { expected: number; alive: number[] } {
   let expected = 0;
   const alive: number[] = [];
   for (const server of state.servers) {
+    // A deploy target serves only once a release is current.
+    if (server.deployDir !== undefined && !existsSync(join(server.deployDir, 'current'))) continue;
     expected += server.instances;
     alive.push(...serverPids(server));
   }

@@ -1,4 +1,5 @@
 import { appServers } from './components/app-servers.js';
+import { deployTargets } from './components/deploy-targets.js';
 import { monitoring } from './components/monitoring.js';
 import { nginxEdge } from './components/nginx.js';
 import { postgresDatabase, sqliteDatabase } from './components/postgres.js';
@@ -51,7 +52,16 @@ export const stages: Record<StageName, { description: string; components: () => 
       redisServer(),
       localCertificateAuthority(),
       // The app believes X-Forwarded-For only from the edge (nginx connects from 127.0.0.1).
-      appServers({ servers: growthServers, pm2: true, instances: 1, env: { TRUST_PROXY: '127.0.0.1' } }),
+      // The app servers: PM2 clusters run from this checkout, or (--deploy-targets) empty deploy
+      // targets over SSH that scripts/deploy.sh --env local fills.
+      {
+        ...appServers({ servers: growthServers, pm2: true, instances: 1, env: { TRUST_PROXY: '127.0.0.1' } }),
+        enabled: (options) => options.deployTargets !== true,
+      },
+      {
+        ...deployTargets({ servers: growthServers, instances: 1, env: { TRUST_PROXY: '127.0.0.1' } }),
+        enabled: (options) => options.deployTargets === true,
+      },
       nginxEdge(),
       // --monitoring: Prometheus, Alertmanager and the exporters, reading everything above.
       monitoring(),

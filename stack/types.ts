@@ -68,6 +68,8 @@ export interface StackOptions {
   readonly appEnv?: Readonly<Record<string, string>>;
   /** Also run Prometheus, Alertmanager, the webhook receiver and the exporters (growth). */
   readonly monitoring?: boolean;
+  /** Growth: app servers as SSH deploy targets, empty until scripts/deploy.sh --env local. */
+  readonly deployTargets?: boolean;
   readonly log?: (line: string) => void;
 }
 
@@ -104,6 +106,8 @@ export interface ServerRecord {
   pid: number | null;
   /** Environment the server was started with (state.json is private: mode 0600). */
   env: Record<string, string>;
+  /** A deploy target's release layout (--deploy-targets): it serves once a release is deployed. */
+  deployDir?: string;
 }
 
 export interface NginxRecord {

@@ -19,7 +19,9 @@
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 
-const root = path.resolve(__dirname, '..', '..');
+// SHIPSHAPE_APP_DIR: the release layout's `current` symlink (set by scripts/release-agent.sh), so PM2
+// keeps the unresolved path and every reload starts whatever release `current` names at that moment.
+const root = process.env.SHIPSHAPE_APP_DIR || path.resolve(__dirname, '..', '..');
 
 /** The names of the service's variables, from the built config.ts (the one list there is). */
 function serviceVariableNames() {

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Config, ConfigError, describeConfig, loadConfig } from '../config.js';
-import { pendingMigrations } from '../db/migrator.js';
+import { blockingPendingMigrations } from '../db/migrator.js';
 import { createDatabase } from '../infra/database.js';
 import { createLogger } from '../infra/logger.js';
 import { describeDatabase, describeRedis } from '../lib/targets.js';
@@ -123,7 +123,7 @@ async function checkDatabase(config: Config): Promise<void> {
         `the database does not answer (${describeDatabase(config.database)}): ${(err as Error).message}`,
       );
     });
-    const pending = await pendingMigrations(handle.db, handle.engine);
+    const pending = await blockingPendingMigrations(handle.db, handle.engine);
     // With DATABASE_MIGRATE_ON_START the first worker applies them (under an advisory lock).
     if (pending.length > 0 && !config.database.migrateOnStart)
       throw new Refusal(`pending migrations (${pending.join(', ')}): run \`npm run db:migrate\` first`);

@@ -3,7 +3,15 @@ import type { Database, Engine } from './database.js';
 import * as m001 from './migrations/001_initial.js';
 import * as m002 from './migrations/002_feature_flags.js';
 
+/**
+ * `expand` (the default) adds what new code needs and leaves what old code uses; `contract` removes
+ * what only older releases used, so it runs only when no retained release needs the old schema
+ * (src/db/production-migrator.ts). Mark a migration contract with `export const phase = 'contract'`.
+ */
+export type MigrationPhase = 'expand' | 'contract';
+
 interface EngineMigration {
+  readonly phase?: MigrationPhase;
   up(db: Kysely<unknown>, engine: Engine): Promise<void>;
   down?(db: Kysely<unknown>, engine: Engine): Promise<void>;
   /** The tables down() drops, with their rows. */
@@ -83,4 +91,24 @@ export async function latestApplied(
   const applied = (await migratorFor(db, engine).getMigrations()).filter((m) => m.executedAt !== undefined);
   const name = applied.at(-1)?.name;
   return name === undefined ? undefined : { name, drops: migrations[name]?.dropsOnRevert ?? [] };
+}
+
+/** Every migration this code has, in order (a release's manifest records them). */
+export function migrationNames(): string[] {
+  return Object.keys(migrations);
+}
+
+export function migrationList(): Array<{ name: string; phase: MigrationPhase; up: EngineMigration['up'] }> {
+  return Object.entries(migrations).map(([name, m]) => ({
+    name,
+    phase: m.phase ?? 'expand',
+    up: (db, engine) => m.up(db, engine),
+  }));
+}
+
+/** Pending migrations that block serving: a deferred contract migration does not (old code runs without it). */
+export async function blockingPendingMigrations(db: Kysely<Database>, engine: Engine): Promise<string[]> {
+  return (await pendingMigrations(db, engine)).filter(
+    (name) => (migrations[name]?.phase ?? 'expand') !== 'contract',
+  );
 }

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database, Engine } from './database.js';
-import { pendingMigrations } from './migrator.js';
+import { blockingPendingMigrations } from './migrator.js';
 
 /** Every table the code queries; the compiler checks that none of Database's tables is missing. */
 const requiredTables = [
@@ -23,7 +23,7 @@ void everyTable;
  * tables the code needs that are gone (dropped by hand, a half-applied manual repair).
  */
 export async function schemaProblem(db: Kysely<Database>, engine: Engine): Promise<string | undefined> {
-  const pending = await pendingMigrations(db, engine);
+  const pending = await blockingPendingMigrations(db, engine);
   if (pending.length > 0)
     return `schema behind: pending migrations (${pending.join(', ')}); run \`npm run db:migrate\``;
   const present = new Set((await db.introspection.getTables()).map((t) => t.name));

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The guide's `./scripts/deploy.sh --production`, for real: build the release artifact once (or ship
+# the one CI built, --artifact DIR), ship it over SSH with pinned host keys, install it beside the
+# running release, migrate, boot it once on the side, then per server (canary first, with a watch
+# window) switch `current`, reload PM2 and gate on every worker's /ready; any failure rolls back
+# every server already switched. Logic: src/ops/delivery/deploy.ts; server side:
+# scripts/release-agent.sh. `scripts/deploy.sh --help` lists the options.
+#
+# Exit codes: 0 ok, 1 failed and rolled back, 2 usage/refused, 3 deploy lock held, 4 rollback failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+node scripts/ensure-build.mjs
+exec node dist/cli/deploy.js deploy "$@"

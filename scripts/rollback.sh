@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The guide's `./scripts/rollback.sh --to=v1.2.3`: switch every server back to a release that is
+# still installed there (a release id, a version tag, a commit prefix, or `previous`: the newest good
+# release before the current one), reloading PM2 and gating on /ready — nothing is installed.
+# `--list` shows what each server has. An unknown target changes nothing and exits 2.
+#
+#   scripts/rollback.sh --env NAME --to=previous | --to=v1.2.3 | --list
+# Exit codes: 0 ok, 2 unknown target or usage, 3 deploy lock held, 4 the switch back failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+node scripts/ensure-build.mjs
+exec node dist/cli/deploy.js rollback "$@"

@@ -1,0 +1,191 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { contentHash } from '../../src/ops/delivery/artifact.js';
+import { parseMetrics, quantile, windowStats } from '../../src/ops/delivery/watch.js';
+
+/**
+ * scripts/release-agent.sh on its own (run locally, as the deployer runs it over SSH): the atomic
+ * switch under a reader in a loop, the deploy lock and its staleness rule, retention by name,
+ * installs that refuse a corrupt artifact, and failing commands that fail. The whole sequence over
+ * real SSH is test/ops/deploy-launch.test.ts.
+ */
+
+const agent = new URL('../../scripts/release-agent.sh', import.meta.url).pathname;
+
+function run(dir: string, ...args: string[]) {
+  const result = spawnSync('bash', [agent, dir, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: result.status ?? 1, stdout: result.stdout, stderr: result.stderr };
+}
+
+const ids = [
+  '20261201T090000Z-aaaaaaa',
+  '20261201T100000Z-bbbbbbb',
+  '20261201T110000Z-ccccccc',
+  '20261201T120000Z-ddddddd',
+  '20261201T130000Z-eeeeeee',
+  '20261201T140000Z-fffffff',
+  '20261201T150000Z-1234567',
+];
+
+describe('release-agent.sh', () => {
+  let dir: string;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'shipshape-agent-'));
+    for (const id of ids) {
+      mkdirSync(join(dir, 'releases', id, 'dist'), { recursive: true });
+      writeFileSync(join(dir, 'releases', id, 'dist', 'marker'), id);
+      writeFileSync(
+        join(dir, 'releases', id, 'release.json'),
+        `${JSON.stringify({ id, version: id.slice(-3) })}\n`,
+      );
+    }
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('the switch is atomic: a reader resolving current in a loop during 100 switches never fails', async () => {
+    assert.equal(run(dir, 'switch', ids[0] as string).code, 0);
+    const stop = join(dir, 'stop-reader');
+    // The reader opens a file through the link, as a worker starting from `current` would.
+    const reader = spawn(
+      'bash',
+      [
+        '-c',
+        `n=0; f=0; while [ ! -e "$1" ]; do cat "$2/current/dist/marker" >/dev/null 2>&1 || f=$((f+1)); n=$((n+1)); done; echo "$n $f"`,
+        'reader',
+        stop,
+        dir,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let output = '';
+    reader.stdout.setEncoding('utf8').on('data', (c: string) => {
+      output += c;
+    });
+    const done = new Promise((resolve) => reader.once('close', resolve));
+    for (let i = 0; i < 100; i++) {
+      const r = run(dir, 'switch', ids[i % 2] as string, 'test');
+      assert.equal(r.code, 0, r.stderr);
+    }
+    writeFileSync(stop, '');
+    await done;
+    const [reads, failures] = output.trim().split(' ').map(Number);
+    console.log(`atomic switch: ${reads} reads during 100 switches, ${failures} failed`);
+    assert.ok((reads ?? 0) > 100, `the reader ran (${reads} reads)`);
+    assert.equal(failures, 0);
+    assert.equal(readFileSync(join(dir, 'releases.log'), 'utf8').trim().split('\n').length, 101);
+  });
+
+  test('a failing command fails: unknown release, unknown command, bad id — non-zero, nothing changed', () => {
+    const before = readFileSync(join(dir, 'current', 'dist', 'marker'), 'utf8');
+    for (const args of [
+      ['switch', '20991231T000000Z-0000000'],
+      ['switch', '../../etc'],
+      ['frobnicate'],
+      ['install', ids[1] as string],
+    ]) {
+      const r = run(dir, ...args);
+      assert.notEqual(r.code, 0, args.join(' '));
+      assert.match(r.stderr, /release-agent: /);
+    }
+    assert.equal(readFileSync(join(dir, 'current', 'dist', 'marker'), 'utf8'), before);
+    assert.notEqual(run('/nonexistent/app', 'status').code, 0);
+  });
+
+  test('the lock: one holder; a fresh heartbeat holds; only a stale one is reclaimed; only the holder releases', () => {
+    const a = 'a'.repeat(32);
+    const b = 'b'.repeat(32);
+    assert.equal(run(dir, 'lock', 'acquire', a, '30', 'alice@ci', 'abc123').code, 0);
+    const held = run(dir, 'lock', 'acquire', b, '30', 'bob@laptop', 'def456');
+    assert.equal(held.code, 75);
+    assert.match(held.stdout, /^held\towner=alice@ci commit=abc123 started=\S+ \theartbeat \d+s ago/);
+    assert.equal(run(dir, 'lock', 'heartbeat', b).code, 75, 'not the holder');
+    assert.equal(run(dir, 'lock', 'release', b).code, 75, 'not the holder');
+    assert.equal(run(dir, 'lock', 'heartbeat', a).code, 0);
+    // The holder died: its heartbeat stops. 20 s old with staleness 30 s still holds…
+    const beat = join(dir, '.deploy-lock', 'heartbeat');
+    const at = (secondsAgo: number) => new Date(Date.now() - secondsAgo * 1000);
+    utimesSync(beat, at(20), at(20));
+    assert.equal(run(dir, 'lock', 'acquire', b, '30', 'bob@laptop', 'def456').code, 75);
+    // …40 s old is stale: reclaimed, and said so.
+    utimesSync(beat, at(40), at(40));
+    const reclaimed = run(dir, 'lock', 'acquire', b, '30', 'bob@laptop', 'def456');
+    assert.equal(reclaimed.code, 0, reclaimed.stderr);
+    assert.match(reclaimed.stdout, /^reclaimed\towner=alice@ci .*\theartbeat 4\ds ago \(stale after 30s\)/);
+    assert.equal(run(dir, 'lock', 'heartbeat', a).code, 75, 'the old holder learns it lost the lock');
+    assert.equal(run(dir, 'lock', 'release', b).code, 0);
+    assert.equal(existsSync(join(dir, '.deploy-lock')), false);
+    assert.match(readFileSync(join(dir, 'releases.log'), 'utf8'), /lock reclaimed from owner=alice@ci/);
+  });
+
+  test('install refuses a corrupt artifact and one whose dependencies are missing; nothing lands in releases/', () => {
+    const id = '20261202T000000Z-abcdef0';
+    const incoming = join(dir, 'releases', `.incoming-${id}`);
+    mkdirSync(join(incoming, 'dist'), { recursive: true });
+    writeFileSync(join(incoming, 'dist', 'main.js'), 'console.log("v9")\n');
+    const hash = contentHash(incoming);
+    const manifest = (h: string) =>
+      writeFileSync(
+        join(incoming, 'release.json'),
+        `${JSON.stringify({ id, contentHash: h, depsHash: 'f'.repeat(64), nodeAbi: process.versions.modules })}\n`,
+      );
+    manifest(hash);
+    writeFileSync(join(incoming, 'dist', 'main.js'), 'console.log("tampered")\n');
+    const corrupt = run(dir, 'install', id);
+    assert.equal(corrupt.code, 1);
+    assert.match(corrupt.stderr, /content hash mismatch .*the artifact is corrupt/);
+    writeFileSync(join(incoming, 'dist', 'main.js'), 'console.log("v9")\n');
+    const noDeps = run(dir, 'install', id);
+    assert.equal(noDeps.code, 1);
+    assert.match(noDeps.stderr, /dependencies f{64} are not on this server/);
+    assert.equal(existsSync(join(dir, 'releases', id)), false);
+  });
+
+  test('retention keeps the newest by name (not by mtime), plus current and the last good release', () => {
+    // Old releases touched last: an mtime-ordered cleanup (Capistrano's ls -xt) would keep them.
+    for (const [i, id] of ids.entries()) {
+      const t = new Date(Date.now() - i * 60_000);
+      utimesSync(join(dir, 'releases', id), t, t);
+    }
+    assert.equal(run(dir, 'switch', ids[1] as string).code, 0);
+    assert.equal(run(dir, 'mark-good', ids[2] as string).code, 0);
+    const pruned = run(dir, 'prune', '3');
+    assert.equal(pruned.code, 0, pruned.stderr);
+    const left = ids.filter((id) => existsSync(join(dir, 'releases', id)));
+    assert.deepEqual(left, [ids[1], ids[2], ids[4], ids[5], ids[6]]);
+    assert.match(pruned.stdout, new RegExp(`pruned\t${ids[3]}`));
+    assert.equal(existsSync(join(dir, 'releases', `.incoming-20261202T000000Z-abcdef0`)), false);
+  });
+});
+
+describe('canary watch arithmetic', () => {
+  const scrape = (ok: number, errors: number, fast: number, slow: number, pids: number[]) =>
+    [
+      '### worker 0',
+      `http_requests_total{method="GET",route="/api/products/:id",status_code="200"} ${ok}`,
+      `http_requests_total{method="POST",route="/api/orders",status_code="503"} ${errors}`,
+      `http_requests_total{method="GET",route="/ready",status_code="503"} 999`,
+      `http_request_duration_seconds_bucket{le="0.05",method="GET",route="/api/products/:id",status_code="200"} ${fast}`,
+      `http_request_duration_seconds_bucket{le="1",method="GET",route="/api/products/:id",status_code="200"} ${fast + slow}`,
+      `http_request_duration_seconds_bucket{le="+Inf",method="GET",route="/api/products/:id",status_code="200"} ${fast + slow}`,
+      '### pids',
+      ...pids.map(String),
+    ].join('\n');
+
+  test('deltas over the window, probes left out, p95 interpolated, a replaced worker counted', () => {
+    const start = parseMetrics(scrape(100, 0, 100, 0, [41, 42]));
+    const end = parseMetrics(scrape(300, 10, 290, 10, [42, 77]));
+    assert.equal(start.requests, 100);
+    const stats = windowStats(start, end);
+    assert.equal(stats.requests, 210);
+    assert.equal(stats.errors, 10);
+    assert.equal(stats.restarts, 1, 'worker 41 was replaced');
+    // 200 new observations: 190 ≤ 50 ms, 10 in (50 ms, 1 s]; rank 190 is the last fast one.
+    assert.ok(stats.p95 !== null && Math.abs(stats.p95 - 0.05) < 1e-9, String(stats.p95));
+    assert.equal(quantile(0.95, [0.1, Number.POSITIVE_INFINITY], [0, 0]), null);
+  });
+});
