@@ -37,6 +37,9 @@ interface Workflow {
   jobs: Record<string, Job>;
 }
 
+/** `${{ … }}` as GitHub writes it (a template-looking string on purpose). */
+const gh = (expression: string) => `$\{{ ${expression} }}`;
+
 const load = (file: string) => ({
   text: readFileSync(join(dir, file), 'utf8'),
   doc: parse(readFileSync(join(dir, file), 'utf8')) as Workflow,
@@ -119,7 +122,7 @@ describe('GitHub Actions workflows', () => {
     const broadened = text.replace(/^permissions:\n {2}contents: read$/m, 'permissions: write-all');
     const leaky = text.replace(
       'scripts/health-check.sh --env "$DEPLOY_ENV"',
-      'echo ${{ secrets.DEPLOY_SSH_KEY }}',
+      `echo ${gh('secrets.DEPLOY_SSH_KEY')}`,
     );
     const typo = text.replace('runs-on: ubuntu-24.04', 'runs-onn: ubuntu-24.04');
     for (const [broken, pattern] of [
@@ -144,12 +147,12 @@ describe('GitHub Actions workflows', () => {
     const { doc } = load('deploy.yml');
     const job = doc.jobs.deploy as Job;
     assert.deepEqual(job.concurrency, {
-      group: "deploy-${{ inputs.environment || 'production' }}",
+      group: `deploy-${gh("inputs.environment || 'production'")}`,
       'cancel-in-progress': false,
     });
     assert.equal(
       typeof job.environment === 'object' ? job.environment.name : job.environment,
-      "${{ inputs.environment || 'production' }}",
+      gh("inputs.environment || 'production'"),
     );
     assert.deepEqual(job.permissions, { contents: 'read', actions: 'read' });
     const uses = job.steps.map((s) => s.uses ?? '').filter(Boolean);
