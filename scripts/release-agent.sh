@@ -258,16 +258,6 @@ cmd_switch() {
   printf 'switched\t%s\t%s\n' "${before:-none}" "$id"
 }
 
-# Live worker pids of the app, from PM2's pid files (no PM2 round trip: that costs a second or two).
-worker_pids() {
-  local f pid
-  for f in "$PM2_HOME/pids/${PM2_APP_NAME:-shipshape}"-*.pid; do
-    [ -f "$f" ] || continue
-    pid=$(cat "$f" 2>/dev/null || true)
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && printf '%s\n' "$pid"
-  done
-  true
-}
 
 # `npm run pm2:start|reload` from the release now current: it checks the environment, reloads one
 # worker at a time and succeeds only when every worker answers /ready (src/cli/pm2.ts).
@@ -275,9 +265,21 @@ cmd_reload() {
   load_env
   [ -L current ] || die "reload: nothing is current"
   mkdir -p "$PM2_HOME"
-  local verb=reload
-  [ -n "$(worker_pids)" ] || verb=start
-  (cd current && "$node_bin" dist/cli/pm2.js "$verb") || die "reload: pm2 $verb failed"
+  local out
+  out=$(mktemp)
+  # Reload; on the first deploy PM2 has nothing to reload yet: start (asking PM2's list costs more).
+  if (cd current && "$node_bin" dist/cli/pm2.js reload) 2>"$out"; then
+    rm -f "$out"
+    return
+  fi
+  if grep -q 'is not running; start it' "$out"; then
+    rm -f "$out"
+    (cd current && "$node_bin" dist/cli/pm2.js start) || die "reload: pm2 start failed"
+    return
+  fi
+  cat "$out" >&2
+  rm -f "$out"
+  die "reload: pm2 reload failed"
 }
 
 cmd_ready() {
@@ -293,8 +295,8 @@ cmd_ready() {
   return "$failed"
 }
 
-# Every worker's request counters and latency buckets, and the workers' pids (a changed pid is a
-# restart): the deployer compares them (src/ops/delivery/watch.ts).
+# Every worker's request counters, latency buckets and start time (a changed or missing start time
+# is a restart): the deployer compares them (src/ops/delivery/watch.ts).
 cmd_metrics() {
   load_env
   local n=${PM2_INSTANCES:-1} base=${METRICS_PORT:?} host=${HOST:-127.0.0.1} i
@@ -302,10 +304,9 @@ cmd_metrics() {
   for ((i = 0; i < n; i++)); do
     printf '### worker %s\n' "$i"
     curl -s --max-time 5 ${METRICS_TOKEN:+-H "authorization: Bearer $METRICS_TOKEN"} \
-      "http://$host:$((base + i))/metrics" | grep -E '^http_request(s_total|_duration_seconds_bucket)\{' || true
+      "http://$host:$((base + i))/metrics" |
+      grep -E '^(http_request(s_total|_duration_seconds_bucket)\{|process_start_time_seconds )' || true
   done
-  printf '### pids\n'
-  worker_pids
 }
 
 cmd_mark_good() {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -112,7 +112,16 @@ describe('launch sequence over SSH: deploy, canary, automatic rollback, rollback
       existsSync(join(t.dir, 'releases.log')) ? readFileSync(join(t.dir, 'releases.log'), 'utf8') : '',
     );
   const locks = () => targets.map((t) => existsSync(join(t.dir, '.deploy-lock')));
-  const pids = () => stack.status().servers.map((s) => s.pids.join(','));
+  /** Every process of each target's user (PM2's daemon and workers): who serves. */
+  const pids = () =>
+    targets.map((t) =>
+      spawnSync('ps', ['-u', t.user, '-o', 'pid='], { encoding: 'utf8' })
+        .stdout.split('\n')
+        .map((p) => p.trim())
+        .filter(Boolean)
+        .sort()
+        .join(','),
+    );
 
   async function customers(count: number): Promise<EdgeClient[]> {
     firstOctet += 1;
@@ -388,6 +397,7 @@ await import('./main-real.js');
   test('a release that cannot load fails at install: current, the PM2 workers and the traffic untouched', async () => {
     const v2 = artifacts['v2.0.0'] as Artifact;
     const before = { currents: currents(), pids: pids() };
+    assert.ok(before.pids.every((p) => p !== ''), 'every server runs processes');
     const { result: run } = await underLoad('broken-install', () =>
       runScript('deploy.sh', deployArgs(artifacts['v2.1.0-broken'] as Artifact)),
     );

@@ -163,7 +163,7 @@ describe('release-agent.sh', () => {
 });
 
 describe('canary watch arithmetic', () => {
-  const scrape = (ok: number, errors: number, fast: number, slow: number, pids: number[]) =>
+  const scrape = (ok: number, errors: number, fast: number, slow: number, starts: number[]) =>
     [
       '### worker 0',
       `http_requests_total{method="GET",route="/api/products/:id",status_code="200"} ${ok}`,
@@ -172,18 +172,19 @@ describe('canary watch arithmetic', () => {
       `http_request_duration_seconds_bucket{le="0.05",method="GET",route="/api/products/:id",status_code="200"} ${fast}`,
       `http_request_duration_seconds_bucket{le="1",method="GET",route="/api/products/:id",status_code="200"} ${fast + slow}`,
       `http_request_duration_seconds_bucket{le="+Inf",method="GET",route="/api/products/:id",status_code="200"} ${fast + slow}`,
-      '### pids',
-      ...pids.map(String),
+      `process_start_time_seconds ${starts[0]}`,
+      '### worker 1',
+      ...(starts[1] === undefined ? [] : [`process_start_time_seconds ${starts[1]}`]),
     ].join('\n');
 
-  test('deltas over the window, probes left out, p95 interpolated, a replaced worker counted', () => {
-    const start = parseMetrics(scrape(100, 0, 100, 0, [41, 42]));
-    const end = parseMetrics(scrape(300, 10, 290, 10, [42, 77]));
+  test('deltas over the window, probes left out, p95 interpolated, a vanished worker counted', () => {
+    const start = parseMetrics(scrape(100, 0, 100, 0, [1700000000, 1700000001]));
+    const end = parseMetrics(scrape(300, 10, 290, 10, [1700000000]));
     assert.equal(start.requests, 100);
     const stats = windowStats(start, end);
     assert.equal(stats.requests, 210);
     assert.equal(stats.errors, 10);
-    assert.equal(stats.restarts, 1, 'worker 41 was replaced');
+    assert.equal(stats.restarts, 1, 'worker 1 stopped answering');
     // 200 new observations: 190 ≤ 50 ms, 10 in (50 ms, 1 s]; rank 190 is the last fast one.
     assert.ok(stats.p95 !== null && Math.abs(stats.p95 - 0.05) < 1e-9, String(stats.p95));
     assert.equal(quantile(0.95, [0.1, Number.POSITIVE_INFINITY], [0, 0]), null);

@@ -10,8 +10,8 @@ export interface Snapshot {
   readonly errors: number;
   /** Cumulative count per bucket bound (seconds), summed over routes and workers. */
   readonly buckets: ReadonlyMap<number, number>;
-  /** Live worker pids (a pid that changes inside the window is a restart). */
-  readonly pids: readonly number[];
+  /** Each worker's process start time (a worker replaced inside the window has a new one). */
+  readonly starts: ReadonlyMap<string, number>;
 }
 
 const probe = /route="\/(health|ready|metrics)"/;
@@ -20,15 +20,16 @@ export function parseMetrics(text: string): Snapshot {
   let requests = 0;
   let errors = 0;
   const buckets = new Map<number, number>();
-  const pids: number[] = [];
-  let inPids = false;
+  const starts = new Map<string, number>();
+  let worker = '';
   for (const line of text.split('\n')) {
-    if (line.startsWith('### ')) {
-      inPids = line === '### pids';
+    if (line.startsWith('### worker ')) {
+      worker = line.slice('### worker '.length).trim();
       continue;
     }
-    if (inPids) {
-      if (/^\d+$/.test(line.trim())) pids.push(Number(line.trim()));
+    const start = /^process_start_time_seconds (\S+)$/.exec(line);
+    if (start !== null) {
+      starts.set(worker, Number(start[1]));
       continue;
     }
     if (probe.test(line)) continue;
@@ -47,7 +48,7 @@ export function parseMetrics(text: string): Snapshot {
       buckets.set(bound, (buckets.get(bound) ?? 0) + Number(bucket[2]));
     }
   }
-  return { requests, errors, buckets, pids: pids.sort((a, b) => a - b) };
+  return { requests, errors, buckets, starts };
 }
 
 export interface WindowStats {
@@ -75,7 +76,8 @@ export function windowStats(start: Snapshot, end: Snapshot): WindowStats {
     errors,
     errorRatio: requests === 0 ? 0 : errors / requests,
     p95: quantile(0.95, bounds, counts),
-    restarts: start.pids.filter((p) => !end.pids.includes(p)).length,
+    // A worker that restarted, or does not answer at the end (crashed, restarting).
+    restarts: [...start.starts].filter(([w, t]) => end.starts.get(w) !== t).length,
   };
 }
 
