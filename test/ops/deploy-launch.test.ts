@@ -112,13 +112,13 @@ describe('launch sequence over SSH: deploy, canary, automatic rollback, rollback
       existsSync(join(t.dir, 'releases.log')) ? readFileSync(join(t.dir, 'releases.log'), 'utf8') : '',
     );
   const locks = () => targets.map((t) => existsSync(join(t.dir, '.deploy-lock')));
-  /** Every process of each target's user (PM2's daemon and workers): who serves. */
+  /** Each target's PM2 daemon and workers (not its passing SSH sessions): who serves. */
   const pids = () =>
     targets.map((t) =>
-      spawnSync('ps', ['-u', t.user, '-o', 'pid='], { encoding: 'utf8' })
+      spawnSync('ps', ['-u', t.user, '-o', 'pid=,args='], { encoding: 'utf8' })
         .stdout.split('\n')
-        .map((p) => p.trim())
-        .filter(Boolean)
+        .filter((line) => /PM2 v\d|\/current\/dist\/main\.js/.test(line))
+        .map((line) => line.trim().split(/\s+/)[0])
         .sort()
         .join(','),
     );
@@ -397,7 +397,10 @@ await import('./main-real.js');
   test('a release that cannot load fails at install: current, the PM2 workers and the traffic untouched', async () => {
     const v2 = artifacts['v2.0.0'] as Artifact;
     const before = { currents: currents(), pids: pids() };
-    assert.ok(before.pids.every((p) => p !== ''), 'every server runs processes');
+    assert.ok(
+      before.pids.every((p) => p.split(',').length === 2),
+      `a daemon and a worker each: ${before.pids}`,
+    );
     const { result: run } = await underLoad('broken-install', () =>
       runScript('deploy.sh', deployArgs(artifacts['v2.1.0-broken'] as Artifact)),
     );
