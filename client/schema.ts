@@ -18,6 +18,14 @@ export interface paths {
     /** End every session of the caller */
     post: operations["logoutAll"];
   };
+  "/api/auth/password-reset": {
+    /** Mail a password-reset link (202 whatever the address) */
+    post: operations["requestPasswordReset"];
+  };
+  "/api/auth/password-reset/confirm": {
+    /** Set a new password with a reset token; ends every session */
+    post: operations["confirmPasswordReset"];
+  };
   "/api/auth/refresh": {
     /** Exchange a refresh token for new tokens (rotation) */
     post: operations["refreshTokens"];
@@ -33,6 +41,14 @@ export interface paths {
   "/api/auth/sessions/{id}": {
     /** End one of the caller's sessions */
     delete: operations["revokeSession"];
+  };
+  "/api/auth/verify-email": {
+    /** Confirm an email address with the token from the mail */
+    post: operations["verifyEmail"];
+  };
+  "/api/auth/verify-email/resend": {
+    /** Mail the caller's verification link again */
+    post: operations["resendEmailVerification"];
   };
   "/api/flags": {
     /** List the feature flags with their defaults and overrides (admin) */
@@ -197,6 +213,8 @@ export interface operations {
               /** Format: date-time */
               createdAt: string;
               email: string;
+              /** @description The current email was confirmed through the mailed link. */
+              emailVerified: boolean;
               /** Format: uuid */
               id: string;
               isActive: boolean;
@@ -273,6 +291,66 @@ export interface operations {
       };
     };
   };
+  /** Mail a password-reset link (202 whatever the address) */
+  requestPasswordReset: {
+    requestBody: {
+      content: {
+        "application/json": {
+          /** Format: email */
+          email: string;
+        };
+      };
+    };
+    responses: {
+      /** @description Accepted. */
+      202: {
+        content: never;
+      };
+      /** @description Bad Request */
+      400: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Too Many Requests */
+      429: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /** Set a new password with a reset token; ends every session */
+  confirmPasswordReset: {
+    requestBody: {
+      content: {
+        "application/json": {
+          /** @description 8–128 characters; no composition rules; very common passwords are refused. */
+          newPassword: string;
+          /** @description The token from the link in the mail (after `#token=`). */
+          token: string;
+        };
+      };
+    };
+    responses: {
+      /** @description No content. */
+      204: {
+        content: never;
+      };
+      /** @description Bad Request */
+      400: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Too Many Requests */
+      429: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
   /** Exchange a refresh token for new tokens (rotation) */
   refreshTokens: {
     requestBody: {
@@ -342,6 +420,8 @@ export interface operations {
               /** Format: date-time */
               createdAt: string;
               email: string;
+              /** @description The current email was confirmed through the mailed link. */
+              emailVerified: boolean;
               /** Format: uuid */
               id: string;
               isActive: boolean;
@@ -430,6 +510,56 @@ export interface operations {
       };
       /** @description Not Found */
       404: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /** Confirm an email address with the token from the mail */
+  verifyEmail: {
+    requestBody: {
+      content: {
+        "application/json": {
+          /** @description The token from the link in the mail (after `#token=`). */
+          token: string;
+        };
+      };
+    };
+    responses: {
+      /** @description No content. */
+      204: {
+        content: never;
+      };
+      /** @description Bad Request */
+      400: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Too Many Requests */
+      429: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+    };
+  };
+  /** Mail the caller's verification link again */
+  resendEmailVerification: {
+    responses: {
+      /** @description Accepted. */
+      202: {
+        content: never;
+      };
+      /** @description Unauthorized */
+      401: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Too Many Requests */
+      429: {
         content: {
           "application/problem+json": components["schemas"]["Problem"];
         };
@@ -807,6 +937,12 @@ export interface operations {
       };
       /** @description Unauthorized */
       401: {
+        content: {
+          "application/problem+json": components["schemas"]["Problem"];
+        };
+      };
+      /** @description Forbidden */
+      403: {
         content: {
           "application/problem+json": components["schemas"]["Problem"];
         };
@@ -1359,6 +1495,8 @@ export interface operations {
                 /** Format: date-time */
                 createdAt: string;
                 email: string;
+                /** @description The current email was confirmed through the mailed link. */
+                emailVerified: boolean;
                 /** Format: uuid */
                 id: string;
                 isActive: boolean;
@@ -1408,6 +1546,8 @@ export interface operations {
             /** Format: date-time */
             createdAt: string;
             email: string;
+            /** @description The current email was confirmed through the mailed link. */
+            emailVerified: boolean;
             /** Format: uuid */
             id: string;
             isActive: boolean;
@@ -1463,6 +1603,8 @@ export interface operations {
             /** Format: date-time */
             createdAt: string;
             email: string;
+            /** @description The current email was confirmed through the mailed link. */
+            emailVerified: boolean;
             /** Format: uuid */
             id: string;
             isActive: boolean;
@@ -1516,6 +1658,8 @@ export interface operations {
             /** Format: date-time */
             createdAt: string;
             email: string;
+            /** @description The current email was confirmed through the mailed link. */
+            emailVerified: boolean;
             /** Format: uuid */
             id: string;
             isActive: boolean;
@@ -1576,6 +1720,8 @@ export interface operations {
             /** Format: date-time */
             createdAt: string;
             email: string;
+            /** @description The current email was confirmed through the mailed link. */
+            emailVerified: boolean;
             /** Format: uuid */
             id: string;
             isActive: boolean;

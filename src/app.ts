@@ -24,6 +24,7 @@ import { storableText } from './infra/http/storable-text.js';
 import { validation } from './infra/http/validation.js';
 import { createLifecycle, type Lifecycle } from './infra/lifecycle.js';
 import { createLogger } from './infra/logger.js';
+import { createMailer } from './infra/mail/mailer.js';
 import {
   acceptedMetricsTokens,
   createMetrics,
@@ -44,13 +45,16 @@ import { createReplicaRouter } from './infra/replicas.js';
 import { registerRuntimeMetrics } from './infra/runtime-metrics.js';
 import { createErrorReporter, type ErrorReporter } from './infra/sentry.js';
 import { staticFiles } from './infra/static-files.js';
+import { createAccountsDeps, createQueue, createWorker, enqueueCacheWarmUp } from './jobs/runtime.js';
+import { registerQueueGauge } from './jobs/worker.js';
 import { ErrorCode } from './lib/errors.js';
+import { accountsRoutes } from './modules/auth/accounts.routes.js';
+import { requireVerifiedEmail, startEmailVerification } from './modules/auth/accounts.service.js';
 import { createAuthDeps } from './modules/auth/auth.deps.js';
 import { authRoutes } from './modules/auth/auth.routes.js';
 import { flagsRoutes } from './modules/flags/flags.routes.js';
 import { createFeatureFlags, type FeatureFlags } from './modules/flags/flags.service.js';
 import { healthRoutes } from './modules/health/health.routes.js';
-import { createIdempotencyCleanup } from './modules/idempotency/idempotency.cleanup.js';
 import { opsRoutes } from './modules/ops/ops.routes.js';
 import { createOrderMetrics } from './modules/orders/orders.metrics.js';
 import { ordersRoutes } from './modules/orders/orders.routes.js';
@@ -58,6 +62,7 @@ import type { OrdersDeps } from './modules/orders/orders.service.js';
 import { createProductCache } from './modules/products/products.cache.js';
 import { type CatalogDeps, productsRoutes } from './modules/products/products.routes.js';
 import { usersRoutes } from './modules/users/users.routes.js';
+import type { UserRow } from './modules/users/users.table.js';
 
 import './infra/http/auth-context.js';
 
@@ -158,7 +163,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const lifecycle = createLifecycle();
   const metrics = createMetrics(() => lifecycle.inFlight);
   const counters = redis === undefined ? createMemoryCounterStore() : createRedisCounterStore(redis);
-  const auth = createAuthDeps({
+  const authBase = createAuthDeps({
     db: database.db,
     engine: database.engine,
     config: config.auth,
@@ -166,6 +171,33 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     registry: metrics.registry,
     logger: logger.child({ component: 'auth' }),
   });
+  // Password reset, email verification and the durable job queue (decisions 0060–0062).
+  const mailer = createMailer(config.mail, config.env, logger.child({ component: 'mail' }));
+  const queue = createQueue(config);
+  const accounts = createAccountsDeps({
+    auth: authBase,
+    config,
+    counters,
+    queue,
+    logger: logger.child({ component: 'accounts' }),
+  });
+  const auth = {
+    ...authBase,
+    startEmailVerification: (user: UserRow) => startEmailVerification(accounts, user),
+  };
+  const worker = config.jobs.inProcess
+    ? createWorker({
+        db: database.db,
+        engine: database.engine,
+        config,
+        queue,
+        accounts,
+        mailer,
+        registry: metrics.registry,
+        logger: logger.child({ component: 'jobs' }),
+      })
+    : undefined;
+  registerQueueGauge(metrics.registry, database.db, logger.child({ component: 'jobs' }));
   // The cache: in-process by default (per process), Redis when configured (shared by every instance).
   const cacheBackend = !config.cache.enabled
     ? createNoCacheBackend()
@@ -225,12 +257,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
     metrics: createOrderMetrics(metrics.registry),
     flags,
+    ...(config.accounts.verificationRequiredFor.includes('orders')
+      ? { requireVerifiedEmail: requireVerifiedEmail(accounts, 'orders') }
+      : {}),
   };
-  const idempotencyCleanup = createIdempotencyCleanup(
-    database.db,
-    config.idempotency.cleanupIntervalSeconds * 1000,
-    logger.child({ component: 'idempotency' }),
-  );
   if (config.auth.jwtSecretGenerated) {
     logger.warn(
       'JWT_SECRET is not set: using a random key; tokens end with this process and work only in it',
@@ -248,11 +278,17 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('flags', flags);
   app.decorateRequest('auth', null);
   app.addHook('onReady', () => auth.revocations.start());
-  app.addHook('onReady', async () => idempotencyCleanup.start());
+  app.addHook('onReady', async () => {
+    worker?.start();
+    await enqueueCacheWarmUp(queue, database.db, config).catch((err: unknown) =>
+      logger.warn({ err }, 'could not enqueue the cache warm-up'),
+    );
+  });
   app.addHook('onReady', async () => router.start());
   app.addHook('onClose', async () => {
     await auth.revocations.stop();
-    await idempotencyCleanup.stop();
+    await worker?.stop();
+    mailer.close();
     await router.stop();
     await redis?.close();
     await database.close();
@@ -343,6 +379,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         windowMs: config.rateLimit.authWindowMs,
       };
       await api.register(async (scope) => authRoutes(scope, auth, authLimit), { prefix: '/auth' });
+      await api.register(async (scope) => accountsRoutes(scope, accounts, authLimit), { prefix: '/auth' });
       await api.register(async (scope) => usersRoutes(scope, auth, authLimit), { prefix: '/users' });
       await api.register(async (scope) => productsRoutes(scope, auth, catalog), { prefix: '/products' });
       await api.register(async (scope) => ordersRoutes(scope, auth, orders, reads), { prefix: '/orders' });

@@ -157,7 +157,44 @@ export interface Config {
     /** 0: no periodic cleanup in the service (run the CLI instead). */
     readonly cleanupIntervalSeconds: number;
   };
+  /** Mail, password reset, email verification and jobs (issue 16, decisions 0060–0062). */
+  readonly mail: {
+    /** smtp:// or smtps:// URL; unset: messages are printed (development) or dropped with a warning. */
+    readonly smtpUrl: string | undefined;
+    readonly from: string;
+    readonly timeoutMs: number;
+  };
+  readonly accounts: {
+    /** Origin and path prefix of the links in mails (the storefront's pages). */
+    readonly publicBaseUrl: string;
+    readonly passwordResetTtlSeconds: number;
+    readonly emailVerificationTtlSeconds: number;
+    /** Mails of one kind to one address per window; more are silently not sent. */
+    readonly mailsPerAddress: number;
+    readonly mailWindowSeconds: number;
+    /** Actions an unverified account may not take. */
+    readonly verificationRequiredFor: readonly VerifiedAction[];
+  };
+  readonly jobs: {
+    /** The service runs job workers itself (prototype); false when `npm run worker` runs them. */
+    readonly inProcess: boolean;
+    readonly concurrency: number;
+    readonly pollIntervalMs: number;
+    readonly leaseSeconds: number;
+    readonly maxAttempts: number;
+    readonly backoffBaseMs: number;
+    readonly retentionHours: number;
+    readonly sessionCleanupIntervalSeconds: number;
+    /** Base URL of the service for the cache warm-up after a deploy. */
+    readonly warmUpUrl: string;
+    readonly warmUpPages: number;
+    /** `npm run worker` serves /metrics on this port (0: not at all). */
+    readonly metricsPort: number;
+  };
 }
+
+export const verifiedActions = ['orders'] as const;
+export type VerifiedAction = (typeof verifiedActions)[number];
 
 /** Where PM2 wants a worker's stdout: its log files and its date format (from PM2's own env). */
 export interface Pm2LogTarget {
@@ -847,7 +884,136 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     3600,
     0,
     86_400,
-    'How often each process deletes expired idempotency keys (0: never; run `npm run idempotency:cleanup` instead).',
+    'How often the `cleanup.idempotency-keys` job deletes expired idempotency keys (0: never; run `npm run idempotency:cleanup` instead).',
+  );
+
+  // Issue 16: mail (decision 0060).
+  const mailSmtpUrl = r.secret(
+    'MAIL_SMTP_URL',
+    'SMTP server for mail, e.g. `smtp://user:pass@mail.example.com:587` (STARTTLS when offered) or `smtps://…:465`. Unset: development prints each message on stdout; production logs a `mail_not_configured` warning and sends nothing.',
+  );
+  checkUrl(r, 'MAIL_SMTP_URL', mailSmtpUrl, ['smtp:', 'smtps:']);
+  const mailFrom = r.string('MAIL_FROM', 'Shipshape <no-reply@shipshape.invalid>', 'Sender of every mail.');
+  const mailTimeoutMs = r.int(
+    'MAIL_TIMEOUT_MS',
+    10_000,
+    100,
+    300_000,
+    'Connect, greeting and socket timeout of SMTP (a hung server fails the send instead of holding it).',
+  );
+
+  const publicBaseUrl = r.string(
+    'PUBLIC_BASE_URL',
+    'http://localhost:3000',
+    'Where the links in mails point: `<PUBLIC_BASE_URL>/reset-password#token=…` and `/verify-email#token=…`.',
+  );
+  checkUrl(r, 'PUBLIC_BASE_URL', publicBaseUrl, ['http:', 'https:']);
+  const passwordResetTtlSeconds = r.int(
+    'PASSWORD_RESET_TTL_SECONDS',
+    1800,
+    60,
+    86_400,
+    'Lifetime of a password-reset link (single use).',
+  );
+  const emailVerificationTtlSeconds = r.int(
+    'EMAIL_VERIFICATION_TTL_SECONDS',
+    172_800,
+    300,
+    2_592_000,
+    'Lifetime of an email-verification link (single use).',
+  );
+  const accountMailsPerAddress = r.int(
+    'ACCOUNT_MAILS_PER_ADDRESS',
+    3,
+    1,
+    1000,
+    'Password-reset (or verification) mails one address receives per window; further requests still answer 202 and send nothing.',
+  );
+  const accountMailWindowSeconds = r.int(
+    'ACCOUNT_MAIL_WINDOW_SECONDS',
+    3600,
+    60,
+    86_400,
+    'Window of ACCOUNT_MAILS_PER_ADDRESS.',
+  );
+  const verificationRequiredFor = r.list(
+    'EMAIL_VERIFICATION_REQUIRED_FOR',
+    `Actions an account may take only with a verified email (403 EMAIL_NOT_VERIFIED), comma-separated: ${verifiedActions.join(', ')}. Empty: none.`,
+  );
+  for (const action of verificationRequiredFor) {
+    if (!(verifiedActions as readonly string[]).includes(action))
+      r.problem(
+        `EMAIL_VERIFICATION_REQUIRED_FOR: unknown action "${action}" (known: ${verifiedActions.join(', ')})`,
+      );
+  }
+  const jobsInProcess = r.bool(
+    'JOBS_IN_PROCESS',
+    true,
+    'true',
+    'Run the job workers inside the service (prototype). false: only `npm run worker` processes jobs (the PM2 ecosystem file sets this).',
+  );
+  const jobsConcurrency = r.int('JOBS_CONCURRENCY', 4, 1, 256, 'Jobs one worker process runs at once.');
+  const jobsPollIntervalMs = r.int(
+    'JOBS_POLL_INTERVAL_MS',
+    1000,
+    10,
+    60_000,
+    'How often an idle worker looks for due jobs (a job enqueued by the same process wakes it at once).',
+  );
+  const jobsLeaseSeconds = r.int(
+    'JOBS_LEASE_SECONDS',
+    60,
+    2,
+    86_400,
+    'A running job whose worker has not finished it (or renewed it) this long is taken over by another worker: a killed worker delays its jobs by at most this.',
+  );
+  const jobsMaxAttempts = r.int(
+    'JOBS_MAX_ATTEMPTS',
+    5,
+    1,
+    100,
+    'Attempts before a failing job is moved to the dead-letter state.',
+  );
+  const jobsBackoffBaseMs = r.int(
+    'JOBS_BACKOFF_BASE_MS',
+    2000,
+    1,
+    3_600_000,
+    'Retry delay after the first failure; it doubles with each further failure (with jitter, at most an hour).',
+  );
+  const jobsRetentionHours = r.int(
+    'JOBS_RETENTION_HOURS',
+    168,
+    1,
+    87_600,
+    'Finished jobs are deleted this long after they finished; dead ones are kept until then too.',
+  );
+  const sessionCleanupIntervalSeconds = r.int(
+    'SESSION_CLEANUP_INTERVAL_SECONDS',
+    3600,
+    0,
+    86_400,
+    'How often the job workers delete expired sessions, refresh tokens, account tokens and old jobs (0: never).',
+  );
+  const jobsMetricsPort = r.int(
+    'JOBS_METRICS_PORT',
+    0,
+    0,
+    65535,
+    '`npm run worker` serves its /metrics (job counters and latency, queue depth) on this port. 0: none.',
+  );
+  const warmUpUrl = r.string(
+    'CACHE_WARM_UP_URL',
+    `http://127.0.0.1:${port}`,
+    "Where the cache warm-up job (once per build, after a deploy) reads the first catalog pages: the service itself. Default: this process's own port on loopback.",
+  );
+  checkUrl(r, 'CACHE_WARM_UP_URL', warmUpUrl, ['http:', 'https:']);
+  const warmUpPages = r.int(
+    'CACHE_WARM_UP_PAGES',
+    3,
+    0,
+    100,
+    'Catalog pages (100 products each; the first 20 of each also one by one) the warm-up reads. 0: no warm-up.',
   );
 
   const config: Config = {
@@ -945,6 +1111,28 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       ttlHours: idempotencyTtlHours,
       lockSeconds: idempotencyLockSeconds,
       cleanupIntervalSeconds: idempotencyCleanupIntervalSeconds,
+    },
+    mail: { smtpUrl: mailSmtpUrl, from: mailFrom, timeoutMs: mailTimeoutMs },
+    accounts: {
+      publicBaseUrl: publicBaseUrl.replace(/\/+$/, ''),
+      passwordResetTtlSeconds,
+      emailVerificationTtlSeconds,
+      mailsPerAddress: accountMailsPerAddress,
+      mailWindowSeconds: accountMailWindowSeconds,
+      verificationRequiredFor: verificationRequiredFor as VerifiedAction[],
+    },
+    jobs: {
+      inProcess: jobsInProcess ?? true,
+      concurrency: jobsConcurrency,
+      pollIntervalMs: jobsPollIntervalMs,
+      leaseSeconds: jobsLeaseSeconds,
+      maxAttempts: jobsMaxAttempts,
+      backoffBaseMs: jobsBackoffBaseMs,
+      retentionHours: jobsRetentionHours,
+      sessionCleanupIntervalSeconds,
+      warmUpUrl,
+      warmUpPages,
+      metricsPort: jobsMetricsPort,
     },
   };
   return { config, reader: r };

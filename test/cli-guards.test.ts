@@ -12,6 +12,16 @@ for (const engine of engines) {
       try {
         assert.equal((await cli('migrate', env)).status, 0);
         assert.equal((await cli('seed', env)).status, 0);
+        // The latest migration goes first: it says what it drops, the users keep their rows.
+        const asked = await cli('migrate', env, '--down');
+        assert.equal(asked.status, 1);
+        assert.match(
+          asked.stderr,
+          /reverting 003_accounts_and_jobs .* drops tables jobs \(\d+ rows\), account_tokens \(0 rows\)/,
+        );
+        const latest = await cli('migrate', env, '--down', '--yes');
+        assert.equal(latest.status, 0, latest.stderr);
+        assert.match(latest.stdout, new RegExp(`${engine}: reverted 003_accounts_and_jobs`));
         // The latest migration first: feature flags, then the initial schema below.
         const flags = await cli('migrate', env, '--down', '--yes');
         assert.equal(flags.status, 0, flags.stderr);

@@ -16,7 +16,7 @@ for (const engine of engines) {
           assert.equal(early.status, 1);
           assert.match(
             early.stderr,
-            /pending migrations \(001_initial, 002_feature_flags\): run `npm run db:migrate` first/,
+            /pending migrations \(001_initial, 002_feature_flags, 003_accounts_and_jobs\): run `npm run db:migrate` first/,
           );
           assert.doesNotMatch(early.stderr, /\n\s+at /, 'a plain message, not a stack trace');
         }

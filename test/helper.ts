@@ -95,6 +95,8 @@ export function testConfig(env: Readonly<Record<string, string>> = {}): Config {
     // Suites that test limits set their own; the rest must not trip over them.
     RATE_LIMIT_MAX: '1000000',
     AUTH_RATE_LIMIT_MAX: '1000000',
+    // The warm-up job reads the service over HTTP; test apps listen nowhere (suites that test it set it).
+    CACHE_WARM_UP_PAGES: '0',
     ...env,
   });
 }

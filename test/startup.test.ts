@@ -71,7 +71,7 @@ describe('readiness follows the schema (PostgreSQL)', { skip: await skipUnless('
         status: 'unavailable',
         checks: { database: 'up', cache: 'up' },
         reason:
-          'schema behind: pending migrations (001_initial, 002_feature_flags); run `npm run db:migrate`',
+          'schema behind: pending migrations (001_initial, 002_feature_flags, 003_accounts_and_jobs); run `npm run db:migrate`',
       });
     } finally {
       await app.close();
@@ -99,7 +99,7 @@ describe('readiness follows the schema (PostgreSQL)', { skip: await skipUnless('
       );
       assert.match(
         behind.json().reason,
-        /^schema behind: pending migrations \(001_initial, 002_feature_flags\)/,
+        /^schema behind: pending migrations \(001_initial, 002_feature_flags, 003_accounts_and_jobs\)/,
       );
     } finally {
       await app.close();
@@ -144,7 +144,10 @@ describe('readiness follows the schema (PostgreSQL)', { skip: await skipUnless('
       assert.ok(waiting, 'logs why it waits');
       const ready = await send(port, { method: 'GET', path: '/ready' });
       assert.equal(ready.status, 503);
-      assert.match(JSON.parse(ready.body).reason, /pending migrations \(001_initial, 002_feature_flags\)/);
+      assert.match(
+        JSON.parse(ready.body).reason,
+        /pending migrations \(001_initial, 002_feature_flags, 003_accounts_and_jobs\)/,
+      );
       assert.deepEqual(messages, [], 'no ready message while the schema is behind');
 
       const handle: DatabaseHandle = createDatabase(testConfig(database.env).database, captureLogs().logger);

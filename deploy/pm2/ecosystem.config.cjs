@@ -50,6 +50,12 @@ for (const name of serviceVariableNames()) {
 const logDir = process.env.PM2_LOG_DIR || path.join(root, 'logs');
 const shutdownTimeoutMs = Number(process.env.SHUTDOWN_TIMEOUT_MS || 10000);
 const instances = process.env.PM2_INSTANCES || 'max';
+// PM2_JOBS_WORKER=true: the job workers run as an app of their own (`shipshape-worker`, `npm run
+// worker`) and the API workers stop running jobs; otherwise every API worker also runs jobs, which
+// the queue allows (decision 0062).
+const jobsWorker = ['1', 'true', 'yes', 'on'].includes(
+  String(process.env.PM2_JOBS_WORKER || '').toLowerCase(),
+);
 
 module.exports = {
   apps: [
@@ -84,7 +90,37 @@ module.exports = {
         // Each worker serves its own /metrics on METRICS_PORT + its instance number, so Prometheus
         // scrapes every worker and the totals add up (guide correction 9).
         METRICS_PORT: process.env.METRICS_PORT || 9464,
+        ...(jobsWorker ? { JOBS_IN_PROCESS: 'false' } : {}),
       },
     },
+    ...(jobsWorker
+      ? [
+          {
+            name: `${process.env.PM2_APP_NAME || 'shipshape'}-worker`,
+            cwd: root,
+            script: 'dist/worker.js',
+            exec_mode: 'fork',
+            instances: 1,
+            wait_ready: true,
+            listen_timeout: Number(process.env.PM2_LISTEN_TIMEOUT_MS || 30000),
+            // The worker lets the jobs in hand finish (up to SHUTDOWN_TIMEOUT_MS) before it exits.
+            kill_timeout: shutdownTimeoutMs + 3000,
+            max_memory_restart: process.env.PM2_MAX_MEMORY || '1G',
+            autorestart: true,
+            exp_backoff_restart_delay: 100,
+            error_file: path.join(logDir, 'worker-err.log'),
+            out_file: path.join(logDir, 'worker-out.log'),
+            merge_logs: true,
+            log_date_format: 'YYYY-MM-DD HH:mm:ss.SSS Z',
+            env: { NODE_ENV: 'development' },
+            env_production: {
+              ...passed,
+              NODE_ENV: 'production',
+              JOBS_IN_PROCESS: 'false',
+              JOBS_METRICS_PORT: process.env.JOBS_METRICS_PORT || 0,
+            },
+          },
+        ]
+      : []),
   ],
 };

@@ -3,7 +3,7 @@ import { deleteExpired } from '../modules/idempotency/idempotency.service.js';
 import { CliError, runCli } from './run.js';
 
 /**
- * `npm run idempotency:cleanup`: deletes expired idempotency keys once (the service also does it
+ * `npm run idempotency:cleanup`: deletes expired idempotency keys once (the service's clean-up job also does it
  * every IDEMPOTENCY_CLEANUP_INTERVAL_SECONDS; use this from cron when that is 0).
  */
 await runCli({ usage: 'usage: npm run idempotency:cleanup' }, async ({ db, engine }) => {

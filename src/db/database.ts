@@ -1,4 +1,6 @@
 import type { Kysely, Transaction } from 'kysely';
+import type { JobsTable } from '../jobs/jobs.table.js';
+import type { AccountTokensTable } from '../modules/auth/account-tokens.table.js';
 import type { RefreshTokensTable, SessionsTable } from '../modules/auth/sessions.table.js';
 import type { FeatureFlagsTable } from '../modules/flags/flags.table.js';
 import type { IdempotencyKeysTable } from '../modules/idempotency/idempotency.table.js';
@@ -16,6 +18,8 @@ export interface Database {
   order_items: OrderItemsTable;
   idempotency_keys: IdempotencyKeysTable;
   feature_flags: FeatureFlagsTable;
+  account_tokens: AccountTokensTable;
+  jobs: JobsTable;
 }
 
 export type Engine = 'sqlite' | 'postgres';

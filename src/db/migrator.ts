@@ -2,6 +2,7 @@ import { type Kysely, type Migration, type MigrationResultSet, Migrator } from '
 import type { Database, Engine } from './database.js';
 import * as m001 from './migrations/001_initial.js';
 import * as m002 from './migrations/002_feature_flags.js';
+import * as m003 from './migrations/003_accounts_and_jobs.js';
 
 /**
  * `expand` (the default) adds what new code needs and leaves what old code uses; `contract` removes
@@ -25,6 +26,7 @@ interface EngineMigration {
 const migrations: Record<string, EngineMigration> = {
   '001_initial': m001,
   '002_feature_flags': m002,
+  '003_accounts_and_jobs': m003,
 };
 
 function migratorFor(db: Kysely<Database>, engine: Engine): Migrator {

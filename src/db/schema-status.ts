@@ -12,6 +12,8 @@ const requiredTables = [
   'order_items',
   'idempotency_keys',
   'feature_flags',
+  'account_tokens',
+  'jobs',
 ] as const satisfies readonly (keyof Database)[];
 const everyTable: Exclude<keyof Database, (typeof requiredTables)[number]> extends never ? true : never =
   true;

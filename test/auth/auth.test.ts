@@ -6,7 +6,17 @@ import { hashRefreshToken } from '../../src/modules/auth/tokens.js';
 import { buildTestApp, captureLogs, engines, skipEngine } from '../helper.js';
 import { bearer, login, registerUser, uniqueName } from '../support/accounts.js';
 
-const userKeys = ['createdAt', 'email', 'id', 'isActive', 'lastLoginAt', 'role', 'updatedAt', 'username'];
+const userKeys = [
+  'createdAt',
+  'email',
+  'emailVerified',
+  'id',
+  'isActive',
+  'lastLoginAt',
+  'role',
+  'updatedAt',
+  'username',
+];
 
 for (const engine of engines) {
   describe(`auth on ${engine}`, { skip: await skipEngine(engine) }, () => {

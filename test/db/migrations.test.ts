@@ -40,16 +40,29 @@ for (const engine of engines) {
     });
 
     test('apply from empty, then re-run as a no-op', async () => {
-      assert.deepEqual(await pendingMigrations(handle.db, engine), ['001_initial', '002_feature_flags']);
-      assert.deepEqual(await migrateToLatest(handle.db, engine), ['001_initial', '002_feature_flags']);
+      assert.deepEqual(await pendingMigrations(handle.db, engine), [
+        '001_initial',
+        '002_feature_flags',
+        '003_accounts_and_jobs',
+      ]);
+      assert.deepEqual(await migrateToLatest(handle.db, engine), [
+        '001_initial',
+        '002_feature_flags',
+        '003_accounts_and_jobs',
+      ]);
       assert.deepEqual(await migrateToLatest(handle.db, engine), []);
       assert.deepEqual(await pendingMigrations(handle.db, engine), []);
     });
 
     test('down and up again', async () => {
+      assert.deepEqual(await migrateDown(handle.db, engine), ['003_accounts_and_jobs']);
       assert.deepEqual(await migrateDown(handle.db, engine), ['002_feature_flags']);
       assert.deepEqual(await migrateDown(handle.db, engine), ['001_initial']);
-      assert.deepEqual(await migrateToLatest(handle.db, engine), ['001_initial', '002_feature_flags']);
+      assert.deepEqual(await migrateToLatest(handle.db, engine), [
+        '001_initial',
+        '002_feature_flags',
+        '003_accounts_and_jobs',
+      ]);
     });
 
     async function insertUser(email: string, username: string): Promise<string> {

@@ -4,7 +4,17 @@ import type { FastifyInstance } from 'fastify';
 import { buildTestApp, engines, skipEngine } from '../helper.js';
 import { type Account, bearer, createAdmin, login, registerUser, uniqueName } from '../support/accounts.js';
 
-const userKeys = ['createdAt', 'email', 'id', 'isActive', 'lastLoginAt', 'role', 'updatedAt', 'username'];
+const userKeys = [
+  'createdAt',
+  'email',
+  'emailVerified',
+  'id',
+  'isActive',
+  'lastLoginAt',
+  'role',
+  'updatedAt',
+  'username',
+];
 
 for (const engine of engines) {
   describe(`users on ${engine}`, { skip: await skipEngine(engine) }, () => {

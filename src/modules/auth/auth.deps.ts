@@ -3,6 +3,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { Config } from '../../config.js';
 import type { Db, Engine } from '../../db/database.js';
 import type { CounterStore } from '../../infra/rate-limit/counter-store.js';
+import type { UserRow } from '../users/users.table.js';
 import { createLoginLockout, type LoginLockout } from './lockout.js';
 import { createPasswordHasher, type PasswordHasher } from './passwords.js';
 import { createRevocationList, type RevocationList } from './revocations.js';
@@ -27,6 +28,8 @@ export interface AuthDeps {
   readonly lockout: LoginLockout;
   readonly metrics: AuthMetrics;
   readonly logger: Logger;
+  /** Mails a verification link for the user's current address (accounts.service.ts). */
+  readonly startEmailVerification?: (user: UserRow) => Promise<void>;
 }
 
 export function createAuthMetrics(registry: Registry): AuthMetrics {

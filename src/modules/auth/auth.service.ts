@@ -42,7 +42,17 @@ export async function register(
     return { user: created, ...(await startSession(trx, deps, created, client)) };
   });
   deps.logger.info({ event: 'user_registered', userId: user.id }, 'user registered');
+  await startVerification(deps, user);
   return { user, tokens: await tokensFor(deps, user, session, refreshToken) };
+}
+
+/** Mails the verification link; a failure is logged, not answered (the account exists; resend works). */
+export async function startVerification(deps: AuthDeps, user: UserRow): Promise<void> {
+  try {
+    await deps.startEmailVerification?.(user);
+  } catch (err) {
+    deps.logger.warn({ err, userId: user.id }, 'could not start the email verification');
+  }
 }
 
 export async function login(

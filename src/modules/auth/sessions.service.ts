@@ -16,6 +16,7 @@ export const revocationReasons = [
   'logout_all',
   'revoked_by_user',
   'password_changed',
+  'password_reset',
   'deactivated',
   'role_changed',
   'refresh_token_reuse',

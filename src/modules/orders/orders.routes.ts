@@ -124,9 +124,10 @@ export function ordersRoutes(
           'Places an order: stock is taken and prices are read in one transaction. Unknown or archived product → 422 (`VALIDATION_FAILED`, the line in `errors[].path`); not enough stock → 409 `INSUFFICIENT_STOCK`; more than 10 units of a product while the `checkout-unit-limit` feature flag is on for the buyer → 422 (`VALIDATION_FAILED`, the quantity in `errors[].path`). Lines are answered in productId order. An `Idempotency-Key` identifies the request by its lines, in any order.',
         headers: CreateOrderHeaders,
         body: CreateOrderBody,
-        response: { 201: OrderSchema, ...problemResponses(400, 401, 409, 422, 503) },
+        response: { 201: OrderSchema, ...problemResponses(400, 401, 403, 409, 422, 503) },
       },
-      preHandler: requireAuth,
+      preHandler:
+        deps.requireVerifiedEmail === undefined ? requireAuth : [requireAuth, deps.requireVerifiedEmail],
     },
     async (request, reply) => {
       try {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { preHandlerAsyncHookHandler } from 'fastify';
 import type { Db, Queryable, Trx } from '../../db/database.js';
 import type { AuthContext } from '../../infra/http/auth-context.js';
 import { AppError, ErrorCode, ForbiddenError, NotFoundError, ValidationError } from '../../lib/errors.js';
@@ -26,6 +27,8 @@ export interface OrdersDeps {
   readonly metrics: OrderMetrics;
   /** Checkout rules behind feature flags (`checkout-unit-limit`). */
   readonly flags: FeatureFlags;
+  /** Set when placing orders needs a verified email (EMAIL_VERIFICATION_REQUIRED_FOR=orders). */
+  readonly requireVerifiedEmail?: preHandlerAsyncHookHandler;
 }
 
 export class InsufficientStockError extends AppError {

@@ -5,6 +5,7 @@ import type { RateLimitRule } from '../../infra/rate-limit/rate-limit.js';
 import { NotFoundError } from '../../lib/errors.js';
 import { pageSchema } from '../../lib/pagination.js';
 import type { AuthDeps } from '../auth/auth.deps.js';
+import * as authService from '../auth/auth.service.js';
 import { authenticate, authOf, requireRole } from '../auth/authenticate.js';
 import {
   AdminUpdateBody,
@@ -57,8 +58,12 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
       config: { rateLimit: authLimit },
       preHandler: requireAuth,
     },
-    async (request) =>
-      usersService.toUser(await usersService.updateProfile(deps.db, authOf(request).userId, request.body)),
+    async (request) => {
+      const user = await usersService.updateProfile(deps.db, authOf(request).userId, request.body);
+      if (request.body.email !== undefined && user.email_verified_at === null)
+        await authService.startVerification(deps, user);
+      return usersService.toUser(user);
+    },
   );
 
   app.post(

@@ -10,6 +10,7 @@ export const UserSchema = Type.Object(
     username: Type.String(),
     role: Type.Union([Type.Literal('customer'), Type.Literal('admin')]),
     isActive: Type.Boolean(),
+    emailVerified: Type.Boolean({ description: 'The current email was confirmed through the mailed link.' }),
     createdAt: Type.String({ format: 'date-time' }),
     updatedAt: Type.String({ format: 'date-time' }),
     lastLoginAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),

@@ -27,6 +27,7 @@ export function toUser(row: UserRow): User {
     username: row.username,
     role: row.role,
     isActive: row.deactivated_at === null,
+    emailVerified: row.email_verified_at !== null,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     lastLoginAt: row.last_login_at,
@@ -111,9 +112,13 @@ export async function updateProfile(
   userId: string,
   changes: { email?: string; username?: string },
 ): Promise<UserRow> {
+  const email = changes.email?.trim().toLowerCase();
+  // A new address is unverified until its mailed link is used; the same address stays as it was.
+  const newAddress = email !== undefined && email !== (await getUser(db, userId)).email.toLowerCase();
   try {
     const updated = await usersRepository.updateUser(db, userId, {
-      ...(changes.email === undefined ? {} : { email: changes.email.trim().toLowerCase() }),
+      ...(email === undefined ? {} : { email }),
+      ...(newAddress ? { email_verified_at: null } : {}),
       ...(changes.username === undefined ? {} : { username: changes.username }),
     });
     if (updated === undefined) throw new NotFoundError('No such user.');

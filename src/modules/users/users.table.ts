@@ -16,6 +16,8 @@ export interface UsersTable {
   last_login_at: NullableTimestamp;
   /** Users are deactivated, never deleted, so their orders survive (guide correction 17). */
   deactivated_at: NullableTimestamp;
+  /** Set when the current email was confirmed through a mailed link; a new email clears it. */
+  email_verified_at: NullableTimestamp;
 }
 
 export type UserRow = Selectable<UsersTable>;

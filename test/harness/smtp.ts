@@ -1,0 +1,111 @@
+import { type ParsedMail, simpleParser } from 'mailparser';
+import { SMTPServer } from 'smtp-server';
+import { waitUntil } from './wait.js';
+
+export interface ReceivedMail {
+  readonly to: string[];
+  readonly from: string;
+  readonly subject: string;
+  readonly text: string;
+  readonly html: string;
+  readonly messageId: string;
+  readonly parsed: ParsedMail;
+}
+
+export interface TestSmtpServer {
+  /** smtp://127.0.0.1:<port> — for MAIL_SMTP_URL. */
+  readonly url: string;
+  /** Every message accepted (answered 250), in order. */
+  readonly received: ReceivedMail[];
+  /**
+   * While set, a message's DATA is read in full but not answered: the sender waits for the 250
+   * (a worker killed now has not had the message accepted; the server then discards it).
+   */
+  hold(on: boolean): void;
+  /** Resolves when a held message is waiting for its answer. */
+  waitForHeld(timeoutMs?: number): Promise<void>;
+  /** Waits for the first received mail to `to` (with a subject matching `subject`), after `since` mails. */
+  waitForMail(
+    to: string,
+    options?: { since?: number; timeoutMs?: number; subject?: RegExp },
+  ): Promise<ReceivedMail>;
+  close(): Promise<void>;
+}
+
+/**
+ * A real SMTP server in the test process (the `smtp-server` package): no auth, no TLS, loopback
+ * only; every accepted message is parsed (mailparser) and kept.
+ */
+export async function startSmtpServer(): Promise<TestSmtpServer> {
+  const received: ReceivedMail[] = [];
+  let holding = false;
+  let held = 0;
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('end', () => {
+        const finish = () => {
+          simpleParser(Buffer.concat(chunks))
+            .then((parsed) => {
+              received.push({
+                to: session.envelope.rcptTo.map((r) => r.address.toLowerCase()),
+                from: typeof session.envelope.mailFrom === 'object' ? session.envelope.mailFrom.address : '',
+                subject: parsed.subject ?? '',
+                text: parsed.text ?? '',
+                html: typeof parsed.html === 'string' ? parsed.html : '',
+                messageId: parsed.messageId ?? '',
+                parsed,
+              });
+              callback();
+            })
+            .catch((err: Error) => callback(err));
+        };
+        if (!holding) {
+          finish();
+          return;
+        }
+        // Held: never answered; the connection's end discards the message.
+        held++;
+      });
+    },
+  });
+  server.on('error', () => {});
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const address = server.server.address();
+  if (address === null || typeof address !== 'object') throw new Error('SMTP server has no address');
+  return {
+    url: `smtp://127.0.0.1:${address.port}`,
+    received,
+    hold(on) {
+      holding = on;
+    },
+    async waitForHeld(timeoutMs = 60_000) {
+      await waitUntil(() => held > 0, { timeoutMs, what: 'a held SMTP message' });
+    },
+    async waitForMail(to, options = {}) {
+      const since = options.since ?? 0;
+      const find = () =>
+        received
+          .slice(since)
+          .find((m) => m.to.includes(to.toLowerCase()) && (options.subject?.test(m.subject) ?? true));
+      await waitUntil(() => find() !== undefined, {
+        timeoutMs: options.timeoutMs ?? 60_000,
+        what: `a mail to ${to}`,
+      });
+      const mail = find();
+      if (mail === undefined) throw new Error('unreachable');
+      return mail;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+      }),
+  };
+}
