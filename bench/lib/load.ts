@@ -7,6 +7,8 @@ const run = promisify(execFile);
 
 export interface LoadOptions {
   readonly port: number;
+  /** http (default) or https (wrk and autocannon do not verify the certificate). */
+  readonly scheme?: 'http' | 'https';
   readonly method?: 'GET' | 'POST';
   readonly paths: readonly string[];
   readonly headers?: Readonly<Record<string, string>>;
@@ -55,7 +57,7 @@ async function viaWrk(options: LoadOptions): Promise<LoadResult> {
     '10s',
     '-s',
     script,
-    `http://127.0.0.1:${options.port}`,
+    `${options.scheme ?? 'http'}://127.0.0.1:${options.port}`,
   ]);
   const { stdout } = await run(command, args, {
     env: {
@@ -95,7 +97,7 @@ async function viaWrk(options: LoadOptions): Promise<LoadResult> {
 async function viaAutocannon(options: LoadOptions): Promise<LoadResult> {
   let counter = 0;
   const result = await autocannon({
-    url: `http://127.0.0.1:${options.port}`,
+    url: `${options.scheme ?? 'http'}://127.0.0.1:${options.port}`,
     connections: options.connections,
     duration: options.durationSeconds,
     requests: [
