@@ -8,14 +8,14 @@ import { describeDatabase } from '../lib/targets.js';
 /** A failure the user can act on: printed as one line, without a stack trace. */
 export class CliError extends Error {}
 
-export type CliArgs = Readonly<Record<string, string | boolean | undefined>>;
+export type CliArgs = Readonly<Record<string, string | boolean | string[] | undefined>>;
 
 export interface CliSpec {
   /** One line: how to call the command (`usage: npm run … -- --flag <value>`). */
   readonly usage: string;
   /** More lines for --help: what each flag does. */
   readonly help?: string;
-  readonly options?: Readonly<Record<string, { type: 'string' | 'boolean' }>>;
+  readonly options?: Readonly<Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>;
 }
 
 function isUnreachable(err: unknown): boolean {
