@@ -25,7 +25,8 @@ export const rules: readonly Rule[] = [
     name: 'session SET',
     pattern: /(?:[`'";]|\bsql\.raw\(\s*['"`])\s*set\s+(?!local\b)(?:session\s+)?\w+\s*(?:=|to\b)/gi,
   },
-  { name: 'RESET', pattern: /[`'";]\s*reset\s+(?:all|\w+)/gi },
+  // RESET and one setting name, then the end of the statement (not "Reset your password").
+  { name: 'RESET', pattern: /[`'";]\s*reset\s+(?:all|[\w.]+)\s*(?=[;`'"]|$)/gim },
   { name: 'set_config(…, false)', pattern: /set_config\s*\([^)]*,\s*false\s*\)/gi },
   { name: 'LISTEN/UNLISTEN', pattern: /[`'";]\s*(?:un)?listen\s+[\w"*]/gi },
   { name: 'session advisory lock', pattern: /pg_(?:try_)?advisory_(?:un)?lock(?:_shared|_all)?\s*\(/gi },
