@@ -106,7 +106,9 @@ export function launchSequence(part: Part): void {
     let firstOctet = 60;
 
     /** The test's environment: the stack's file with short gates and a fast lock staleness. */
-    const settings = { readySeconds: 15, watchSeconds: 6, lockHeartbeatSeconds: 2, lockStaleSeconds: 8 };
+    // Staleness well above what a rollback's read-only pass takes on a busy machine (≈10 s seen), so
+    // the attempt right after the kill meets a lock that is not stale yet.
+    const settings = { readySeconds: 15, watchSeconds: 6, lockHeartbeatSeconds: 2, lockStaleSeconds: 25 };
 
     const currentOf = (t: DeployTarget) => {
       const link = join(t.dir, 'current');
@@ -511,14 +513,13 @@ await import('./main-real.js');
             what: 'the deployer to hold every lock',
           });
           victim.child.kill('SIGKILL');
-          const killedAt = Date.now();
           await victim.done;
+          const beat = statSync(join(targets[0]?.dir ?? '', '.deploy-lock', 'heartbeat')).mtimeMs;
           const early = await runScript('rollback.sh', ['--env', 'local', '--config', config, '--to=v1.0.0']);
-          const heartbeatAge =
-            (Date.now() - statSync(join(targets[0]?.dir ?? '', '.deploy-lock', 'heartbeat')).mtimeMs) / 1000;
+          const heartbeatAge = (Date.now() - beat) / 1000;
           assert.equal(early.code, 3, early.stdout + early.stderr);
           assert.match(early.stderr, /deploy lock is held/);
-          await waitUntil(() => Date.now() - killedAt > settings.lockStaleSeconds * 1000, {
+          await waitUntil(() => Date.now() - beat > settings.lockStaleSeconds * 1000 + 1000, {
             timeoutMs: 60_000,
           });
           const reclaimed = await runScript('rollback.sh', [
