@@ -1,4 +1,5 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
@@ -87,6 +88,8 @@ export interface AppOptions {
   readonly logger?: Logger;
   /** Adds routes inside the rate-limited /api scope (tests exercise the platform through it). */
   readonly extendApi?: (api: FastifyInstance) => void | Promise<void>;
+  /** With TRACING_ENABLED: also export spans here (tests use an in-memory exporter). */
+  readonly spanExporter?: SpanExporter;
 }
 
 /** Waits for Redis to connect, briefly; the service starts without it and reports the cache degraded. */
@@ -153,6 +156,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   applyConnectionLimits(app.server, config.server, logger.child({ component: 'http' }));
+  // OpenTelemetry (decision 0063): loaded and wired only when enabled; off, none of it runs.
+  const tracing = config.tracing.enabled
+    ? (await import('./infra/tracing.js')).createTracing(config.tracing, config.build, {
+        ...(options.spanExporter === undefined ? {} : { exporter: options.spanExporter }),
+      })
+    : undefined;
+  tracing?.instrumentServer(app.server);
+  if (tracing !== undefined) tracing.instrumentFastify(app);
 
   const errorReporter = await createErrorReporter(config.sentry, logger.child({ component: 'sentry' }));
   const database = createDatabase(config.database, logger.child({ component: 'database' }));
@@ -173,7 +184,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   // Password reset, email verification and the durable job queue (decisions 0060–0062).
   const mailer = createMailer(config.mail, config.env, logger.child({ component: 'mail' }));
-  const queue = createQueue(config);
+  if (database.pgPool !== undefined)
+    tracing?.instrumentPgPool(database.pgPool, database.pgPool.options.database ?? 'postgres');
+  if (redis !== undefined) tracing?.instrumentRedis(redis.client);
+  const queue = createQueue(config, tracing?.traceParent);
   const accounts = createAccountsDeps({
     auth: authBase,
     config,
@@ -195,6 +209,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         mailer,
         registry: metrics.registry,
         logger: logger.child({ component: 'jobs' }),
+        ...(tracing === undefined ? {} : { runner: tracing.runJob }),
       })
     : undefined;
   registerQueueGauge(metrics.registry, database.db, logger.child({ component: 'jobs' }));
@@ -288,6 +303,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.addHook('onClose', async () => {
     await auth.revocations.stop();
     await worker?.stop();
+    await tracing?.shutdown();
     mailer.close();
     await router.stop();
     await redis?.close();

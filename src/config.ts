@@ -191,6 +191,13 @@ export interface Config {
     /** `npm run worker` serves /metrics on this port (0: not at all). */
     readonly metricsPort: number;
   };
+  readonly tracing: {
+    readonly enabled: boolean;
+    /** OTLP/HTTP traces endpoint; unset with tracing on: spans are kept in memory only (tests). */
+    readonly otlpEndpoint: string | undefined;
+    readonly serviceName: string;
+    readonly samplePercent: number;
+  };
 }
 
 export const verifiedActions = ['orders'] as const;
@@ -1016,6 +1023,34 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     'Catalog pages (100 products each; the first 20 of each also one by one) the warm-up reads. 0: no warm-up.',
   );
 
+  const tracingEnabled = r.bool(
+    'TRACING_ENABLED',
+    false,
+    'false',
+    'OpenTelemetry traces: spans for HTTP, database, Redis and jobs, the trace id in every log line, W3C `traceparent` accepted and carried into jobs. Off: no tracing code runs.',
+  );
+  const otlpEndpoint =
+    r.optionalString(
+      'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+      'OTLP/HTTP endpoint for traces (e.g. `http://127.0.0.1:4318/v1/traces`). Unset: `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`, else no export.',
+    ) ??
+    (() => {
+      const base = r.optionalString(
+        'OTEL_EXPORTER_OTLP_ENDPOINT',
+        'OTLP/HTTP base endpoint (e.g. `http://127.0.0.1:4318`).',
+      );
+      return base === undefined ? undefined : `${base.replace(/\/+$/, '')}/v1/traces`;
+    })();
+  checkUrl(r, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', otlpEndpoint, ['http:', 'https:']);
+  const otelServiceName = r.string('OTEL_SERVICE_NAME', 'shipshape', 'service.name of the spans.');
+  const tracingSamplePercent = r.int(
+    'TRACING_SAMPLE_PERCENT',
+    100,
+    0,
+    100,
+    'Share of new traces recorded (a sampled incoming `traceparent` is always followed).',
+  );
+
   const config: Config = {
     env: nodeEnv,
     server: {
@@ -1133,6 +1168,12 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       warmUpUrl,
       warmUpPages,
       metricsPort: jobsMetricsPort,
+    },
+    tracing: {
+      enabled: tracingEnabled ?? false,
+      otlpEndpoint,
+      serviceName: otelServiceName,
+      samplePercent: tracingSamplePercent,
     },
   };
   return { config, reader: r };

@@ -35,7 +35,13 @@ async function run(config: Config): Promise<void> {
     logger: logger.child({ component: 'auth' }),
   });
   const mailer = createMailer(config.mail, config.env, logger.child({ component: 'mail' }));
-  const queue = createQueue(config);
+  const tracing = config.tracing.enabled
+    ? (await import('./infra/tracing.js')).createTracing(config.tracing, config.build)
+    : undefined;
+  if (database.pgPool !== undefined)
+    tracing?.instrumentPgPool(database.pgPool, database.pgPool.options.database ?? 'postgres');
+  if (redis !== undefined) tracing?.instrumentRedis(redis.client);
+  const queue = createQueue(config, tracing?.traceParent);
   const accounts = createAccountsDeps({
     auth,
     config,
@@ -52,6 +58,7 @@ async function run(config: Config): Promise<void> {
     mailer,
     registry,
     logger: logger.child({ component: 'jobs' }),
+    ...(tracing === undefined ? {} : { runner: tracing.runJob }),
   });
   registerQueueGauge(registry, database.db, logger);
 
@@ -102,6 +109,7 @@ async function run(config: Config): Promise<void> {
       .then(async () => {
         metricsServer?.close();
         mailer.close();
+        await tracing?.shutdown();
         await redis?.close();
         await database.close();
         logger.info({ event: 'worker_stopped' }, 'job worker stopped');

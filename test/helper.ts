@@ -37,6 +37,8 @@ export interface TestAppOptions {
   readonly extend?: (app: FastifyInstance) => void | Promise<void>;
   /** Routes inside the rate-limited /api scope. */
   readonly extendApi?: (api: FastifyInstance) => void | Promise<void>;
+  /** With TRACING_ENABLED=true: spans also go here. */
+  readonly spanExporter?: import('@opentelemetry/sdk-trace-base').SpanExporter;
 }
 
 export interface TestDatabaseEnv {
@@ -147,6 +149,7 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<Fastif
     app = await buildApp(config, {
       ...(options.logger === undefined ? {} : { logger: options.logger }),
       ...(options.extendApi === undefined ? {} : { extendApi: options.extendApi }),
+      ...(options.spanExporter === undefined ? {} : { spanExporter: options.spanExporter }),
     });
   } catch (err) {
     await database.cleanup();
@@ -169,7 +172,7 @@ export interface CapturedLogs {
 }
 
 /** The service's logger (same redaction), writing to lines the test can read. */
-export function captureLogs(level: Level = 'info'): CapturedLogs {
+export function captureLogs(level: Level = 'info', options: { traceIds?: boolean } = {}): CapturedLogs {
   const raw: string[] = [];
   const lines: Array<Record<string, unknown>> = [];
   const stream = new Writable({
@@ -180,6 +183,13 @@ export function captureLogs(level: Level = 'info'): CapturedLogs {
       callback();
     },
   });
-  const logger = createLogger({ env: 'test', log: { level, slowRequestMs: 1000, pm2: undefined } }, stream);
+  const logger = createLogger(
+    {
+      env: 'test',
+      log: { level, slowRequestMs: 1000, pm2: undefined },
+      tracing: { enabled: options.traceIds === true },
+    },
+    stream,
+  );
   return { logger, lines, text: () => raw.join('') };
 }

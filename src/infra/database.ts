@@ -33,6 +33,8 @@ export interface DatabaseHandle {
   ping(timeoutMs: number): Promise<void>;
   /** Connection pool occupancy, where the driver has a pool. */
   poolStats(): PoolStats | undefined;
+  /** PostgreSQL only: the primary's pool (tracing wraps its clients). */
+  readonly pgPool?: pg.Pool;
   /**
    * SQLite only: true when another connection (a CLI command, another process) has committed since
    * the previous call — `PRAGMA data_version`, which this connection's own commits never change.
@@ -250,6 +252,7 @@ function createPostgres(config: Config['database'], url: string, logger: Logger)
       await withTimeout(sql`select 1`.execute(db), timeoutMs, 'database ping');
     },
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+    pgPool: pool,
     close: () => db.destroy(),
   };
 }

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { context, trace } from '@opentelemetry/api';
 import pino, { type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import type { Config } from '../config.js';
 import { createPm2Destination } from './pm2-log.js';
@@ -52,8 +53,21 @@ function prettyTransport(): LoggerOptions['transport'] | undefined {
  * The service's one logger: JSON lines on stdout (or the given stream), secrets redacted.
  * Infrastructure takes `logger.child({ component })`; handlers use `request.log`.
  */
-export function createLogger(config: Pick<Config, 'log' | 'env'>, destination?: DestinationStream): Logger {
+/** The active span's trace and span id, on every line while tracing is on (decision 0063). */
+function traceFields(): Record<string, string> {
+  const span = trace.getSpan(context.active());
+  if (span === undefined) return {};
+  const { traceId, spanId } = span.spanContext();
+  return { traceId, spanId };
+}
+
+export function createLogger(
+  config: Pick<Config, 'log' | 'env'> & { readonly tracing?: Pick<Config['tracing'], 'enabled'> },
+  destination?: DestinationStream,
+): Logger {
   const options: LoggerOptions = {
+    // Only with tracing on: otherwise no mixin runs at all.
+    ...(config.tracing?.enabled === true ? { mixin: traceFields } : {}),
     level: config.log.level,
     base: { service: 'shipshape', pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
