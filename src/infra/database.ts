@@ -18,6 +18,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Database, Engine } from '../db/database.js';
+import { withRoundTripDeadline } from './database-deadline.js';
 
 export interface PoolStats {
   readonly total: number;
@@ -197,7 +198,9 @@ export function createPostgresPool(
   pool.on('connect', (client) => {
     client.on('error', (err) => logger.warn({ err }, 'PostgreSQL connection failed'));
   });
-  const dialect = new ShipshapePostgresDialect({ pool }, sessionTimeouts(config));
+  // The server's statement_timeout first; the client's deadline only when the server cannot answer.
+  const deadlined = withRoundTripDeadline(pool, config.statementTimeoutMs + 1000);
+  const dialect = new ShipshapePostgresDialect({ pool: deadlined }, sessionTimeouts(config));
   return { pool, db: new Kysely<Database>({ dialect }) };
 }
 

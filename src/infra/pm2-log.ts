@@ -1,5 +1,6 @@
-import pino, { type DestinationStream } from 'pino';
+import type { DestinationStream } from 'pino';
 import type { Pm2LogTarget } from '../config.js';
+import { openLogFile } from './log-file.js';
 
 const two = (n: number) => String(n).padStart(2, '0');
 
@@ -39,11 +40,12 @@ export function formatPm2Date(format: string, date: Date): string {
  * append to each of PM2's files (out_file, log_file) and one `log:out` message, which PM2's daemon
  * publishes on its bus for `pm2 logs`. At exit the rest is written synchronously. On PM2's
  * `log:reload` (`pm2 reloadLogs`, log rotation) the files are reopened.
+ *
+ * The files are written by log-file.ts, not pino's destination: a full log disk drops lines (and
+ * says how many once it can write again) instead of hanging the worker (issue 14).
  */
 export function createPm2Destination(target: Pm2LogTarget): DestinationStream {
-  const files = target.files.map((dest) =>
-    pino.destination({ dest, sync: false, append: true, mkdir: true, minLength: 0 }),
-  );
+  const files = target.files.map((dest) => openLogFile(dest));
   const send = typeof process.send === 'function' ? process.send.bind(process) : undefined;
   let pending = '';
   let stampMs = -1;
@@ -53,20 +55,21 @@ export function createPm2Destination(target: Pm2LogTarget): DestinationStream {
     if (pending === '') return;
     const chunk = pending;
     pending = '';
-    for (const file of files) file.write(chunk);
+    for (const file of files) {
+      const dropped = file.takeDropped();
+      if (dropped > 0)
+        file.write(
+          `${JSON.stringify({ level: 'warn', time: new Date().toISOString(), service: 'shipshape', pid: process.pid, event: 'log_lines_dropped', count: dropped, msg: 'log lines dropped: the log file could not be written' })}\n`,
+        );
+      file.write(chunk);
+    }
     if (send !== undefined && process.connected)
       send({ type: 'log:out', data: chunk }, undefined, {}, () => {});
   };
   setInterval(drain, 250).unref();
   process.on('exit', () => {
     drain();
-    for (const file of files) {
-      try {
-        file.flushSync();
-      } catch {
-        // not open yet (exit during start-up): nothing buffered in it either
-      }
-    }
+    for (const file of files) file.closeSync();
   });
   process.on('message', (message: unknown) => {
     if ((message as { type?: unknown } | null)?.type === 'log:reload')

@@ -234,7 +234,9 @@ export function createReplicaRouter(
     try {
       const [primaryLsn, result] = await withTimeout(
         Promise.all([
-          primaryFlushLsn(),
+          // The primary unreachable is no reason to skip the replica: it is then the only server
+          // that can answer reads at all (chaos scenario "primary killed", issue 14).
+          withTimeout(primaryFlushLsn(), timeoutMs / 2, 'primary position').catch(() => undefined),
           sql<{
             recovery: boolean;
             replay: string | null;
@@ -261,6 +263,16 @@ export function createReplicaRouter(
         return;
       }
       replica.replayLsn = replay;
+      if (primaryLsn === undefined) {
+        // No write can commit while the primary is away, so the replica falls no further behind
+        // than it was: it keeps serving (a lagging one stays skipped), lag unknown until it returns.
+        replica.lagBytes = undefined;
+        replica.lagSeconds = undefined;
+        const detail = { primary: 'unreachable' };
+        if (row.paused) setState(replica, 'paused', detail);
+        else if (replica.state !== 'lagging') setState(replica, 'up', detail);
+        return;
+      }
       const lagBytes = lsnDistance(replay, primaryLsn);
       // On an idle primary the last replayed transaction is old although nothing is missing: time
       // lag counts only while the replica has not applied all it has received (or is behind).

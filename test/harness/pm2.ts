@@ -64,7 +64,7 @@ export async function startPm2Cluster(options: {
   const name = 'shipshape-test';
   // Secrets go to PM2 as *_FILE, as in production: the wrapper refuses them in plain text.
   const given: Record<string, string> = { ...options.env };
-  for (const name of ['JWT_SECRET', 'METRICS_TOKEN']) {
+  for (const name of ['JWT_SECRET', 'METRICS_TOKEN', 'DATABASE_REPLICA_URLS']) {
     const value = given[name];
     if (value === undefined) continue;
     const file = join(home, name.toLowerCase());

@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -86,6 +86,21 @@ export function asPostgresUser(command: string, args: string[]): { status: numbe
   return { status: result.status, output: `${result.stdout ?? ''}${result.stderr ?? ''}` };
 }
 
+/** asPostgresUser without blocking the event loop (load generators and fault proxies keep running). */
+export function asPostgresUserAsync(
+  command: string,
+  args: string[],
+): Promise<{ status: number | null; output: string }> {
+  const [file, argv] =
+    process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
+  return new Promise((resolve) => {
+    execFile(file, argv, { encoding: 'utf8', timeout: 180_000 }, (err, stdout, stderr) => {
+      const status = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
+      resolve({ status, output: `${stdout ?? ''}${stderr ?? ''}` });
+    });
+  });
+}
+
 export interface ThrowawayPostgres {
   readonly port: number;
   /** Connection string for the `postgres` database of this instance. */
@@ -96,6 +111,10 @@ export interface ThrowawayPostgres {
   start(): void;
   /** A fast shutdown: connections are terminated. */
   stop(): void;
+  /** An immediate shutdown (a crash, as far as clients can tell), without blocking the event loop. */
+  crash(): Promise<void>;
+  /** start() without blocking the event loop; resolves when the server accepts connections. */
+  restart(): Promise<void>;
   /** Removes the instance and its files. */
   destroy(): void;
 }
@@ -142,6 +161,24 @@ export async function startThrowawayPostgres(
     },
     stop() {
       pgCtl('-m', 'immediate', '-w', '-t', '120', 'stop');
+    },
+    async crash() {
+      await asPostgresUserAsync(join(bin, 'pg_ctl'), [
+        '-D',
+        data,
+        '-m',
+        'immediate',
+        '-w',
+        '-t',
+        '120',
+        'stop',
+      ]);
+    },
+    async restart() {
+      const result = await asPostgresUserAsync(join(bin, 'pg_ctl'), [
+        ...['-D', data, '-o', options, '-l', join(dir, 'log'), '-w', '-t', '120', 'start'],
+      ]);
+      if (result.status !== 0) throw new Error(`pg_ctl start failed:\n${result.output}`);
     },
     destroy() {
       if (existsSync(join(data, 'postmaster.pid'))) pgCtl('-m', 'immediate', '-w', '-t', '120', 'stop');

@@ -1,0 +1,110 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { buildApp } from '../../src/app.js';
+import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
+import { createTestDatabase, type TestDatabase } from '../harness/postgres.js';
+import { skipEngine, testConfig } from '../helper.js';
+
+/**
+ * A PostgreSQL that accepts and never answers (the fault proxy's `timeout` toxic): every request
+ * still ends — 503 with Retry-After shortly after statement_timeout — and once the database
+ * answers again no connection carries a stale answer into the next query (src/infra/database-deadline.ts).
+ */
+describe('PostgreSQL round-trip deadline', { skip: await skipEngine('postgres') }, () => {
+  let database: TestDatabase;
+  let proxy: FaultProxy;
+  let app: FastifyInstance;
+  const statementTimeoutMs = 1000;
+  const products: string[] = [];
+
+  before(async () => {
+    database = await createTestDatabase();
+    const url = new URL(database.url);
+    proxy = await startFaultProxy({
+      name: 'postgres',
+      target: { host: url.hostname, port: Number(url.port || 5432) },
+    });
+    url.host = proxy.address;
+    app = await buildApp(
+      testConfig({
+        DATABASE_URL: url.toString(),
+        DATABASE_MIGRATE_ON_START: 'true',
+        DATABASE_STATEMENT_TIMEOUT_MS: String(statementTimeoutMs),
+        DATABASE_CONNECT_TIMEOUT_MS: '1000',
+        DATABASE_POOL_MAX: '4',
+        CACHE_ENABLED: 'false',
+      }),
+    );
+    await app.ready();
+    const direct = new pg.Client({ connectionString: database.url });
+    await direct.connect();
+    try {
+      for (let i = 0; i < 3; i++) {
+        const id = randomUUID();
+        await direct.query('INSERT INTO products (id, sku, name, price, stock) VALUES ($1, $2, $3, 1, 10)', [
+          id,
+          `DEADLINE-${i}`,
+          `Deadline ${i}`,
+        ]);
+        products.push(id);
+      }
+    } finally {
+      await direct.end();
+    }
+  });
+
+  after(async () => {
+    await app?.close();
+    await proxy?.close();
+    await database?.drop();
+  });
+
+  test('a hung database: 503 with Retry-After after the deadline, not a hang; then correct answers', async () => {
+    const before = await app.inject({ method: 'GET', url: `/api/products/${products[0]}` });
+    assert.equal(before.statusCode, 200, before.body);
+
+    const toxic = proxy.add({ type: 'timeout', timeoutMs: 0 });
+    const started = Date.now();
+    const hung = await Promise.all(
+      products.map((id) => app.inject({ method: 'GET', url: `/api/products/${id}` })),
+    );
+    const took = Date.now() - started;
+    proxy.remove(toxic);
+    for (const res of hung) {
+      assert.equal(res.statusCode, 503, res.body);
+      assert.equal(res.headers['retry-after'], '1');
+    }
+    assert.ok(took >= statementTimeoutMs, `answered after ${took} ms`);
+    // Deadline (statement_timeout + 1 s) plus a busy machine's slack; without the deadline: never.
+    assert.ok(took < 15_000, `answered after ${took} ms`);
+
+    // Every connection that missed its answer was dropped: each product comes back as itself.
+    for (let round = 0; round < 3; round++) {
+      for (const id of products) {
+        const res = await app.inject({ method: 'GET', url: `/api/products/${id}` });
+        assert.equal(res.statusCode, 200, res.body);
+        assert.equal(res.json().id, id);
+      }
+    }
+  });
+
+  test('a transaction that lifts statement_timeout (the migration lock) is not cut by the deadline', async () => {
+    const db = app.database.db;
+    await db.transaction().execute(async (trx) => {
+      await sql`select set_config('statement_timeout', '0', true)`.execute(trx);
+      await sql`select pg_sleep(2.5)`.execute(trx);
+    });
+    // After its commit the same rule applies again: a statement past the deadline is cut.
+    await assert.rejects(
+      db.transaction().execute(async (trx) => {
+        await sql`select set_config('statement_timeout', '60000', true)`.execute(trx);
+        await sql`select pg_sleep(4)`.execute(trx);
+      }),
+      (err: NodeJS.ErrnoException) => err.code === 'ETIMEDOUT',
+    );
+  });
+});
