@@ -27,6 +27,10 @@ options:
   --env NAME=VALUE     extra environment for every app server (repeatable), e.g. --env RATE_LIMIT_MAX=100000
   --deploy-targets     growth: app servers as SSH deploy targets (own user, dir, sshd; pinned keys),
                        empty until scripts/deploy.sh --env local (needs root and openssh-server)
+  --autoscale          run an autoscaler (npm run autoscale -- --actuator pm2) on every PM2 server
+  --autoscale-min N    its fewest workers per server (default 1)
+  --autoscale-max N    its most workers per server (default 4)
+  --autoscale-options "WORDS"   more npm run autoscale flags as name=value words, e.g. "period=2 stabilisation=20 dry-run"
   --postgres-url URL   an admin connection to create the throwaway database on (default $STACK_POSTGRES_URL or postgres://postgres@127.0.0.1:5432/postgres)
 
 stages:
@@ -51,6 +55,41 @@ function parseEnv(pairs: string[]): Record<string, string> {
   return env;
 }
 
+/** --autoscale and its settings (only for stages whose servers are PM2 clusters). */
+function autoscaleOptions(
+  values: {
+    autoscale?: boolean;
+    'autoscale-min'?: string;
+    'autoscale-max'?: string;
+    'autoscale-options'?: string;
+  },
+  stage: StageName,
+): { min: number; max: number; extraArgs: string[] } | undefined {
+  const given = ['autoscale-min', 'autoscale-max', 'autoscale-options'] as const;
+  if (values.autoscale !== true) {
+    const stray = given.find((name) => values[name] !== undefined);
+    if (stray !== undefined) throw new UsageError(`--${stray} needs --autoscale`);
+    return undefined;
+  }
+  if (stage === 'prototype') throw new UsageError('--autoscale needs PM2 servers (mvp or a later stage)');
+  const min = int(values['autoscale-min'], 'autoscale-min') ?? 1;
+  const max = int(values['autoscale-max'], 'autoscale-max') ?? 4;
+  if (max < min || max > 64) throw new UsageError('--autoscale-max must be from --autoscale-min to 64');
+  // "period=2 stabilisation=20 dry-run" → --period 2 --stabilisation 20 --dry-run (no leading
+  // dashes in the value: parseArgs would take it for an option).
+  const reserved =
+    /^(actuator|pm2-home|app|worker-host|worker-metrics-port|min|max|status-file|metrics-host|metrics-port|once|cpu)$/;
+  const extraArgs: string[] = [];
+  for (const word of (values['autoscale-options'] ?? '').split(/\s+/).filter((a) => a !== '')) {
+    const match = /^([a-z][a-z0-9-]*)(?:=(\S+))?$/.exec(word);
+    if (match === null) throw new UsageError(`--autoscale-options takes name=value words (got "${word}")`);
+    const name = match[1] as string;
+    if (reserved.test(name)) throw new UsageError(`--autoscale-options: ${name} is set by the stack`);
+    extraArgs.push(`--${name}`, ...(match[2] === undefined ? [] : [match[2]]));
+  }
+  return { min, max, extraArgs };
+}
+
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -69,6 +108,10 @@ async function main(argv: string[]): Promise<number> {
       env: { type: 'string', multiple: true },
       monitoring: { type: 'boolean' },
       'deploy-targets': { type: 'boolean' },
+      autoscale: { type: 'boolean' },
+      'autoscale-min': { type: 'string' },
+      'autoscale-max': { type: 'string' },
+      'autoscale-options': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -87,7 +130,9 @@ async function main(argv: string[]): Promise<number> {
       if (values.monitoring === true && stage !== 'growth')
         throw new UsageError('--monitoring needs --stage growth (it watches nginx, PostgreSQL and Redis)');
       const instances = int(values.instances, 'instances');
+      const autoscale = autoscaleOptions(values, stage);
       const result = await up(stage, {
+        ...(autoscale === undefined ? {} : { autoscale }),
         stateDir,
         log,
         ...(instances === undefined ? {} : { instances }),
@@ -121,10 +166,22 @@ async function main(argv: string[]): Promise<number> {
       } else {
         const entry = typeof current.entry === 'string' ? current.entry : current.entry.https;
         console.log(`${current.stage} stack, ${current.running ? 'running' : 'NOT all running'}: ${entry}`);
-        for (const s of current.servers)
+        for (const s of current.servers) {
           console.log(
             `  ${s.name} (${s.role}, weight ${s.weight}) ${s.url} pids ${s.pids.join(',') || 'none'}`,
           );
+          const last = s.autoscale as {
+            at: number;
+            action: string;
+            current: number;
+            desired: number;
+            reason: string;
+          } | null;
+          if (last !== null)
+            console.log(
+              `    autoscale: ${s.workers} workers; last decision ${new Date(last.at).toISOString()} ${last.action} ${last.current} → ${last.desired} (${last.reason})`,
+            );
+        }
         for (const d of current.databases) console.log(`  database (${d.role}) ${d.url}`);
         if (current.redis) console.log(`  redis ${current.redis.url}`);
         if (current.nginx) console.log(`  nginx pid ${current.nginx.pid ?? 'none'} ${current.nginx.config}`);

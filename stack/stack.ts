@@ -5,11 +5,19 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { killServer, reloadServer, serverPids, serverUrl, startServer } from './components/app-servers.js';
+import {
+  autoscaledServers,
+  autoscaler,
+  autoscalerPids,
+  lastDecision,
+  monitoredMetricsUrls,
+} from './components/autoscaler.js';
 import { monitoringPids } from './components/monitoring.js';
 import { nginxPid } from './components/nginx.js';
 import { redisPids } from './components/redis.js';
 import { stages } from './stages.js';
 import type {
+  Component,
   ServerRecord,
   StackContext,
   StackOptions,
@@ -37,15 +45,37 @@ function saveState(state: StackState): void {
   writeFileSync(stateFile(state.stateDir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
 }
 
+/**
+ * The stage's components, plus those an option adds (`--autoscale` after everything else).
+ * `down` and `status` rebuild the same list from what the state says was started.
+ */
+function componentsOf(stage: StageName, autoscale: StackOptions['autoscale'] | StackState): Component[] {
+  const base = stages[stage].components();
+  if (autoscale === undefined) return base;
+  if ('started' in autoscale) {
+    const rec = autoscale.components.autoscaler as { min: number; max: number; args: string[] } | undefined;
+    if (!autoscale.started.includes('autoscaler') || rec === undefined) return base;
+    return [...base, autoscaler({ min: rec.min, max: rec.max, extraArgs: rec.args })];
+  }
+  return [...base, autoscaler(autoscale)];
+}
+
 /** Every process the stack started that should be alive. */
 function processes(state: StackState): { expected: number; alive: number[] } {
   let expected = 0;
   const alive: number[] = [];
+  const autoscaled = new Set(autoscaledServers(state).map((s) => s.name));
   for (const server of state.servers) {
     // A deploy target serves only once a release is current.
     if (server.deployDir !== undefined && !existsSync(join(server.deployDir, 'current'))) continue;
-    expected += server.instances;
-    alive.push(...serverPids(server));
+    const pids = serverPids(server);
+    // An autoscaled server's count moves: running means at least one worker.
+    expected += autoscaled.has(server.name) ? Math.max(1, pids.length) : server.instances;
+    alive.push(...pids);
+  }
+  if (autoscaled.size > 0) {
+    expected += autoscaled.size;
+    alive.push(...autoscalerPids(state));
   }
   if (state.nginx !== null) {
     expected += 1;
@@ -65,7 +95,7 @@ function processes(state: StackState): { expected: number; alive: number[] } {
 export function statusOf(state: StackState): StackStatus {
   const { expected, alive } = processes(state);
   const components: Record<string, unknown> = {};
-  for (const component of stages[state.stage].components()) {
+  for (const component of componentsOf(state.stage, state)) {
     if (component.status !== undefined && state.started.includes(component.name))
       components[component.name] = component.status(state);
   }
@@ -81,11 +111,12 @@ export function statusOf(state: StackState): StackStatus {
       role: s.role,
       weight: s.weight,
       url: serverUrl(s),
-      metricsUrls: Array.from(
-        { length: s.instances },
-        (_, i) => `http://${s.host}:${s.metricsPort + i}/metrics`,
-      ),
+      metricsUrls:
+        monitoredMetricsUrls(state, s.name) ??
+        Array.from({ length: s.instances }, (_, i) => `http://${s.host}:${s.metricsPort + i}/metrics`),
       pids: serverPids(s),
+      workers: serverPids(s).length,
+      autoscale: lastDecision(state, s.name),
     })),
     databases: state.databases,
     redis: state.redis,
@@ -167,7 +198,7 @@ export async function up(stage: StageName, options: StackOptions): Promise<Stack
   log(`stack: building dist/ if the sources changed`);
   await run(process.execPath, [join(projectRoot, 'scripts', 'ensure-build.mjs')], { cwd: projectRoot });
   try {
-    for (const component of stages[stage].components()) {
+    for (const component of componentsOf(stage, options.autoscale)) {
       if (component.enabled !== undefined && !component.enabled(options)) continue;
       // Recorded before it starts, so a half-started component is cleaned up too.
       state.started.push(component.name);
@@ -187,7 +218,7 @@ export async function up(stage: StageName, options: StackOptions): Promise<Stack
 export async function down(stateDir: string, log: (line: string) => void = () => {}): Promise<boolean> {
   const state = readState(stateDir);
   if (state === null) return false;
-  const components = stages[state.stage].components();
+  const components = componentsOf(state.stage, state);
   const problems: string[] = [];
   for (const name of [...state.started].reverse()) {
     const component = components.find((c) => c.name === name);

@@ -24,6 +24,10 @@ export interface ServerStatus {
   readonly metricsUrls: readonly string[];
   /** Live process ids of its workers (read at status time). */
   readonly pids: readonly number[];
+  /** Live workers now (with --autoscale this changes; `instances` in state.json is the start count). */
+  readonly workers: number;
+  /** With --autoscale: its monitor's last decision (src/scaling/autoscaler.ts DecisionRecord); else null. */
+  readonly autoscale: unknown;
 }
 
 /** What `npm run stack -- status --json` prints (documented in README "npm run stack"). */
@@ -70,6 +74,8 @@ export interface StackOptions {
   readonly monitoring?: boolean;
   /** Growth: app servers as SSH deploy targets, empty until scripts/deploy.sh --env local. */
   readonly deployTargets?: boolean;
+  /** `--autoscale`: an `npm run autoscale` monitor per PM2 server (stack/components/autoscaler.ts). */
+  readonly autoscale?: { readonly min: number; readonly max: number; readonly extraArgs: readonly string[] };
   readonly log?: (line: string) => void;
 }
 

@@ -221,10 +221,22 @@ function actuatorFrom(values: Values): { actuator: Actuator; name: string; cpu: 
   }
 }
 
-function writeStatus(path: string, record: DecisionRecord): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(record)}\n`, { mode: 0o644 });
-  renameSync(tmp, path);
+/**
+ * The status file: the last decision plus the instances as they are after it (ids and /metrics
+ * URLs: a scale-down removes PM2's oldest workers, so the URLs are not 0…n−1). Written by rename,
+ * in order, so a reader never sees half a file or an older decision after a newer one.
+ */
+function statusWriter(path: string, actuator: Actuator) {
+  let queue = Promise.resolve();
+  const write = (record: DecisionRecord) => {
+    queue = queue.then(async () => {
+      const instances = await actuator.instances().catch(() => null);
+      const tmp = `${path}.tmp`;
+      writeFileSync(tmp, `${JSON.stringify({ ...record, instances })}\n`, { mode: 0o644 });
+      renameSync(tmp, path);
+    });
+  };
+  return { write, flush: () => queue };
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -243,6 +255,7 @@ async function main(argv: string[]): Promise<number> {
   const registry = new Registry();
   const token = readSecret(values['metrics-token-file']);
   const statusFile = values['status-file'];
+  const status = statusFile === undefined ? null : statusWriter(statusFile, actuator);
   const scaler = createAutoscaler({
     target: name,
     policy,
@@ -250,12 +263,13 @@ async function main(argv: string[]): Promise<number> {
     sampler: metricsSampler({ cpu, ...(token === undefined ? {} : { token }) }),
     log,
     registry,
-    ...(statusFile === undefined ? {} : { onDecision: (r: DecisionRecord) => writeStatus(statusFile, r) }),
+    ...(status === null ? {} : { onDecision: status.write }),
   });
 
   if (values.once) {
     const record = await scaler.tick();
     console.log(JSON.stringify(record));
+    await status?.flush();
     await actuator.close?.();
     return record.error === undefined ? 0 : 1;
   }
@@ -291,6 +305,7 @@ async function main(argv: string[]): Promise<number> {
       controller.abort();
     });
   await scaler.run(controller.signal);
+  await status?.flush();
   server?.close();
   await actuator.close?.();
   return 0;

@@ -7,7 +7,8 @@ import type { InstanceSample, MetricName } from './policy.js';
  * Samplers: where the policy's numbers come from. Each instance's own /metrics (the service
  * exports event-loop delay, in-flight requests, pool waiting and its CPU counter), and the host's
  * /proc/stat and memory. Counters (CPU seconds) become rates from the previous scrape of the same
- * instance; an instance seen for the first time has no CPU value yet (missing, not zero).
+ * instance; an instance seen for the first time has no CPU or event-loop value yet (missing, not
+ * zero: the first scrape would cover its boot).
  */
 
 /** Sums of the samples of each metric family in a Prometheus text exposition (labels summed away). */
@@ -84,6 +85,7 @@ export function metricsSampler(options: {
   const readMem = options.readMemoryUsed ?? (() => memoryUsed(readMemory()));
   const previousCpu = new Map<string, { at: number; seconds: number }>();
   let previousHost: CpuTimes | null = null;
+  const scrapedBefore = new Set<string>();
 
   return {
     async sample(instances, at) {
@@ -114,8 +116,11 @@ export function metricsSampler(options: {
               metrics.cpu = Math.max(0, (seconds - before.seconds) / ((at - before.at) / 1000));
             previousCpu.set(instance.id, { at, seconds });
           }
+          // prom-client resets the event-loop histogram at every collect: the first scrape of a
+          // worker covers its whole boot (module loading, migrations), not its serving. Skipped.
           const p99 = values.get(serviceMetricNames.eventLoopP99);
-          if (p99 !== undefined) metrics.eventLoopP99 = p99;
+          if (p99 !== undefined && scrapedBefore.has(instance.id)) metrics.eventLoopP99 = p99;
+          scrapedBefore.add(instance.id);
           const inFlight = values.get(serviceMetricNames.inFlight);
           if (inFlight !== undefined) metrics.inFlight = inFlight;
           const waiting = values.get(serviceMetricNames.poolWaiting);
@@ -124,6 +129,7 @@ export function metricsSampler(options: {
         }),
       );
       for (const id of previousCpu.keys()) if (!seen.has(id)) previousCpu.delete(id);
+      for (const id of scrapedBefore) if (!seen.has(id)) scrapedBefore.delete(id);
       let memory: number | undefined;
       try {
         memory = readMem();

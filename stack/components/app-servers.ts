@@ -202,7 +202,8 @@ export function appServers(options: {
           weight: spec.weight ?? 1,
           host: spec.host,
           port,
-          metricsPort: await freePortRange(count, spec.host),
+          // Room for every worker an autoscaler may add (METRICS_PORT + instance number).
+          metricsPort: await freePortRange(Math.max(count, ctx.options.autoscale?.max ?? 0), spec.host),
           instances: count,
           pm2Home: options.pm2 ? join(ctx.state.stateDir, 'servers', spec.name, 'pm2') : null,
           pid: null,
