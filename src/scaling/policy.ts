@@ -178,7 +178,13 @@ export function decide(
     if (reading === null) continue;
     const desired = reading.ratio === 1 ? current : Math.max(1, ceil(current * reading.ratio));
     metrics[name] = { value: round(reading.value), target, ratio: round(reading.ratio), desired };
-    if (proposal === null || desired > proposal.desired) proposal = { desired, metric: name };
+    // Ties go to the metric furthest above (or least below) its target: the reason names what decided.
+    if (
+      proposal === null ||
+      desired > proposal.desired ||
+      (desired === proposal.desired && reading.ratio > (metrics[proposal.metric]?.ratio ?? 0))
+    )
+      proposal = { desired, metric: name };
   }
 
   const recommended = clamp(proposal?.desired ?? current);

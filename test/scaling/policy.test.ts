@@ -249,6 +249,27 @@ describe('scaling policy over traces', () => {
     assert.equal(d.metrics.cpu?.desired, 1);
   });
 
+  it('on a tie the reason is the metric nearest its target (not the first one listed)', () => {
+    const config = {
+      ...cpuOnly,
+      targets: { cpu: 0.8, poolWaiting: 2 },
+      scaleDown: { ...cpuOnly.scaleDown, stabilisationMs: 0, cooldownMs: 0 },
+    };
+    const d = decide(config, initialState(0), {
+      at: 1,
+      instances: [
+        { id: 'a', startedAt: -1e9, metrics: { cpu: 0.2, poolWaiting: 0 } },
+        { id: 'b', startedAt: -1e9, metrics: { cpu: 0.2, poolWaiting: 0 } },
+      ],
+    }).decision;
+    assert.equal(d.action, 'scale-down');
+    assert.equal(
+      d.reason,
+      'cpu',
+      'both propose 1; CPU at 25 % of target is what is there, pool waiting 0 is not',
+    );
+  });
+
   it('within the tolerance nothing changes (HPA worked example: 2 at 65 % of a 60 % target)', () => {
     const config = { ...cpuOnly, targets: { cpu: 0.6 } };
     const hold = decide(config, initialState(0), { at: 1, instances: [inst('a', 0.65), inst('b', 0.65)] });
