@@ -912,7 +912,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
   const publicBaseUrl = r.string(
     'PUBLIC_BASE_URL',
     'http://localhost:3000',
-    'Where the links in mails point: `<PUBLIC_BASE_URL>/reset-password#token=…` and `/verify-email#token=…`.',
+    'Where the links in mails point: `<PUBLIC_BASE_URL>/#/reset-password?token=…` and `/#/verify-email?token=…` (storefront pages).',
   );
   checkUrl(r, 'PUBLIC_BASE_URL', publicBaseUrl, ['http:', 'https:']);
   const passwordResetTtlSeconds = r.int(

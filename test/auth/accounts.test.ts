@@ -6,12 +6,12 @@ import { waitUntil } from '../harness/wait.js';
 import { buildTestApp, engines, skipEngine, type TestDatabaseEnv, testDatabaseEnv } from '../helper.js';
 import { bearer, login, registerUser } from '../support/accounts.js';
 
-/** The token in a mailed link (`…#token=<token>`), from the text part. */
+/** The token in a mailed link (`…/#/<page>?token=<token>`), from the text part. */
 function tokenIn(mail: ReceivedMail, page: 'reset-password' | 'verify-email'): string {
-  const match = new RegExp(`/${page}#token=([A-Za-z0-9_-]+)`).exec(mail.text);
+  const match = new RegExp(`/#/${page}\\?token=([A-Za-z0-9_-]+)`).exec(mail.text);
   assert.ok(match?.[1], `no ${page} link in:\n${mail.text}`);
   // The HTML part carries the same link.
-  assert.ok(mail.html.includes(`/${page}#token=${match[1]}`));
+  assert.ok(mail.html.includes(`/#/${page}?token=${match[1]}`));
   return match[1];
 }
 
@@ -149,7 +149,7 @@ for (const engine of engines) {
       assert.equal(answer.body, '');
       const mail = await smtp.waitForMail(account.email, { since, subject: /^Reset/ });
       assert.equal(mail.subject, 'Reset your Shipshape password');
-      assert.ok(mail.text.includes('https://shop.example.test/reset-password#token='));
+      assert.ok(mail.text.includes('https://shop.example.test/#/reset-password?token='));
       const token = tokenIn(mail, 'reset-password');
 
       const weak = await confirmReset(a, token, 'password');

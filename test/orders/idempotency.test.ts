@@ -214,7 +214,9 @@ for (const engine of engines) {
     });
 
     test('a request whose lock was taken over can neither store its answer nor release the key', async () => {
-      const settings = { ttlMs: 24 * hour, lockMs: 50 };
+      // The lock must outlive the in-use check below on a busy machine (50 ms did not: seen failing
+      // under load), and the sleep must outlive the lock.
+      const settings = { ttlMs: 24 * hour, lockMs: 2000 };
       const request = {
         userId: alice.user.id,
         key: newKey(),
@@ -227,7 +229,7 @@ for (const engine of engines) {
         idempotency.begin(app.database.db, request, settings),
         idempotency.IdempotencyKeyInUseError,
       );
-      await sleep(80);
+      await sleep(2500);
       const retry = await idempotency.begin(app.database.db, request, settings);
       assert.equal(retry.kind, 'run', 'the expired lock is taken over');
       if (slow.kind !== 'run' || retry.kind !== 'run') return;

@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { inCi } from '../harness/services.js';
+import { startSmtpServer, type TestSmtpServer } from '../harness/smtp.js';
 import { waitUntil } from '../harness/wait.js';
 import { buildTestApp } from '../helper.js';
 import { type Account, bearer, createAdmin, uniqueName } from '../support/accounts.js';
@@ -31,6 +32,7 @@ describe('storefront and operations page in Chromium', { skip: skipWithoutChromi
   let base: string;
   let browser: Browser;
   let admin: Account;
+  let smtp: TestSmtpServer;
   /** Every console error, page error and CSP violation, by page. */
   const problems: string[] = [];
 
@@ -118,8 +120,12 @@ describe('storefront and operations page in Chromium', { skip: skipWithoutChromi
       encoding: 'utf8',
     });
     assert.equal(built.status, 0, `building the storefront failed:\n${built.stderr}`);
+    smtp = await startSmtpServer();
     app = await buildTestApp({
       env: {
+        MAIL_SMTP_URL: smtp.url,
+        PUBLIC_BASE_URL: 'https://shop.example.test',
+        JOBS_POLL_INTERVAL_MS: '100',
         STATIC_DIR: join(root, 'public'),
         RATE_LIMIT_MAX: '100000',
         AUTH_RATE_LIMIT_MAX: '100000',
@@ -150,6 +156,7 @@ describe('storefront and operations page in Chromium', { skip: skipWithoutChromi
   after(async () => {
     await browser?.close();
     await app?.close();
+    await smtp?.close();
   });
 
   test('purchase: browse → product → cart → register → checkout → the order in the history, stock lower', async () => {
@@ -327,6 +334,43 @@ describe('storefront and operations page in Chromium', { skip: skipWithoutChromi
       running = false;
       await load;
     }
+    await page.context().close();
+  });
+
+  test('the mailed links open storefront pages: verify the address, reset a forgotten password', async () => {
+    const page = await openPage();
+    const name = await registerInBrowser(page);
+    const email = `${name}@example.com`;
+    const linkIn = async (subject: RegExp, since = 0) => {
+      const mail = await smtp.waitForMail(email, { subject, since, timeoutMs: 60_000 });
+      const match = /https:\/\/shop\.example\.test(\/#\/[a-z-]+\?token=[A-Za-z0-9_-]+)/.exec(mail.text);
+      assert.ok(match?.[1], mail.text);
+      return `${base}${match[1]}`;
+    };
+    await page.goto(await linkIn(/confirm your email/i));
+    await page.waitForSelector('#verify-result');
+    assert.match((await page.textContent('#verify-result')) ?? '', /verified/);
+
+    await page.click('#logout');
+    await page.waitForSelector('#login-link');
+    await go(page, '#/login');
+    await page.click('#forgot');
+    await page.fill('input[name=email]', email);
+    const before = smtp.received.length;
+    await page.click('button[type=submit]');
+    await page.waitForSelector('.flash.info');
+    assert.match((await page.textContent('.flash.info')) ?? '', /If an account uses that address/);
+    await page.goto(await linkIn(/password/i, before));
+    await page.waitForSelector('input[name=newPassword]');
+    await page.fill('input[name=newPassword]', 'a brand new password');
+    await page.fill('input[name=again]', 'a brand new password');
+    await page.click('button[type=submit]');
+    await page.waitForSelector('.flash.info:has-text("password is changed")');
+    await shot(page, 'password-reset');
+    await page.fill('input[name=login]', name);
+    await page.fill('input[name=password]', 'a brand new password');
+    await page.click('button[type=submit]');
+    await page.waitForSelector('#logout');
     await page.context().close();
   });
 

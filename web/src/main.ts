@@ -3,7 +3,13 @@
 import { logout, onSessionChange, restoreSession, user } from './api.js';
 import * as cart from './cart.js';
 import { flash, h } from './dom.js';
-import { loginPage, registerPage } from './pages/account.js';
+import {
+  forgotPasswordPage,
+  loginPage,
+  registerPage,
+  resetPasswordPage,
+  verifyEmailPage,
+} from './pages/account.js';
 import { leaveOps, opsPage } from './pages/ops.js';
 import { orderPage, ordersPage } from './pages/orders.js';
 import { cartPage, catalogPage, productPage } from './pages/shop.js';
@@ -52,6 +58,12 @@ async function route(): Promise<void> {
       return loginPage(params);
     case 'register':
       return registerPage(params);
+    case 'forgot-password':
+      return forgotPasswordPage();
+    case 'reset-password':
+      return resetPasswordPage(params);
+    case 'verify-email':
+      return verifyEmailPage(params);
     case 'orders':
       return parts[1] ? orderPage(parts[1]) : ordersPage();
     case 'ops':

@@ -276,7 +276,9 @@ export async function deliverAccountMail(
   if (user === undefined) return;
   const token = accountToken(deps.tokenKey, purpose, row.id);
   const page = mail.kind === 'password-reset' ? 'reset-password' : 'verify-email';
-  const link = `${deps.config.publicBaseUrl}/${page}#token=${token}`;
+  // The storefront's page for it (hash route): the token stays in the fragment, which browsers
+  // never send, so it reaches no server or proxy log.
+  const link = `${deps.config.publicBaseUrl}/#/${page}?token=${token}`;
   await mailer.send({
     to: row.email,
     messageId: `<${mail.kind}-${row.id}@shipshape>`,

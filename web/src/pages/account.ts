@@ -1,4 +1,4 @@
-import { describe, login, register } from '../api.js';
+import { api, describe, login, problemOf, register } from '../api.js';
 import { field, flash, h, show } from '../dom.js';
 
 function after(params: URLSearchParams): string {
@@ -38,6 +38,7 @@ export function loginPage(params: URLSearchParams): void {
       submit,
     ),
     h('p', {}, 'New here? ', h('a', { href: `#/register?${params}` }, 'Create an account')),
+    h('p', {}, h('a', { href: '#/forgot-password', id: 'forgot' }, 'Forgot your password?')),
   );
 }
 
@@ -76,5 +77,98 @@ export function registerPage(params: URLSearchParams): void {
       field('Password (8 characters or more)', password),
       submit,
     ),
+  );
+}
+
+export function forgotPasswordPage(): void {
+  const email = h('input', { name: 'email', type: 'email', autocomplete: 'email', required: true });
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Mail me a link');
+  show(
+    h('h1', {}, 'Forgot your password?'),
+    h(
+      'form',
+      {
+        class: 'stack',
+        onsubmit: async (event: Event) => {
+          event.preventDefault();
+          submit.disabled = true;
+          const { error, response } = await api.POST('/api/auth/password-reset', {
+            body: { email: email.value },
+          });
+          submit.disabled = false;
+          // The API answers 202 whatever the address, so the page says the same to everyone.
+          if (response.status === 202)
+            flash('If an account uses that address, a link to set a new password is on its way.', 'info');
+          else flash(describe(problemOf(error, response)));
+        },
+      },
+      field('Email', email),
+      submit,
+    ),
+  );
+}
+
+export function resetPasswordPage(params: URLSearchParams): void {
+  const token = params.get('token') ?? '';
+  const password = h('input', {
+    name: 'newPassword',
+    type: 'password',
+    autocomplete: 'new-password',
+    minlength: 8,
+    required: true,
+  });
+  const again = h('input', { name: 'again', type: 'password', autocomplete: 'new-password', required: true });
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Set the new password');
+  show(
+    h('h1', {}, 'Set a new password'),
+    h(
+      'form',
+      {
+        class: 'stack',
+        onsubmit: async (event: Event) => {
+          event.preventDefault();
+          if (password.value !== again.value) {
+            flash('The two passwords differ.');
+            return;
+          }
+          submit.disabled = true;
+          const { error, response } = await api.POST('/api/auth/password-reset/confirm', {
+            body: { token, newPassword: password.value },
+          });
+          submit.disabled = false;
+          if (response.status !== 204) {
+            flash(describe(problemOf(error, response)));
+            return;
+          }
+          // Every session ended with the reset, this browser's too.
+          history.replaceState(null, '', '#/login');
+          loginPage(new URLSearchParams());
+          flash(
+            'Your password is changed, and every session is signed out. Log in with the new one.',
+            'info',
+          );
+        },
+      },
+      field('New password (8 characters or more)', password),
+      field('The same again', again),
+      submit,
+    ),
+  );
+}
+
+export async function verifyEmailPage(params: URLSearchParams): Promise<void> {
+  const { error, response } = await api.POST('/api/auth/verify-email', {
+    body: { token: params.get('token') ?? '' },
+  });
+  show(
+    h('h1', {}, 'Email address'),
+    h(
+      'p',
+      { id: 'verify-result' },
+      response.status === 204
+        ? 'Thank you: your email address is verified.'
+        : describe(problemOf(error, response)),
+    ),
+    h('a', { href: '#/' }, 'Back to the shop'),
   );
 }
