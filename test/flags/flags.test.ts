@@ -281,6 +281,13 @@ async function twoInstances(engine: EngineName, redis: boolean, rollout: boolean
       return on;
     };
     const onA = await onAt(a);
+    // The previous state (on for 100 %) was an override too: wait until the other instance has
+    // the 10 % rollout, seen on a user it leaves out, before comparing the whole population.
+    const outside = users.find((id) => !onA.includes(id));
+    assert.ok(outside);
+    await waitUntil(async () => !(await b.flags.enabled(flag, { userId: outside })), {
+      what: 'the other instance has the 10 % rollout',
+    });
     const onB = await onAt(b);
     const share = (onA.length / users.length) * 100;
     assert.ok(Math.abs(share - 10) <= rolloutTolerance, `${share} %`);
