@@ -1,5 +1,5 @@
 import { execFile, spawnSync } from 'node:child_process';
-import { chownSync, mkdirSync, readFileSync } from 'node:fs';
+import { chownSync, cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { writeNginx } from '../../src/ops/nginx.js';
@@ -96,8 +96,8 @@ export function nginxEdge(): Component {
         const nobody = Number(spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout.trim());
         chownSync(join(dir, 'tmp'), nobody, 0);
         // Else nginx answers 404 for the ACME challenge and hands every static file to the app.
-        for (const served of [join(dir, 'acme'), record.publicDir]) {
-          const probe = spawnSync('setpriv', [
+        const readable = (served: string) =>
+          spawnSync('setpriv', [
             `--reuid=${nobody}`,
             `--regid=${nobody}`,
             '--clear-groups',
@@ -107,8 +107,22 @@ export function nginxEdge(): Component {
             '-a',
             '-x',
             served,
-          ]);
-          if (probe.status !== 0)
+          ]).status === 0;
+        // The project's own public/ inside a private checkout (a clone in a 0700 temp directory,
+        // as CI makes): nginx serves a copy in the stack's directory instead. A --public-dir the
+        // user chose is theirs to fix.
+        if (
+          ctx.options.publicDir === undefined &&
+          !readable(record.publicDir) &&
+          existsSync(record.publicDir)
+        ) {
+          const copy = join(dir, 'public');
+          cpSync(record.publicDir, copy, { recursive: true });
+          ctx.log(`nginx: serving a copy of ${record.publicDir} (nobody cannot read the checkout)`);
+          record.publicDir = copy;
+        }
+        for (const served of [join(dir, 'acme'), record.publicDir]) {
+          if (!readable(served))
             throw new Error(
               `nginx's workers (nobody) cannot read ${served}: make it and every directory above it world-readable (chmod o+rx)`,
             );

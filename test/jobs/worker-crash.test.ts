@@ -133,7 +133,7 @@ describe('a worker killed with kill -9 mid-job', { skip: await skipEngine('postg
     assert.equal(resets.length, 1);
     assert.match(mail.messageId, /^<password-reset-[0-9a-f-]{36}@shipshape>$/);
     // And the link in it works.
-    const token = /#token=([A-Za-z0-9_-]+)/.exec(mail.text)?.[1] ?? '';
+    const token = /[#?&]token=([A-Za-z0-9_-]+)/.exec(mail.text)?.[1] ?? '';
     const confirm = await app.inject({
       method: 'POST',
       url: '/api/auth/password-reset/confirm',
