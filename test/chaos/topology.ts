@@ -82,6 +82,7 @@ export async function startTopology(
     cleanups.push(() => redis.destroy());
 
     const admin = new pg.Client({ connectionString: postgres.primaryUrl() });
+    admin.on('error', () => {});
     await admin.connect();
     await admin.query('CREATE DATABASE shipshape_chaos');
     await admin.end();
@@ -152,6 +153,7 @@ export async function startTopology(
     }
     const products: Product[] = [];
     const client = new pg.Client({ connectionString: databaseUrl });
+    client.on('error', () => {});
     await client.connect();
     try {
       for (let i = 0; i < 4; i++) {
