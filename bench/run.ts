@@ -24,6 +24,7 @@ import pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { createPasswordHasher } from '../src/modules/auth/passwords.js';
 import { createTokenService } from '../src/modules/auth/tokens.js';
+import { freePort } from '../test/harness/ports.js';
 import { hasNginx, startEdge } from './lib/edge.js';
 import { hasWrk, type LoadOptions, type LoadResult, runLoad } from './lib/load.js';
 import { canPin, pinned, type Server, startServer } from './lib/processes.js';
@@ -59,8 +60,9 @@ const customerPassword = 'bench customer password';
 const workDir = mkdtempSync(join(tmpdir(), 'shipshape-bench-'));
 /** The benchmark's Redis keys: under REDIS_KEY_PREFIX when set (a shared server), deleted at the end. */
 const benchKeyPrefix = `${process.env.REDIS_KEY_PREFIX ?? ''}bench:${process.pid}:`;
-let nextPort = 3900 + (process.pid % 500);
-const port = () => nextPort++;
+// Ports the kernel says are free: a fixed range collided with the machine's own services
+// (NATS on 4222: nginx could not bind, seen in CI).
+const port = freePort;
 
 function log(message: string): void {
   process.stderr.write(`bench: ${message}\n`);
@@ -283,7 +285,7 @@ async function withService(
 ): Promise<void> {
   const server = await startServer({
     name: target,
-    port: port(),
+    port: await port(),
     command: process.execPath,
     args: [join(root, 'dist', 'main.js')],
     env,
@@ -309,7 +311,7 @@ async function withBaseline(
 ) {
   const server = await startServer({
     name,
-    port: port(),
+    port: await port(),
     command: process.execPath,
     args: [join(root, 'bench', 'baselines', script)],
     env,
@@ -532,10 +534,10 @@ async function main(): Promise<void> {
             const edge = await startEdge({
               dir: join(workDir, 'edge'),
               upstreamPort: server.port,
-              httpPort: port(),
-              httpsPort: port(),
-              plainPort: port(),
-              statusPort: port(),
+              httpPort: await port(),
+              httpsPort: await port(),
+              plainPort: await port(),
+              statusPort: await port(),
               core: serverCore,
             });
             try {
