@@ -187,7 +187,10 @@ export async function startFaultProxy(options: {
         if (gone || chunk.length === 0) return;
         bytes[direction] += chunk.length;
         if (!to.write(chunk)) {
-          await Promise.race([once(to, 'drain'), once(to, 'close')]);
+          // `once` rejects when `to` errors (a peer that ended it: EPIPE). Its 'error' handler
+          // ends the link; the wait just stops — else the fire-and-forget pump below rejects
+          // unhandled (seen in CI after the PostgreSQL-down scenario).
+          await Promise.race([once(to, 'drain'), once(to, 'close')]).catch(() => {});
         }
       };
 
@@ -279,7 +282,7 @@ export async function startFaultProxy(options: {
       from.on('data', (chunk: Buffer) => {
         queue.push({ chunk, at: Date.now() });
         if (queue.length >= 64) from.pause();
-        void run();
+        run().catch(() => destroy(false));
       });
       from.on('end', () => {
         ended = true;
