@@ -117,6 +117,8 @@ export interface ServerRecord {
 }
 
 export interface NginxRecord {
+  /** Per-client API rate at the edge (requests/s), when not the production default. */
+  apiRate?: number;
   confDir: string;
   config: string;
   pidFile: string;

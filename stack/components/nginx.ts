@@ -42,6 +42,7 @@ function render(state: StackState, record: NginxRecord): void {
         tempDir: join(record.confDir, '..', 'tmp'),
         publicDir: record.publicDir,
         acmeWebroot: join(record.confDir, '..', 'acme'),
+        ...(record.apiRate === undefined ? {} : { apiRate: record.apiRate }),
       },
     },
     record.confDir,
@@ -87,6 +88,8 @@ export function nginxEdge(): Component {
         statusPort: await freePort(),
         serverName: ctx.options.serverName ?? 'localhost',
         publicDir: resolve(ctx.options.publicDir ?? join(ctx.root, 'public')),
+        // Load tests from a handful of addresses outrun the production 50 r/s per client.
+        ...(process.env.STACK_NGINX_API_RATE ? { apiRate: Number(process.env.STACK_NGINX_API_RATE) } : {}),
         certificate: tls.certificate,
         certificateKey: tls.certificateKey,
       };
