@@ -256,17 +256,22 @@ async function main(argv: string[]): Promise<number> {
   const token = readSecret(values['metrics-token-file']);
   const statusFile = values['status-file'];
   const status = statusFile === undefined ? null : statusWriter(statusFile, actuator);
+  const sampler = metricsSampler({ cpu, ...(token === undefined ? {} : { token }) });
   const scaler = createAutoscaler({
     target: name,
     policy,
     actuator,
-    sampler: metricsSampler({ cpu, ...(token === undefined ? {} : { token }) }),
+    sampler,
     log,
     registry,
     ...(status === null ? {} : { onDecision: status.write }),
   });
 
   if (values.once) {
+    // CPU is a rate and a worker's first event-loop reading covers its boot: both need an earlier
+    // scrape. One priming scrape, a second, then the decision (else --once could only ever hold).
+    await sampler.sample(await actuator.instances(), Date.now());
+    await new Promise((resolve) => setTimeout(resolve, 1000));
     const record = await scaler.tick();
     console.log(JSON.stringify(record));
     await status?.flush();

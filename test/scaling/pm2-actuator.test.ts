@@ -146,6 +146,7 @@ describe('PM2 actuator (real PM2 and PostgreSQL)', { skip: await skipUnless('pos
     assert.deepEqual(
       [dry.action, dry.reason, dry.desired, dry.applied, dry.dryRun],
       ['scale-up', 'eventLoopP99', 2, false, true],
+      JSON.stringify(dry),
     );
     assert.equal((await cluster.workers()).length, 1, 'dry run changed nothing');
     let real = await decide([]);
