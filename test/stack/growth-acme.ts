@@ -231,12 +231,19 @@ export function acmeSuites(env: () => AcmeEnv): void {
         });
         while (!stopping) {
           await sleep(50);
+          const get = () =>
+            edgeRequest(`${https}/api/products?limit=1`, { agent, ca: pebbleRoot, servername: domain });
           try {
-            const res = await edgeRequest(`${https}/api/products?limit=1`, {
-              agent,
-              ca: pebbleRoot,
-              servername: domain,
-            });
+            let res: Awaited<ReturnType<typeof get>>;
+            try {
+              res = await get();
+            } catch (err) {
+              // A reload closes idle keep-alive connections; a GET sent on one as it closes is
+              // reset, and HTTP clients retry an idempotent request once on a new connection
+              // (RFC 9112, 9.3.1), as browsers do. Only a second failure counts (seen in CI).
+              if ((err as NodeJS.ErrnoException).code !== 'ECONNRESET') throw err;
+              res = await get();
+            }
             outcomes.push({ status: res.status });
           } catch (err) {
             outcomes.push({ status: null, error: (err as NodeJS.ErrnoException).code ?? String(err) });
