@@ -42,3 +42,31 @@ export function money(amount: string, currency: string): string {
 export function field(label: string, input: HTMLInputElement): HTMLLabelElement {
   return h('label', {}, h('span', {}, label), input);
 }
+
+/**
+ * A form whose submit button stays disabled while `action` runs (no double submit from an
+ * impatient click), with the default navigation prevented. `action` may throw: the button comes back.
+ */
+export function form(
+  submit: HTMLButtonElement,
+  action: () => Promise<void>,
+  ...fields: Node[]
+): HTMLFormElement {
+  return h(
+    'form',
+    {
+      class: 'stack',
+      onsubmit: async (event: Event) => {
+        event.preventDefault();
+        submit.disabled = true;
+        try {
+          await action();
+        } finally {
+          submit.disabled = false;
+        }
+      },
+    },
+    ...fields,
+    submit,
+  );
+}

@@ -1,8 +1,18 @@
-import { api, describe, login, problemOf, register } from '../api.js';
-import { field, flash, h, show } from '../dom.js';
+import { api, describe, login, type Problem, problemOf, register } from '../api.js';
+import { field, flash, form, h, show } from '../dom.js';
 
 function after(params: URLSearchParams): string {
   return params.get('next') === 'cart' ? '#/cart' : '#/';
+}
+
+/** After a login or registration: the problem in the flash box, or on to where the visitor was going. */
+function signedIn(problem: Problem | undefined, params: URLSearchParams): void {
+  if (problem) {
+    flash(describe(problem));
+    return;
+  }
+  flash('');
+  location.hash = after(params);
 }
 
 export function loginPage(params: URLSearchParams): void {
@@ -16,26 +26,11 @@ export function loginPage(params: URLSearchParams): void {
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Log in');
   show(
     h('h1', {}, 'Log in'),
-    h(
-      'form',
-      {
-        class: 'stack',
-        onsubmit: async (event: Event) => {
-          event.preventDefault();
-          submit.disabled = true;
-          const problem = await login(name.value, password.value);
-          submit.disabled = false;
-          if (problem) {
-            flash(describe(problem));
-            return;
-          }
-          flash('');
-          location.hash = after(params);
-        },
-      },
+    form(
+      submit,
+      async () => signedIn(await login(name.value, password.value), params),
       field('Email or username', name),
       field('Password', password),
-      submit,
     ),
     h('p', {}, 'New here? ', h('a', { href: `#/register?${params}` }, 'Create an account')),
     h('p', {}, h('a', { href: '#/forgot-password', id: 'forgot' }, 'Forgot your password?')),
@@ -55,27 +50,12 @@ export function registerPage(params: URLSearchParams): void {
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Create account');
   show(
     h('h1', {}, 'Create an account'),
-    h(
-      'form',
-      {
-        class: 'stack',
-        onsubmit: async (event: Event) => {
-          event.preventDefault();
-          submit.disabled = true;
-          const problem = await register(email.value, username.value, password.value);
-          submit.disabled = false;
-          if (problem) {
-            flash(describe(problem));
-            return;
-          }
-          flash('');
-          location.hash = after(params);
-        },
-      },
+    form(
+      submit,
+      async () => signedIn(await register(email.value, username.value, password.value), params),
       field('Email', email),
       field('Username', username),
       field('Password (8 characters or more)', password),
-      submit,
     ),
   );
 }
@@ -85,25 +65,18 @@ export function forgotPasswordPage(): void {
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Mail me a link');
   show(
     h('h1', {}, 'Forgot your password?'),
-    h(
-      'form',
-      {
-        class: 'stack',
-        onsubmit: async (event: Event) => {
-          event.preventDefault();
-          submit.disabled = true;
-          const { error, response } = await api.POST('/api/auth/password-reset', {
-            body: { email: email.value },
-          });
-          submit.disabled = false;
-          // The API answers 202 whatever the address, so the page says the same to everyone.
-          if (response.status === 202)
-            flash('If an account uses that address, a link to set a new password is on its way.', 'info');
-          else flash(describe(problemOf(error, response)));
-        },
+    form(
+      submit,
+      async () => {
+        const { error, response } = await api.POST('/api/auth/password-reset', {
+          body: { email: email.value },
+        });
+        // The API answers 202 whatever the address, so the page says the same to everyone.
+        if (response.status === 202)
+          flash('If an account uses that address, a link to set a new password is on its way.', 'info');
+        else flash(describe(problemOf(error, response)));
       },
       field('Email', email),
-      submit,
     ),
   );
 }
@@ -121,37 +94,27 @@ export function resetPasswordPage(params: URLSearchParams): void {
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Set the new password');
   show(
     h('h1', {}, 'Set a new password'),
-    h(
-      'form',
-      {
-        class: 'stack',
-        onsubmit: async (event: Event) => {
-          event.preventDefault();
-          if (password.value !== again.value) {
-            flash('The two passwords differ.');
-            return;
-          }
-          submit.disabled = true;
-          const { error, response } = await api.POST('/api/auth/password-reset/confirm', {
-            body: { token, newPassword: password.value },
-          });
-          submit.disabled = false;
-          if (response.status !== 204) {
-            flash(describe(problemOf(error, response)));
-            return;
-          }
-          // Every session ended with the reset, this browser's too.
-          history.replaceState(null, '', '#/login');
-          loginPage(new URLSearchParams());
-          flash(
-            'Your password is changed, and every session is signed out. Log in with the new one.',
-            'info',
-          );
-        },
+    form(
+      submit,
+      async () => {
+        if (password.value !== again.value) {
+          flash('The two passwords differ.');
+          return;
+        }
+        const { error, response } = await api.POST('/api/auth/password-reset/confirm', {
+          body: { token, newPassword: password.value },
+        });
+        if (response.status !== 204) {
+          flash(describe(problemOf(error, response)));
+          return;
+        }
+        // Every session ended with the reset, this browser's too.
+        history.replaceState(null, '', '#/login');
+        loginPage(new URLSearchParams());
+        flash('Your password is changed, and every session is signed out. Log in with the new one.', 'info');
       },
       field('New password (8 characters or more)', password),
       field('The same again', again),
-      submit,
     ),
   );
 }
