@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse as parseHcl } from '@cdktf/hcl2json';
 import { parse as parseYaml } from 'yaml';
@@ -227,6 +227,12 @@ describe('terraform: DigitalOcean layout', { skip: skipWithout('terraform') }, (
 
     test('good values pass every validation rule', () => {
       const result = plan(good);
+      assert.equal(result.status, 0, result.output);
+    });
+
+    test('the shipped terraform.tfvars.example passes every validation rule', () => {
+      const example = resolve(dir, 'terraform.tfvars.example');
+      const result = plan([`-var-file=${example}`]);
       assert.equal(result.status, 0, result.output);
     });
 
