@@ -4,19 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { hashRefreshToken } from '../../src/modules/auth/tokens.js';
 import { buildTestApp, captureLogs, engines, skipEngine } from '../helper.js';
-import { bearer, login, registerUser, uniqueName } from '../support/accounts.js';
-
-const userKeys = [
-  'createdAt',
-  'email',
-  'emailVerified',
-  'id',
-  'isActive',
-  'lastLoginAt',
-  'role',
-  'updatedAt',
-  'username',
-];
+import { bearer, login, registerUser, uniqueName, userKeys } from '../support/accounts.js';
 
 for (const engine of engines) {
   describe(`auth on ${engine}`, { skip: await skipEngine(engine) }, () => {

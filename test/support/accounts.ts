@@ -15,6 +15,19 @@ export interface Account {
   readonly password: string;
 }
 
+/** The user object's documented fields (docs/api.md), sorted: every answer carrying a user has exactly these. */
+export const userKeys = [
+  'createdAt',
+  'email',
+  'emailVerified',
+  'id',
+  'isActive',
+  'lastLoginAt',
+  'role',
+  'updatedAt',
+  'username',
+];
+
 export function bearer(token: string): { authorization: string } {
   return { authorization: `Bearer ${token}` };
 }

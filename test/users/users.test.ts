@@ -2,19 +2,15 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildTestApp, engines, skipEngine } from '../helper.js';
-import { type Account, bearer, createAdmin, login, registerUser, uniqueName } from '../support/accounts.js';
-
-const userKeys = [
-  'createdAt',
-  'email',
-  'emailVerified',
-  'id',
-  'isActive',
-  'lastLoginAt',
-  'role',
-  'updatedAt',
-  'username',
-];
+import {
+  type Account,
+  bearer,
+  createAdmin,
+  login,
+  registerUser,
+  uniqueName,
+  userKeys,
+} from '../support/accounts.js';
 
 for (const engine of engines) {
   describe(`users on ${engine}`, { skip: await skipEngine(engine) }, () => {
