@@ -6,6 +6,7 @@ import type { Config } from './config.js';
 import { migrateToLatest } from './db/migrator.js';
 import { createSchemaMonitor } from './db/schema-status.js';
 import { type Cache, createCache } from './infra/cache/cache.js';
+import { createLocalTier } from './infra/cache/local-tier.js';
 import { createMemoryCacheBackend } from './infra/cache/memory-backend.js';
 import { createCacheMetrics } from './infra/cache/metrics.js';
 import { createNoCacheBackend } from './infra/cache/none-backend.js';
@@ -218,7 +219,16 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     ? createNoCacheBackend()
     : redis === undefined
       ? createMemoryCacheBackend(config.cache.maxEntries)
-      : createRedisCacheBackend(redis);
+      : createRedisCacheBackend(
+          redis,
+          config.cache.localTier
+            ? createLocalTier({
+                client: redis.client,
+                maxEntries: config.cache.maxEntries,
+                logger: logger.child({ component: 'cache' }),
+              })
+            : undefined,
+        );
   const cache = createCache(cacheBackend, {
     metrics: createCacheMetrics(metrics.registry, cacheBackend.kind),
     logger: logger.child({ component: 'cache' }),
@@ -306,6 +316,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     await tracing?.shutdown();
     mailer.close();
     await router.stop();
+    await cacheBackend.close?.();
     await redis?.close();
     await database.close();
     await errorReporter?.close();

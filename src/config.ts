@@ -146,8 +146,10 @@ export interface Config {
   readonly cache: {
     /** False: every read goes to the database. */
     readonly enabled: boolean;
-    /** Bound of the in-process cache (per process); unused when the cache is Redis. */
+    /** Bound of the in-process cache (per process), or of the local tier in front of Redis. */
     readonly maxEntries: number;
+    /** With Redis: hits answered from a per-process copy kept coherent by CLIENT TRACKING (decision 0104). */
+    readonly localTier: boolean;
     readonly productTtlSeconds: number;
     readonly productListTtlSeconds: number;
   };
@@ -856,7 +858,13 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     10_000,
     100,
     10_000_000,
-    'Entries the in-process cache keeps (least recently used go first). Each process has its own; with `REDIS_URL` the cache is in Redis instead.',
+    'Entries the in-process cache keeps (least recently used go first). Each process has its own; with `REDIS_URL` the cache is in Redis and this bounds the local tier in front of it.',
+  );
+  const cacheLocalTier = r.bool(
+    'CACHE_LOCAL_TIER',
+    true,
+    'true',
+    'With `REDIS_URL`: answer cache hits from a copy in each process, kept coherent by Redis client-side caching (`CLIENT TRACKING`, decision 0104). false: every lookup asks Redis.',
   );
   const cacheProductTtlSeconds = r.int(
     'CACHE_PRODUCT_TTL_SECONDS',
@@ -1139,6 +1147,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     cache: {
       enabled: cacheEnabled ?? true,
       maxEntries: cacheMaxEntries,
+      localTier: cacheLocalTier ?? true,
       productTtlSeconds: cacheProductTtlSeconds,
       productListTtlSeconds: cacheProductListTtlSeconds,
     },

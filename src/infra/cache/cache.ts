@@ -71,6 +71,8 @@ export interface CacheBackend {
   invalidateAll(floor?: string): Promise<void>;
   /** Resolves when the backend answers; rejects when it cannot be used. */
   ping(): Promise<void>;
+  /** Releases what the backend holds of its own (the local tier's tracking connection). */
+  close?(): Promise<void>;
 }
 
 export interface Cache {

@@ -2,6 +2,7 @@ import type { Result } from 'ioredis';
 import type { RedisHandle } from '../redis.js';
 import type { CacheBackend, Lookup } from './cache.js';
 import { createTokenSource } from './generations.js';
+import type { LocalTier } from './local-tier.js';
 
 /**
  * The Redis backend: shared by every process and server, so a write anywhere invalidates for
@@ -19,6 +20,9 @@ import { createTokenSource } from './generations.js';
  * KEYS or SCAN (guide correction 12).
  * Generation tokens are `<floor>~<id>`, the floor being `cache:floor` when the token is made: both
  * scripts make tokens inside Redis, so floors only grow in the order invalidations land.
+ *
+ * With a local tier (local-tier.ts, decision 0104) a hit copied into this process is answered from
+ * memory; the lookup script also returns the entry's remaining TTL, which bounds the copy.
  */
 
 // KEYS: global generation, scope generation, entry, floor. ARGV: an id for a missing generation, its TTL.
@@ -33,7 +37,7 @@ if not s then
   s = (redis.call('GET', KEYS[4]) or '') .. '~' .. ARGV[1]
   redis.call('SET', KEYS[2], s, 'PX', ARGV[2])
 end
-return {g .. ':' .. s, redis.call('GET', KEYS[3])}`;
+return {g .. ':' .. s, redis.call('GET', KEYS[3]), redis.call('PTTL', KEYS[3])}`;
 
 // KEYS: floor, then n generation keys, then entry keys to delete. ARGV: floor, TTL, n, n ids.
 const invalidateScript = `
@@ -60,7 +64,7 @@ declare module 'ioredis' {
       floorKey: string,
       token: string,
       generationTtlMs: number,
-    ): Result<[string, string | null], Context>;
+    ): Result<[string, string | null, number], Context>;
     cacheInvalidate(numberOfKeys: number, ...args: Array<string | number>): Result<number, Context>;
   }
 }
@@ -72,7 +76,7 @@ const floorKey = 'cache:floor';
 const scopeKey = (scope: string) => `cache:gen:${scope}`;
 const entryKey = (key: string) => `cache:entry:${key}`;
 
-export function createRedisCacheBackend(redis: RedisHandle): CacheBackend {
+export function createRedisCacheBackend(redis: RedisHandle, tier?: LocalTier): CacheBackend {
   const client = redis.client;
   if (typeof client.cacheLookup !== 'function') {
     client.defineCommand('cacheLookup', { numberOfKeys: 4, lua: lookupScript });
@@ -85,12 +89,17 @@ export function createRedisCacheBackend(redis: RedisHandle): CacheBackend {
   return {
     kind: 'redis',
     async lookup(scope, key): Promise<Lookup> {
-      const [stamp, stored] = await redis.run((c) =>
+      const local = tier?.get(scope, key);
+      if (local !== undefined) return { hit: true, value: local.value };
+      const ticket = tier?.ticket(scope, key);
+      const [stamp, stored, ttlMs] = await redis.run((c) =>
         c.cacheLookup(globalKey, scopeKey(scope), entryKey(key), floorKey, token(), generationTtlMs),
       );
       if (stored?.startsWith(stamp) && stored.charCodeAt(stamp.length) === 10) {
         try {
-          return { hit: true, value: JSON.parse(stored.slice(stamp.length + 1)) };
+          const value: unknown = JSON.parse(stored.slice(stamp.length + 1));
+          if (ticket !== undefined) tier?.fill(ticket, scope, key, value, ttlMs);
+          return { hit: true, value };
         } catch {
           // Not ours or damaged: a miss, and the load overwrites it.
         }
@@ -101,6 +110,7 @@ export function createRedisCacheBackend(redis: RedisHandle): CacheBackend {
       await redis.run((c) => c.set(entryKey(key), `${stamp}\n${JSON.stringify(value)}`, 'PX', ttlMs));
     },
     async invalidate(scopes, keys, floor) {
+      tier?.invalidate(scopes, keys);
       await redis.run((c) =>
         c.cacheInvalidate(
           1 + scopes.length + keys.length,
@@ -113,15 +123,19 @@ export function createRedisCacheBackend(redis: RedisHandle): CacheBackend {
           ...scopes.map(() => token()),
         ),
       );
+      await tier?.settle();
     },
     async invalidateAll(floor) {
+      tier?.invalidateAll();
       await redis.run((c) =>
         c.cacheInvalidate(2, floorKey, globalKey, floor ?? '', generationTtlMs, 1, token()),
       );
+      await tier?.settle();
     },
     async ping() {
       if (!redis.available()) throw new Error(`Redis is unavailable (breaker ${redis.breakerState()})`);
       await redis.ping(500);
     },
+    close: async () => tier?.close(),
   };
 }
