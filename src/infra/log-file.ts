@@ -23,8 +23,11 @@ export interface LogFile {
   /** Lines dropped (failed writes or a full buffer) since the last call. */
   takeDropped(): number;
   reopen(): void;
-  /** One synchronous attempt to write what waits, then close. */
-  closeSync(): void;
+  /**
+   * One synchronous attempt to write what waits (and `last`, after it), then close. At exit: a
+   * write() now would start an asynchronous write that the exiting process never completes.
+   */
+  closeSync(last?: string): void;
 }
 
 export function openLogFile(path: string, maxBytes = 16 * 1024 * 1024): LogFile {
@@ -100,7 +103,9 @@ export function openLogFile(path: string, maxBytes = 16 * 1024 * 1024): LogFile 
       reopenWanted = true;
       kick();
     },
-    closeSync() {
+    closeSync(last) {
+      if (last !== undefined && last !== '') queue.push(Buffer.from(last));
+      if (fd === undefined) open();
       if (fd === undefined) return;
       try {
         if (queue.length > 0) writeSync(fd, Buffer.concat(queue));

@@ -51,26 +51,27 @@ export function createPm2Destination(target: Pm2LogTarget): DestinationStream {
   let stampMs = -1;
   let stamp = '';
 
-  const drain = () => {
-    if (pending === '') return;
+  /** Appends what waits to each file; at exit synchronously (then closes them). */
+  const drain = (exiting = false) => {
+    if (pending === '' && !exiting) return;
     const chunk = pending;
     pending = '';
     for (const file of files) {
       const dropped = file.takeDropped();
-      if (dropped > 0)
-        file.write(
-          `${JSON.stringify({ level: 'warn', time: new Date().toISOString(), service: 'shipshape', pid: process.pid, event: 'log_lines_dropped', count: dropped, msg: 'log lines dropped: the log file could not be written' })}\n`,
-        );
-      file.write(chunk);
+      const text =
+        dropped > 0
+          ? `${JSON.stringify({ level: 'warn', time: new Date().toISOString(), service: 'shipshape', pid: process.pid, event: 'log_lines_dropped', count: dropped, msg: 'log lines dropped: the log file could not be written' })}\n${chunk}`
+          : chunk;
+      if (exiting) file.closeSync(text);
+      else if (text !== '') file.write(text);
     }
-    if (send !== undefined && process.connected)
+    if (chunk !== '' && send !== undefined && process.connected)
       send({ type: 'log:out', data: chunk }, undefined, {}, () => {});
   };
   setInterval(drain, 250).unref();
-  process.on('exit', () => {
-    drain();
-    for (const file of files) file.closeSync();
-  });
+  // The last lines (a worker's "stopped") are written before the process ends, not handed to an
+  // asynchronous write that the exit would abandon.
+  process.on('exit', () => drain(true));
   process.on('message', (message: unknown) => {
     if ((message as { type?: unknown } | null)?.type === 'log:reload')
       for (const file of files) file.reopen();

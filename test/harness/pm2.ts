@@ -19,6 +19,8 @@ export interface WrapperResult {
 }
 
 export interface Pm2Worker {
+  /** The PM2 app: the API (`shipshape-test`) or the job worker (`shipshape-test-worker`). */
+  readonly name: string;
   readonly pid: number;
   readonly instance: number;
   readonly status: string;
@@ -31,9 +33,14 @@ export interface Pm2Cluster {
   readonly logDir: string;
   /** The cluster's private PM2_HOME (dump.pm2 lives there after `pm2 save`). */
   readonly home: string;
+  /** The API app's PM2 name; the job worker app (PM2_JOBS_WORKER=true) is `<name>-worker`. */
+  readonly name: string;
   /** Runs the PM2 CLI against this cluster's daemon. */
   pm2(...args: string[]): Promise<{ stdout: string }>;
+  /** The API app's processes. */
   workers(): Promise<Pm2Worker[]>;
+  /** Every process the daemon runs, of every app. */
+  processes(): Promise<Pm2Worker[]>;
   /** `npm run pm2:reload`: replaces the workers one by one; resolves when every worker is ready. */
   reload(): Promise<void>;
   /** Runs the wrapper (`start` or `reload`) with some variables changed; never throws. */
@@ -113,14 +120,20 @@ export async function startPm2Cluster(options: {
     metricsPort: options.metricsPort,
     logDir,
     home,
+    name,
     pm2,
     async workers() {
+      return (await cluster.processes()).filter((p) => p.name === name);
+    },
+    async processes() {
       const { stdout } = await pm2('jlist');
       const list = JSON.parse(stdout.slice(stdout.indexOf('['))) as Array<{
+        name: string;
         pid: number;
         pm2_env: { status: string; NODE_APP_INSTANCE?: number; restart_time: number };
       }>;
       return list.map((p) => ({
+        name: p.name,
         pid: p.pid,
         instance: Number(p.pm2_env.NODE_APP_INSTANCE ?? -1),
         status: p.pm2_env.status,

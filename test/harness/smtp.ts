@@ -22,8 +22,15 @@ export interface TestSmtpServer {
    * (a worker killed now has not had the message accepted; the server then discards it).
    */
   hold(on: boolean): void;
-  /** Resolves when a held message is waiting for its answer. */
-  waitForHeld(timeoutMs?: number): Promise<void>;
+  /**
+   * Stops holding and answers 250 to every held message whose sender is still connected (those of
+   * a sender that went away are discarded, as a real server does).
+   */
+  release(): void;
+  /** Resolves when a held message is waiting for its answer (more than `since` held so far). */
+  waitForHeld(timeoutMs?: number, since?: number): Promise<void>;
+  /** How many messages have been held so far. */
+  heldCount(): number;
   /** Waits for the first received mail to `to` (with a subject matching `subject`), after `since` mails. */
   waitForMail(
     to: string,
@@ -40,7 +47,11 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
   const received: ReceivedMail[] = [];
   let holding = false;
   let held = 0;
+  let pending: Array<{ session: string; finish: () => void }> = [];
   const server = new SMTPServer({
+    onClose(session) {
+      pending = pending.filter((p) => p.session !== session.id);
+    },
     authOptional: true,
     disabledCommands: ['STARTTLS', 'AUTH'],
     logger: false,
@@ -68,8 +79,9 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
           finish();
           return;
         }
-        // Held: never answered; the connection's end discards the message.
+        // Held: not answered until release(); the connection's end discards the message.
         held++;
+        pending.push({ session: session.id, finish });
       });
     },
   });
@@ -86,9 +98,16 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
     hold(on) {
       holding = on;
     },
-    async waitForHeld(timeoutMs = 60_000) {
-      await waitUntil(() => held > 0, { timeoutMs, what: 'a held SMTP message' });
+    release() {
+      holding = false;
+      const answer = pending;
+      pending = [];
+      for (const p of answer) p.finish();
     },
+    async waitForHeld(timeoutMs = 60_000, since = 0) {
+      await waitUntil(() => held > since, { timeoutMs, what: 'a held SMTP message' });
+    },
+    heldCount: () => held,
     async waitForMail(to, options = {}) {
       const since = options.since ?? 0;
       const find = () =>
