@@ -91,9 +91,15 @@ export interface ReadRouting {
   readonly routed: boolean;
   /**
    * Runs a read-only unit of work where this request's freshness allows: its own and its user's
-   * last write, and (`floor`, for cache loads) the writes that invalidated the cached scope.
+   * last write, and (`floor`, for cache loads) the writes that invalidated the cached scope. With
+   * `onStale`, an older replica answers while the primary is unreachable (ReplicaRouter.read).
    */
-  read<T>(request: FastifyRequest, work: (db: Queryable) => Promise<T>, floor?: CacheFloor): Promise<T>;
+  read<T>(
+    request: FastifyRequest,
+    work: (db: Queryable) => Promise<T>,
+    floor?: CacheFloor,
+    onStale?: () => void,
+  ): Promise<T>;
   /** The primary's position now (after a commit), for cache invalidation floors; undefined without replicas. */
   floor(): Promise<string | undefined>;
 }
@@ -175,11 +181,11 @@ export function createReadRouting(options: ReadRoutingOptions): ReadRouting & {
   return {
     routed: router.configured,
 
-    async read(request, work, floor) {
+    async read(request, work, floor, onStale) {
       if (!router.configured) return work(options.primary);
       const own = await requirement(request);
       const freshness: Freshness = floor === 'unknown' ? 'primary' : laterLsn(own, floor);
-      return router.read(freshness, work);
+      return router.read(freshness, work, onStale);
     },
 
     async floor() {

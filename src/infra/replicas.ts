@@ -18,6 +18,12 @@ import { isLsnKey, type LsnKey, lsnDistance, lsnKeyOf } from './lsn.js';
  *   at most `waitMs`; otherwise the primary;
  * - `'primary'`: the primary (the freshness needed is unknown).
  *
+ * A caller that prefers an older answer to none (the catalog) passes `onStale`: when the primary
+ * cannot be reached, a read it would have had to serve — the freshness asked for is one no replica
+ * has replayed, or `'primary'` — runs on a replica in use instead, and `onStale()` is called before
+ * the answer is returned, so that the caller does not cache it (decision 0096). Nothing can commit
+ * while the primary is away, so that answer is the newest any reachable server has.
+ *
  * "Healthy" comes from a background check of each replica, at a jittered interval: a replica that
  * is unreachable, not in recovery (promoted, or the primary by mistake), paused, or behind by more
  * than the byte or time limit is skipped. With every replica out, the primary serves every read;
@@ -39,8 +45,11 @@ export interface ReplicaStatus {
 export interface ReplicaRouter {
   /** False when no replica is configured: every read is the primary's. */
   readonly configured: boolean;
-  /** Runs a read-only unit of work on a database at least as fresh as asked. */
-  read<T>(freshness: Freshness, work: (db: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * Runs a read-only unit of work on a database at least as fresh as asked — or, with `onStale`,
+   * on an older replica while the primary is unreachable (`onStale()` is then called first).
+   */
+  read<T>(freshness: Freshness, work: (db: Queryable) => Promise<T>, onStale?: () => void): Promise<T>;
   /** The primary's WAL insert position, read now: call it after COMMIT (never inside the transaction). */
   primaryLsn(): Promise<LsnKey>;
   status(): readonly ReplicaStatus[];
@@ -57,6 +66,7 @@ type Reason =
   | 'behind'
   | 'no_replica'
   | 'replica_failed'
+  | 'primary_unreachable'
   | 'none_configured';
 
 export interface ReplicaRouterOptions {
@@ -97,6 +107,15 @@ function shuffled<T>(items: readonly T[]): T[] {
 }
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// 'unavailable' errors that are about one query (a timeout, a conflict), not the server being out of reach.
+const queryLevel = new Set(['57014', '40001', '40P01', '55P03']);
+
+/** The primary could not be reached at all: refused, reset, terminated, shut down, or no answer. */
+function unreachable(err: unknown): boolean {
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  return classifyDbError(err) === 'unavailable' && !queryLevel.has(String(code));
+}
 
 /** A replica read that failed because of the replica (gone, or a query cancelled by recovery): retry on the primary. */
 function replicaTrouble(err: unknown): boolean {
@@ -177,6 +196,23 @@ export function createReplicaRouter(
 
   let stopped = false;
   let allOutLogged = false;
+  // When the primary last failed as unreachable (a routed read or the health check); undefined: it answers.
+  let primaryFailedAt: number | undefined;
+  // While it is this recent, reads that may be stale skip the primary: one try per second finds it back.
+  const primaryRetryMs = 1000;
+
+  function primaryUnreachable(): void {
+    if (primaryFailedAt === undefined)
+      logger.warn(
+        'primary unreachable: catalog reads no replica is fresh enough for are served by a replica, uncached',
+      );
+    primaryFailedAt = Date.now();
+  }
+
+  function primaryAnswered(): void {
+    if (primaryFailedAt !== undefined) logger.info('primary reachable again: reads as fresh as asked');
+    primaryFailedAt = undefined;
+  }
 
   function noteServing(): void {
     if (replicas.length === 0) return;
@@ -236,7 +272,11 @@ export function createReplicaRouter(
         Promise.all([
           // The primary unreachable is no reason to skip the replica: it is then the only server
           // that can answer reads at all (chaos scenario "primary killed", issue 14).
-          withTimeout(primaryFlushLsn(), timeoutMs / 2, 'primary position').catch(() => undefined),
+          withTimeout(primaryFlushLsn(), timeoutMs / 2, 'primary position').catch((err: unknown) => {
+            // Refused or gone, not merely slow: stale-tolerant reads stop waiting for it.
+            if (unreachable(err)) primaryUnreachable();
+            return undefined;
+          }),
           sql<{
             recovery: boolean;
             replay: string | null;
@@ -263,6 +303,7 @@ export function createReplicaRouter(
         return;
       }
       replica.replayLsn = replay;
+      if (primaryLsn !== undefined) primaryAnswered();
       if (primaryLsn === undefined) {
         // No write can commit while the primary is away, so the replica falls no further behind
         // than it was: it keeps serving (a lagging one stays skipped), lag unknown until it returns.
@@ -311,6 +352,33 @@ export function createReplicaRouter(
     return work(primary);
   }
 
+  /**
+   * A read only the primary can serve as fresh as asked. With `onStale` and a replica in use, a
+   * primary that cannot be reached (now, or within the last second) hands the read to the replica.
+   */
+  async function onPrimaryOrStale<T>(
+    reason: Reason,
+    work: (db: Queryable) => Promise<T>,
+    replica: Replica | undefined,
+    onStale: (() => void) | undefined,
+  ): Promise<T> {
+    if (onStale === undefined || replica === undefined) return onPrimary(reason, work);
+    if (primaryFailedAt === undefined || Date.now() - primaryFailedAt >= primaryRetryMs) {
+      try {
+        const value = await onPrimary(reason, work);
+        primaryAnswered();
+        return value;
+      } catch (err) {
+        if (!unreachable(err)) throw err;
+        primaryUnreachable();
+      }
+    }
+    const value = await work(replica.db);
+    count('replica', 'primary_unreachable');
+    onStale();
+    return value;
+  }
+
   /** Polls the connection's replay position until it reaches `lsn` or the wait is over. */
   async function caughtUp(conn: Db, lsn: LsnKey): Promise<boolean> {
     const deadline = Date.now() + options.waitMs;
@@ -328,11 +396,11 @@ export function createReplicaRouter(
   return {
     configured: replicas.length > 0,
 
-    async read(freshness, work) {
+    async read(freshness, work, onStale) {
       if (replicas.length === 0) return onPrimary('none_configured', work);
-      if (freshness === 'primary' || (freshness !== undefined && !isLsnKey(freshness)))
-        return onPrimary('required', work);
       const usable = shuffled(replicas.filter((r) => r.state === 'up'));
+      if (freshness === 'primary' || (freshness !== undefined && !isLsnKey(freshness)))
+        return onPrimaryOrStale('required', work, usable[0], onStale);
       if (usable.length === 0) return onPrimary('no_replica', work);
       if (freshness === undefined) {
         const replica = usable[0] as Replica;
@@ -360,7 +428,7 @@ export function createReplicaRouter(
         markDown(replica, 'read failed');
         return onPrimary('replica_failed', work);
       }
-      if (!outcome.ok) return onPrimary('behind', work);
+      if (!outcome.ok) return onPrimaryOrStale('behind', work, replica, onStale);
       count('replica', 'caught_up');
       return outcome.value;
     },

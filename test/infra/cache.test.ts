@@ -125,6 +125,21 @@ function cacheSuite(
       assert.equal((await counterValue(registry, 'cache_requests_total', { result: 'hit' })) >= 1, true);
     });
 
+    test('a load that calls uncacheable() is answered, never stored: the next read loads again', async () => {
+      const e = entry();
+      let loads = 0;
+      const stale = async (_floor: unknown, uncacheable: () => void) => {
+        loads += 1;
+        uncacheable();
+        return `older ${loads}`;
+      };
+      assert.equal(await cache.aside(e, stale), 'older 1');
+      assert.equal(await cache.aside(e, stale), 'older 2');
+      assert.equal(await cache.aside(e, async () => 'fresh'), 'fresh');
+      assert.equal(await cache.aside(e, stale), 'fresh', 'a load that did not call it is stored');
+      assert.equal(loads, 2);
+    });
+
     test('falsy and empty values are cached hits, not misses (guide correction 11)', async () => {
       for (const value of [0, '', false, null, [], {}]) {
         const e = entry();

@@ -42,6 +42,9 @@ export function floorOfStamp(stamp: string): CacheFloor {
   return floor;
 }
 
+/** A cache load: `floor` says how fresh its source must be; `uncacheable()` says it was not. */
+export type Load<T> = (floor: CacheFloor, uncacheable: () => void) => Promise<T>;
+
 /** Where a value lives: its key, the scope that invalidates it, its lifetime and its metrics label. */
 export interface CacheEntry {
   /** Which cache this is, for metrics (a small fixed set: `product`, `product_list`). */
@@ -80,9 +83,10 @@ export interface Cache {
   /**
    * The cached value for the entry, or else `load()`'s result, stored for next time. Concurrent
    * callers for one key share one load. `load` must return JSON-serialisable data (not undefined);
-   * it is given the floor its source must have replayed (see `CacheFloor`).
+   * it is given the floor its source must have replayed (see `CacheFloor`), and a function to call
+   * when it could only read an older source: that result is returned, never stored.
    */
-  aside<T>(entry: CacheEntry, load: (floor: CacheFloor) => Promise<T>): Promise<T>;
+  aside<T>(entry: CacheEntry, load: Load<T>): Promise<T>;
   /**
    * Invalidates scopes (and deletes keys). Resolves once done — or recorded for later, if the
    * backend failed. `floor`: the primary's WAL position read after the write committed.
@@ -150,11 +154,7 @@ export function createCache(backend: CacheBackend, options: CacheOptions): Cache
     if (byId.size === 0) flights.delete(scope);
   }
 
-  function flight<T>(
-    entry: CacheEntry,
-    stamp: string | undefined,
-    load: (floor: CacheFloor) => Promise<T>,
-  ): Promise<T> {
+  function flight<T>(entry: CacheEntry, stamp: string | undefined, load: Load<T>): Promise<T> {
     // Callers that saw the same generations may share a load: none of them started after a write
     // that changed the generation. Without a stamp (backend down) only loads still running are shared.
     const id = stamp === undefined ? `${entry.key}\n` : `${entry.key}\n${stamp}`;
@@ -162,11 +162,15 @@ export function createCache(backend: CacheBackend, options: CacheOptions): Cache
     const running = byId?.get(id);
     if (running !== undefined) return running as Promise<T>;
 
+    // False once the load says its source was older than the floor (primary unreachable): never stored.
+    let storable = stamp !== undefined;
     const promise = (async () => {
       metrics.load(entry.cache);
       // Without a stamp the backend could not say which writes happened: only the primary is safe.
-      const value = await load(stamp === undefined ? 'unknown' : floorOfStamp(stamp));
-      if (stamp !== undefined && value !== undefined) {
+      const value = await load(stamp === undefined ? 'unknown' : floorOfStamp(stamp), () => {
+        storable = false;
+      });
+      if (storable && stamp !== undefined && value !== undefined) {
         try {
           await backend.store(entry.key, stamp, value, entry.ttlMs);
           succeeded();
@@ -183,16 +187,17 @@ export function createCache(backend: CacheBackend, options: CacheOptions): Cache
     byId.set(id, promise);
     // A stamped load is kept until the next turn of the event loop: a lookup answered just before
     // the store (in the same batch of replies) still joins it instead of starting a second load.
-    // Without a stamp, nothing says a later caller may have this result: forget it at once.
+    // Without a stamp, or from a source older than the floor, nothing says a later caller may have
+    // this result: forget it at once.
     const done = () => forget(entry.scope, id, promise);
-    promise.then(stamp === undefined ? done : () => setImmediate(done), done);
+    promise.then(() => (storable ? setImmediate(done) : done()), done);
     return promise;
   }
 
   return {
     kind: backend.kind,
 
-    async aside<T>(entry: CacheEntry, load: (floor: CacheFloor) => Promise<T>): Promise<T> {
+    async aside<T>(entry: CacheEntry, load: Load<T>): Promise<T> {
       if (externalWrites?.()) {
         // Loads running now may have read the old data; entries certainly hold it.
         flights.clear();

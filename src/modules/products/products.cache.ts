@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Cache, CacheFloor } from '../../infra/cache/cache.js';
+import type { Cache, Load } from '../../infra/cache/cache.js';
 import type { Representation } from '../../infra/cache/representation.js';
 import type { ProductListing } from './products.service.js';
 
@@ -12,16 +12,11 @@ import type { ProductListing } from './products.service.js';
 export interface ProductCache {
   /**
    * The product's representation; null (cached too) when there is no such active product. `load`
-   * gets the floor its source must have replayed (read replicas).
+   * gets the floor its source must have replayed (read replicas), and `uncacheable` to call when
+   * its source was older (Cache.aside).
    */
-  product(
-    id: string,
-    load: (floor: CacheFloor) => Promise<Representation | null>,
-  ): Promise<Representation | null>;
-  page(
-    listing: ProductListing,
-    load: (floor: CacheFloor) => Promise<Representation>,
-  ): Promise<Representation>;
+  product(id: string, load: Load<Representation | null>): Promise<Representation | null>;
+  page(listing: ProductListing, load: Load<Representation>): Promise<Representation>;
   /** After products changed (or one was created), once committed: their entries and every list page go. */
   invalidate(productIds: readonly string[]): Promise<void>;
 }

@@ -62,11 +62,13 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
     },
     async (request, reply) => {
       const listing = productsService.productListing(request.query);
-      const page = await deps.cache.page(listing, async (floor) => {
+      // With the primary unreachable, a replica behind the floor still answers, uncached (0096).
+      const page = await deps.cache.page(listing, async (floor, uncacheable) => {
         const result = await deps.reads.read(
           request,
           (db) => productsService.listProducts(db, listing, deps.currency),
           floor,
+          uncacheable,
         );
         return representationOf(serializeWithSchema(reply, 200, result));
       });
@@ -89,8 +91,13 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
     },
     async (request, reply) => {
       const id = request.params.id.toLowerCase();
-      const product = await deps.cache.product(id, async (floor) => {
-        const row = await deps.reads.read(request, (db) => productsService.findProduct(db, id), floor);
+      const product = await deps.cache.product(id, async (floor, uncacheable) => {
+        const row = await deps.reads.read(
+          request,
+          (db) => productsService.findProduct(db, id),
+          floor,
+          uncacheable,
+        );
         if (row === undefined) return null;
         return representationOf(
           serializeWithSchema(reply, 200, productsService.toProduct(row, deps.currency)),
