@@ -42,6 +42,7 @@ tools=(
   redis-server:redis-server
   runc:runc
   shellcheck:shellcheck
+  systemd-analyze:systemd
   testssl:testssl.sh
   ufw:ufw
   taskset:util-linux

@@ -17,13 +17,13 @@ commands:
 
 options:
   --state-dir DIR      where the stack keeps everything (default ${defaultStateDir}, or $STACK_DIR)
-  --instances N        PM2 workers per app server (mvp default 2, growth 1)
+  --instances N        PM2 workers per app server (mvp default 2, growth and scale 1)
   --port N             the app's port below growth (default: a free one)
   --http-port N        nginx's HTTP port in growth (default: a free one)
   --https-port N       nginx's HTTPS port in growth (default: a free one)
   --server-name NAME   nginx server_name and certificate name (default localhost)
   --public-dir DIR     static files for nginx and the app (default: the project's public/)
-  --monitoring         growth: also Prometheus, Alertmanager, the alert webhook and the exporters (URLs in status --json)
+  --monitoring         growth, scale: also Prometheus, Alertmanager, the alert webhook and the exporters (URLs in status --json)
   --env NAME=VALUE     extra environment for every app server (repeatable), e.g. --env RATE_LIMIT_MAX=100000
   --deploy-targets     growth: app servers as SSH deploy targets (own user, dir, sshd; pinned keys),
                        empty until scripts/deploy.sh --env local (needs root and openssh-server)
@@ -127,8 +127,10 @@ async function main(argv: string[]): Promise<number> {
       const stage = values.stage as StageName | undefined;
       if (stage === undefined || !stageNames.includes(stage))
         throw new UsageError(`up needs --stage ${stageNames.join('|')}`);
-      if (values.monitoring === true && stage !== 'growth')
-        throw new UsageError('--monitoring needs --stage growth (it watches nginx, PostgreSQL and Redis)');
+      if (values.monitoring === true && stage !== 'growth' && stage !== 'scale')
+        throw new UsageError(
+          '--monitoring needs --stage growth or scale (it watches nginx, PostgreSQL and Redis)',
+        );
       const instances = int(values.instances, 'instances');
       const autoscale = autoscaleOptions(values, stage);
       const result = await up(stage, {
@@ -182,7 +184,12 @@ async function main(argv: string[]): Promise<number> {
               `    autoscale: ${s.workers} workers; last decision ${new Date(last.at).toISOString()} ${last.action} ${last.current} → ${last.desired} (${last.reason})`,
             );
         }
-        for (const d of current.databases) console.log(`  database (${d.role}) ${d.url}`);
+        for (const d of current.databases) {
+          const r = d.replication as { streaming: string | null; lagBytes: number | null } | undefined;
+          const lag =
+            r === undefined ? '' : ` ${r.streaming ?? 'NOT streaming'}, ${r.lagBytes ?? '?'} bytes behind`;
+          console.log(`  database (${d.role}) ${d.url}${lag}`);
+        }
         if (current.redis) console.log(`  redis ${current.redis.url}`);
         if (current.nginx) console.log(`  nginx pid ${current.nginx.pid ?? 'none'} ${current.nginx.config}`);
         const monitored = current.components.monitoring as

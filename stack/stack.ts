@@ -14,7 +14,9 @@ import {
 } from './components/autoscaler.js';
 import { monitoringPids } from './components/monitoring.js';
 import { nginxPid } from './components/nginx.js';
+import { pgbouncerPids } from './components/pgbouncer.js';
 import { redisPids } from './components/redis.js';
+import { replicaHealth, replicationPids } from './components/replicated-postgres.js';
 import { stages } from './stages.js';
 import type {
   Component,
@@ -46,18 +48,22 @@ function saveState(state: StackState): void {
 }
 
 /**
- * The stage's components, plus those an option adds (`--autoscale` after everything else).
- * `down` and `status` rebuild the same list from what the state says was started.
+ * The stage's components, plus those an option adds (`--autoscale` after the servers and the edge,
+ * before the monitoring, which scrapes the monitors' own /metrics). `down` and `status` rebuild
+ * the same list from what the state says was started.
  */
 function componentsOf(stage: StageName, autoscale: StackOptions['autoscale'] | StackState): Component[] {
   const base = stages[stage].components();
   if (autoscale === undefined) return base;
+  let options: StackOptions['autoscale'];
   if ('started' in autoscale) {
     const rec = autoscale.components.autoscaler as { min: number; max: number; args: string[] } | undefined;
     if (!autoscale.started.includes('autoscaler') || rec === undefined) return base;
-    return [...base, autoscaler({ min: rec.min, max: rec.max, extraArgs: rec.args })];
-  }
-  return [...base, autoscaler(autoscale)];
+    options = { min: rec.min, max: rec.max, extraArgs: rec.args };
+  } else options = autoscale;
+  const at = base.findIndex((c) => c.name === 'monitoring');
+  const scaler = autoscaler(options);
+  return at < 0 ? [...base, scaler] : [...base.slice(0, at), scaler, ...base.slice(at)];
 }
 
 /** Every process the stack started that should be alive. */
@@ -85,6 +91,10 @@ function processes(state: StackState): { expected: number; alive: number[] } {
   if (state.components.redis !== undefined) {
     expected += 1;
     alive.push(...redisPids(state));
+  }
+  for (const part of [replicationPids(state), pgbouncerPids(state)]) {
+    expected += part.expected;
+    alive.push(...part.alive);
   }
   const monitored = monitoringPids(state);
   expected += monitored.expected;
@@ -118,7 +128,17 @@ export function statusOf(state: StackState): StackStatus {
       workers: serverPids(s).length,
       autoscale: lastDecision(state, s.name),
     })),
-    databases: state.databases,
+    databases: state.databases.map((d, i) =>
+      d.role === 'replica'
+        ? {
+            ...d,
+            replication: replicaHealth(
+              state,
+              state.databases.slice(0, i).filter((e) => e.role === 'replica').length,
+            ),
+          }
+        : d,
+    ),
     redis: state.redis,
     nginx:
       state.nginx === null

@@ -6,11 +6,14 @@
  * PgBouncer, Prometheus, an autoscaler, per-server sshd) without rewriting the earlier ones.
  */
 
-export type StageName = 'prototype' | 'mvp' | 'growth';
+export type StageName = 'prototype' | 'mvp' | 'growth' | 'scale';
 
 export interface DatabaseStatus {
   readonly role: 'primary' | 'replica' | 'pgbouncer';
+  /** Never with a password: the stack's own clusters are reached over their 0700 sockets. */
   readonly url: string;
+  /** Replicas (scale stage), read at status time: streaming state and lag (ReplicaHealth). */
+  readonly replication?: unknown;
 }
 
 export interface ServerStatus {

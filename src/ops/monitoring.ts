@@ -24,6 +24,7 @@ export const scrapeJobs = [
   'blackbox',
   'prometheus',
   'alertmanager',
+  'autoscaler',
 ] as const;
 export type ScrapeJob = (typeof scrapeJobs)[number];
 

@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -122,4 +123,15 @@ export function serverConnectionCeiling(ini: Ini): number {
     users += cap ? Number(cap[1]) : 0;
   }
   return perDb + reserve + users;
+}
+
+/** Where pgbouncer is (Debian puts it in /usr/sbin, which a non-root PATH may lack). */
+export function pgbouncerBinary(): string | undefined {
+  for (const candidate of ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'])
+    if (existsSync(candidate)) return candidate;
+  try {
+    return execFileSync('sh', ['-c', 'command -v pgbouncer'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }

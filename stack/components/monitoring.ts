@@ -60,6 +60,16 @@ export function monitoringPids(state: StackState): { expected: number; alive: nu
   };
 }
 
+function monitorTargets(state: StackState): TargetGroup[] {
+  const rec = state.components.autoscaler as
+    | { monitors: { server: string; metricsUrl: string }[] }
+    | undefined;
+  return (rec?.monitors ?? []).map((m) => ({
+    targets: [new URL(m.metricsUrl).host],
+    labels: { server: m.server },
+  }));
+}
+
 /** The stack's scrape targets: every PM2 worker of every server, the exporters, the edge probes. */
 function targets(state: StackState, ports: Record<Daemon, number>): Record<ScrapeJob, TargetGroup[]> {
   const local = (port: number): TargetGroup[] => [{ targets: [`127.0.0.1:${port}`] }];
@@ -82,6 +92,8 @@ function targets(state: StackState, ports: Record<Daemon, number>): Record<Scrap
     ],
     prometheus: local(ports.prometheus),
     alertmanager: local(ports.alertmanager),
+    // --autoscale: each monitor's own /metrics (the autoscaler component comes before this one).
+    autoscaler: monitorTargets(state),
   };
 }
 

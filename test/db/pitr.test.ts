@@ -153,7 +153,27 @@ describe('point-in-time recovery with pgBackRest', { skip: missing }, () => {
       ]);
     pgbackrest('stanza-create');
     pgbackrest('check');
-    pgbackrest('--type=full', 'backup');
+    // The full backup as the schedule takes it: the shipped script (systemd/pgbackrest-backup@.service),
+    // which records its success for node-exporter's textfile collector.
+    mkdirSync(join(dir, 'textfile'));
+    if (process.getuid?.() === 0)
+      chownSync(join(dir, 'textfile'), Number(execFileSync('id', ['-u', 'postgres']).toString().trim()), 0);
+    const before = Math.floor(Date.now() / 1000);
+    asPostgres([
+      'env',
+      `PGBACKREST_CONFIG=${config}`,
+      `PGBACKREST_CONFIG_INCLUDE_PATH=${join(dir, 'conf.d')}`,
+      `SHIPSHAPE_TEXTFILE_DIR=${join(dir, 'textfile')}`,
+      join(root, 'deploy/pgbackrest/pgbackrest-backup.sh'),
+      'full',
+    ]);
+    const recorded = readFileSync(join(dir, 'textfile', 'pgbackrest-full.prom'), 'utf8');
+    const at = Number(
+      /^backup_last_success_timestamp_seconds\{tool="pgbackrest",stanza="shipshape",type="full"\} (\d+)$/m.exec(
+        recorded,
+      )?.[1],
+    );
+    assert.ok(at >= before && at <= Date.now() / 1000 + 1, recorded);
     const info = pgbackrest('info');
     assert.match(info, /status: ok/);
     assert.match(info, /cipher: aes-256-cbc/);

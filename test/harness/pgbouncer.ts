@@ -1,10 +1,15 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { renderPgbouncerHba, renderPgbouncerIni, userlistLine } from '../../src/ops/pgbouncer.js';
+import {
+  pgbouncerBinary,
+  renderPgbouncerHba,
+  renderPgbouncerIni,
+  userlistLine,
+} from '../../src/ops/pgbouncer.js';
 import { freePort } from './ports.js';
 import { waitUntil } from './wait.js';
 
@@ -24,16 +29,7 @@ export interface RunningPgbouncer {
   stop(): Promise<void>;
 }
 
-/** Where pgbouncer is (Debian puts it in /usr/sbin, which a non-root PATH may lack). */
-export function pgbouncerBinary(): string | undefined {
-  for (const candidate of ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'])
-    if (existsSync(candidate)) return candidate;
-  try {
-    return execFileSync('sh', ['-c', 'command -v pgbouncer'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
+export { pgbouncerBinary };
 
 /**
  * The real PgBouncer with the shipped deploy/pgbouncer/ files, rendered for loopback: listening on

@@ -1,9 +1,10 @@
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { asPostgresUser, asPostgresUserAsync, pgBinDir } from '../../stack/postgres-cluster.js';
 import { freePort } from './ports.js';
 import { postgresAdminUrl } from './services.js';
 
@@ -70,36 +71,7 @@ export async function createTestDatabase(adminUrl = postgresAdminUrl): Promise<T
   };
 }
 
-export function pgBinDir(): string {
-  try {
-    return execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim();
-  } catch {
-    return '/usr/lib/postgresql/15/bin';
-  }
-}
-
-/** initdb and postgres refuse to run as root: run them as the postgres user when we are root. */
-export function asPostgresUser(command: string, args: string[]): { status: number | null; output: string } {
-  const [file, argv] =
-    process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
-  const result = spawnSync(file, argv, { encoding: 'utf8' });
-  return { status: result.status, output: `${result.stdout ?? ''}${result.stderr ?? ''}` };
-}
-
-/** asPostgresUser without blocking the event loop (load generators and fault proxies keep running). */
-export function asPostgresUserAsync(
-  command: string,
-  args: string[],
-): Promise<{ status: number | null; output: string }> {
-  const [file, argv] =
-    process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
-  return new Promise((resolve) => {
-    execFile(file, argv, { encoding: 'utf8', timeout: 180_000 }, (err, stdout, stderr) => {
-      const status = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
-      resolve({ status, output: `${stdout ?? ''}${stderr ?? ''}` });
-    });
-  });
-}
+export { asPostgresUser, asPostgresUserAsync, pgBinDir } from '../../stack/postgres-cluster.js';
 
 export interface ThrowawayPostgres {
   readonly port: number;

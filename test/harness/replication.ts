@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
+import { queryOnce } from '../../stack/postgres-cluster.js';
 import { freePort } from './ports.js';
 import { asPostgresUser, pgBinDir, startThrowawayPostgres, type ThrowawayPostgres } from './postgres.js';
 
@@ -29,18 +29,7 @@ export interface ReplicatedPostgres {
   destroy(): void;
 }
 
-async function query<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  // A server killed under this client (failover tests) ends its socket; the query rejects, and
-  // the client's 'error' event must not become an uncaught error in the test process.
-  client.on('error', () => {});
-  await client.connect();
-  try {
-    return (await client.query<T>(text)).rows;
-  } finally {
-    await client.end();
-  }
-}
+const query = queryOnce;
 
 /**
  * A primary and a streaming standby of our own (initdb, then `pg_basebackup -R` with a replication

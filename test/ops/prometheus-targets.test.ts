@@ -8,6 +8,7 @@ import { test } from 'node:test';
 const dir = 'deploy/prometheus/targets';
 const expected = [
   'alertmanager.json',
+  'autoscaler.json',
   'blackbox.json',
   'nginx.json',
   'node.json',

@@ -32,7 +32,23 @@ export function stackPids(status: StackStatus): number[] {
     ...status.servers.flatMap((s) => s.pids),
     ...(status.nginx?.pid ? [status.nginx.pid] : []),
     ...(m?.pids ?? []),
+    ...componentPids(status),
   ];
+}
+
+/** The scale stage's clusters and PgBouncer, and --autoscale's monitors. */
+function componentPids(status: StackStatus): number[] {
+  const c = status.components as {
+    replication?: { primary: { pid: number | null }; replicas: { pid: number | null }[] } | null;
+    pgbouncer?: { pid: number | null } | null;
+    autoscaler?: { monitors: { pid: number | null }[] } | null;
+  };
+  return [
+    c.replication?.primary.pid,
+    ...(c.replication?.replicas.map((r) => r.pid) ?? []),
+    c.pgbouncer?.pid,
+    ...(c.autoscaler?.monitors.map((m) => m.pid) ?? []),
+  ].filter((p): p is number => typeof p === 'number');
 }
 
 /** After `down`: no process, port, state directory or throwaway database of the stack remains. */
@@ -43,8 +59,18 @@ export async function assertNothingLeft(before: StackStatus): Promise<void> {
   for (const { host, port } of stackPorts(before))
     assert.equal(await portInUse(port, host), false, `${host}:${port} is still in use`);
   assert.equal(existsSync(before.stateDir), false, 'the state directory is removed');
+  // Throwaway databases on the machine's server (the scale stage's own clusters go with their directory).
+  const shared = new URL(postgresAdminUrl);
   const names = before.databases
     .filter((d) => d.url.startsWith('postgres'))
+    .filter((d) => {
+      const url = new URL(d.url);
+      return (
+        (url.port || '5432') === (shared.port || '5432') &&
+        !url.searchParams.has('host') &&
+        d.role === 'primary'
+      );
+    })
     .map((d) => new URL(d.url).pathname.slice(1));
   if (names.length > 0) {
     const client = new pg.Client({ connectionString: postgresAdminUrl });
