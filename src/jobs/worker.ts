@@ -9,7 +9,16 @@ import type { JobRow } from './jobs.table.js';
 export interface JobContext {
   readonly job: JobRow;
   readonly logger: Logger;
+  /**
+   * This attempt took the job over from one whose worker stopped without recording an outcome (its
+   * lease ran out): whatever that attempt did outside the database — a mail the SMTP server
+   * accepted — may have happened already (decision 0098).
+   */
+  readonly takenOver: boolean;
 }
+
+/** last_error of a job claimed after its previous attempt's lease ran out (set by the claim). */
+export const takenOverPrefix = 'lease of attempt ';
 
 export type JobHandler = (context: JobContext) => Promise<void>;
 
@@ -37,6 +46,7 @@ export interface JobMetrics {
   readonly latency: Histogram<'name'>;
   readonly duration: Histogram<'name'>;
   readonly running: Gauge<'name'>;
+  readonly takenOver: Counter<'name'>;
 }
 
 export function createJobMetrics(registry: Registry): JobMetrics {
@@ -64,6 +74,12 @@ export function createJobMetrics(registry: Registry): JobMetrics {
     running: new Gauge({
       name: 'jobs_running',
       help: 'Jobs this process is running now.',
+      labelNames: ['name'],
+      registers: [registry],
+    }),
+    takenOver: new Counter({
+      name: 'jobs_taken_over_total',
+      help: 'Attempts that took a job over from a worker that stopped without an outcome (for mail: possible duplicates).',
       labelNames: ['name'],
       registers: [registry],
     }),
@@ -164,6 +180,11 @@ export function createJobWorker(input: {
         locked_by: id,
         locked_until: new Date(now.getTime() + leaseMs).toISOString(),
         started_at: nowIso,
+        // A job still "running" here lost its worker: say so (its handler and the dead letter see it).
+        // SET expressions read the row as it was, before this update.
+        last_error: sql<
+          string | null
+        >`CASE WHEN state = 'running' THEN ${sql.lit(takenOverPrefix)} || CAST(attempts AS varchar(12)) || ' (' || COALESCE(locked_by, '?') || ') expired: its worker stopped without an outcome' ELSE last_error END`,
       })
       .where('id', 'in', due)
       .returningAll()
@@ -217,6 +238,14 @@ export function createJobWorker(input: {
   const execute = async (job: JobRow): Promise<void> => {
     const jobLogger = logger.child({ jobId: job.id, job: job.name, attempt: job.attempts });
     const handler = handlers[job.name];
+    const takenOver = job.last_error?.startsWith(takenOverPrefix) === true;
+    if (takenOver) {
+      metrics.takenOver.inc({ name: job.name });
+      jobLogger.warn(
+        { event: 'job_taken_over', reason: job.last_error },
+        'job taken over after its lease ran out',
+      );
+    }
     metrics.latency.observe({ name: job.name }, Math.max(0, Date.now() - Date.parse(job.run_at)) / 1000);
     if (job.attempts > job.max_attempts) {
       // Its last attempt's worker died holding it.
@@ -241,7 +270,7 @@ export function createJobWorker(input: {
     const started = process.hrtime.bigint();
     let failure: unknown;
     try {
-      await runner(job, () => handler({ job, logger: jobLogger }));
+      await runner(job, () => handler({ job, logger: jobLogger, takenOver }));
     } catch (err) {
       failure = err ?? new Error('job failed');
     } finally {

@@ -27,6 +27,11 @@ export interface TestSmtpServer {
    * a sender that went away are discarded, as a real server does).
    */
   release(): void;
+  /**
+   * Runs `hook` on each message after it is read and parsed and before the 250 that accepts it
+   * (undefined: none). The sender is then still waiting; once the hook resolves it gets its 250.
+   */
+  beforeAccept(hook: ((mail: ReceivedMail) => Promise<void>) | undefined): void;
   /** Resolves when a held message is waiting for its answer (more than `since` held so far). */
   waitForHeld(timeoutMs?: number, since?: number): Promise<void>;
   /** How many messages have been held so far. */
@@ -48,6 +53,7 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
   let holding = false;
   let held = 0;
   let pending: Array<{ session: string; finish: () => void }> = [];
+  let acceptHook: ((mail: ReceivedMail) => Promise<void>) | undefined;
   const server = new SMTPServer({
     onClose(session) {
       pending = pending.filter((p) => p.session !== session.id);
@@ -61,8 +67,8 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
       stream.on('end', () => {
         const finish = () => {
           simpleParser(Buffer.concat(chunks))
-            .then((parsed) => {
-              received.push({
+            .then(async (parsed) => {
+              const mail: ReceivedMail = {
                 to: session.envelope.rcptTo.map((r) => r.address.toLowerCase()),
                 from: typeof session.envelope.mailFrom === 'object' ? session.envelope.mailFrom.address : '',
                 subject: parsed.subject ?? '',
@@ -70,7 +76,9 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
                 html: typeof parsed.html === 'string' ? parsed.html : '',
                 messageId: parsed.messageId ?? '',
                 parsed,
-              });
+              };
+              await acceptHook?.(mail);
+              received.push(mail);
               callback();
             })
             .catch((err: Error) => callback(err));
@@ -97,6 +105,9 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
     received,
     hold(on) {
       holding = on;
+    },
+    beforeAccept(hook) {
+      acceptHook = hook;
     },
     release() {
       holding = false;

@@ -68,7 +68,9 @@ for (const engine of engines) {
       const attempts: number[] = [];
       const w = worker(
         {
-          'test.flaky': async () => {
+          'test.flaky': async ({ takenOver }) => {
+            // A retry after a recorded failure is not a takeover: the failed attempt's outcome is known.
+            assert.equal(takenOver, false);
             attempts.push(Date.now());
             throw new Error('boom');
           },
@@ -132,17 +134,20 @@ for (const engine of engines) {
         .where('id', '=', id)
         .execute();
       const ran: string[] = [];
+      const registry2 = new Registry();
       const w2 = createJobWorker({
         db: app.database.db,
         engine,
         config: config({ leaseSeconds: 30 }),
-        handlers: { 'test.slow': async () => void ran.push('w2') },
-        metrics: createJobMetrics(new Registry()),
+        handlers: { 'test.slow': async ({ takenOver }) => void ran.push(`w2 takenOver=${takenOver}`) },
+        metrics: createJobMetrics(registry2),
         logger: silent,
         id: 'w2',
       });
       assert.equal(await w2.runOnce(), 1);
-      assert.deepEqual(ran, ['w2']);
+      // The handler knows the previous attempt's outcome is unknown (a mail may have gone out).
+      assert.deepEqual(ran, ['w2 takenOver=true']);
+      assert.match(await registry2.metrics(), /^jobs_taken_over_total\{name="test.slow"\} 1$/m);
       const done = await job(id);
       assert.equal(done.state, 'succeeded');
       assert.equal(done.attempts, 2);

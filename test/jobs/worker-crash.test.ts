@@ -4,6 +4,8 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
+import pg from 'pg';
 import { startSmtpServer, type TestSmtpServer } from '../harness/smtp.js';
 import { waitUntil } from '../harness/wait.js';
 import { buildTestApp, skipEngine, type TestDatabaseEnv, testDatabaseEnv } from '../helper.js';
@@ -53,11 +55,28 @@ describe('a worker killed with kill -9 mid-job', { skip: await skipEngine('postg
   let shared: TestDatabaseEnv;
   let app: FastifyInstance;
   const workers: WorkerProcess[] = [];
+  let env: Record<string, string>;
+  /** Asks for a reset (202); returns how many mails the server had accepted before. */
+  const requestReset = async (email: string): Promise<number> => {
+    const since = smtp.received.length;
+    const answer = await app.inject({ method: 'POST', url: '/api/auth/password-reset', payload: { email } });
+    assert.equal(answer.statusCode, 202);
+    return since;
+  };
   before(async () => {
     smtp = await startSmtpServer();
     shared = await testDatabaseEnv('postgres');
     // The API process runs no jobs: only the worker processes do (as under PM2 with PM2_JOBS_WORKER).
     app = await buildTestApp({ env: { ...shared.env, JOBS_IN_PROCESS: 'false', MAIL_SMTP_URL: smtp.url } });
+    env = {
+      ...shared.env,
+      DATABASE_MIGRATE_ON_START: 'false',
+      MAIL_SMTP_URL: smtp.url,
+      JOBS_POLL_INTERVAL_MS: '100',
+      JOBS_LEASE_SECONDS: '2',
+      CACHE_WARM_UP_PAGES: '0',
+      JWT_SECRET: app.config.auth.jwtSecret,
+    };
   });
   after(async () => {
     for (const w of workers)
@@ -69,15 +88,6 @@ describe('a worker killed with kill -9 mid-job', { skip: await skipEngine('postg
   });
 
   test('its job runs again on the next worker, and the mail is delivered exactly once', async () => {
-    const env = {
-      ...shared.env,
-      DATABASE_MIGRATE_ON_START: 'false',
-      MAIL_SMTP_URL: smtp.url,
-      JOBS_POLL_INTERVAL_MS: '100',
-      JOBS_LEASE_SECONDS: '2',
-      CACHE_WARM_UP_PAGES: '0',
-      JWT_SECRET: app.config.auth.jwtSecret,
-    };
     const first = await startWorker(env);
     workers.push(first);
     const account = await registerUser(app);
@@ -85,13 +95,7 @@ describe('a worker killed with kill -9 mid-job', { skip: await skipEngine('postg
 
     // The SMTP server now reads each message and keeps the sender waiting for its 250.
     smtp.hold(true);
-    const since = smtp.received.length;
-    const answer = await app.inject({
-      method: 'POST',
-      url: '/api/auth/password-reset',
-      payload: { email: account.email },
-    });
-    assert.equal(answer.statusCode, 202);
+    const since = await requestReset(account.email);
     await smtp.waitForHeld();
     const mailJob = await app.database.db
       .selectFrom('jobs')
@@ -145,5 +149,99 @@ describe('a worker killed with kill -9 mid-job', { skip: await skipEngine('postg
     const [code] = (await second.exited) as [number | null];
     assert.equal(code, 0);
     assert.ok(second.lines.some((l) => l.event === 'worker_stopped'));
+  });
+
+  test('killed after the SMTP server accepted the mail, before the job was recorded: sent again with the same Message-ID; the link works once (decision 0098)', async () => {
+    const first = await startWorker(env);
+    workers.push(first);
+    const account = await registerUser(app);
+    await smtp.waitForMail(account.email, { subject: /^Confirm/ });
+    // Before the 250, the test takes the mail job's row: the worker's UPDATE that records the
+    // outcome (and its lease renewals) wait for it, so the kill lands between the two.
+    const locker = new pg.Client({ connectionString: shared.env.DATABASE_URL });
+    locker.on('error', () => {});
+    await locker.connect();
+    const blocked = sql<{ pid: number }>`SELECT pid FROM pg_stat_activity
+      WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE 'update "jobs"%'`;
+    try {
+      let jobId = '';
+      smtp.beforeAccept(async (mail) => {
+        if (!mail.to.includes(account.email) || !mail.subject.startsWith('Reset')) return;
+        await locker.query('BEGIN');
+        const { rows } = await locker.query<{ id: string }>(
+          "SELECT id FROM jobs WHERE name = 'mail.account' AND state = 'running' FOR UPDATE",
+        );
+        jobId = rows[0]?.id ?? '';
+      });
+      const since = await requestReset(account.email);
+      await smtp.waitForMail(account.email, { since, subject: /^Reset/ });
+      smtp.beforeAccept(undefined);
+      assert.notEqual(jobId, '');
+      await waitUntil(async () => (await blocked.execute(app.database.db)).rows.length > 0, {
+        what: "the worker's outcome UPDATE to wait for the row",
+      });
+      first.child.kill('SIGKILL');
+      await first.exited;
+      // A statement that reached the database before the crash would still commit once the row is
+      // free; this models a crash before it was sent: its sessions end with it.
+      await sql`SELECT pg_terminate_backend(pid) FROM (${blocked}) AS b`.execute(app.database.db);
+      await locker.query('ROLLBACK');
+      const unrecorded = await app.database.db
+        .selectFrom('jobs')
+        .selectAll()
+        .where('id', '=', jobId)
+        .executeTakeFirstOrThrow();
+      assert.deepEqual([unrecorded.state, unrecorded.attempts], ['running', 1], 'delivered, not recorded');
+
+      const second = await startWorker(env);
+      workers.push(second);
+      await smtp.waitForMail(account.email, { since: since + 1, subject: /^Reset/ });
+      await waitUntil(
+        async () =>
+          (
+            await app.database.db
+              .selectFrom('jobs')
+              .select('state')
+              .where('id', '=', jobId)
+              .executeTakeFirstOrThrow()
+          ).state === 'succeeded',
+        { what: 'the taken-over mail job to succeed' },
+      );
+      // At least once: the message went out twice, as one message — the same Message-ID (receivers
+      // that dedupe keep one) with the same single-use link.
+      const resets = smtp.received.filter(
+        (m) => m.to.includes(account.email) && m.subject.startsWith('Reset'),
+      );
+      assert.equal(resets.length, 2);
+      assert.equal(new Set(resets.map((m) => m.messageId)).size, 1);
+      const tokens = resets.map((m) => /[#?&]token=([A-Za-z0-9_-]+)/.exec(m.text)?.[1] ?? '');
+      assert.equal(new Set(tokens).size, 1);
+      // Log lines reach stdout within a quarter second (the logger's buffer).
+      await waitUntil(
+        () =>
+          second.lines.some(
+            (l) => l.event === 'job_taken_over' && l.jobId === jobId && l.job === 'mail.account',
+          ),
+        { what: 'the resend logged as a takeover (jobs_taken_over_total counts it)' },
+      );
+      const confirm = (password: string) =>
+        app.inject({
+          method: 'POST',
+          url: '/api/auth/password-reset/confirm',
+          payload: { token: tokens[0], newPassword: password },
+        });
+      assert.equal((await confirm('the password after a resend')).statusCode, 204);
+      assert.notEqual(
+        (await confirm('the same link once more')).statusCode,
+        204,
+        'the duplicate link is spent',
+      );
+      second.child.kill('SIGTERM');
+      await second.exited;
+    } finally {
+      smtp.beforeAccept(undefined);
+      await locker.query('ROLLBACK').catch(() => {});
+      await locker.end().catch(() => {});
+    }
   });
 });
