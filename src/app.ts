@@ -399,6 +399,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         name: 'api',
         max: config.rateLimit.max,
         windowMs: config.rateLimit.windowMs,
+        // Batched through Redis within a stated error; the auth limit below stays exact (0105).
+        localAllowance: Math.floor((config.rateLimit.max * config.rateLimit.localPercent) / 100),
       });
       const authLimit = {
         name: 'auth',

@@ -81,6 +81,8 @@ export interface Config {
   readonly rateLimit: {
     readonly max: number;
     readonly windowMs: number;
+    /** Percent of `max` a process may count before Redis has it (decision 0105). */
+    readonly localPercent: number;
     readonly authMax: number;
     readonly authWindowMs: number;
   };
@@ -660,6 +662,13 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     'Requests per client IP per window on /api.',
   );
   const rateLimitWindowMs = r.int('RATE_LIMIT_WINDOW_MS', 60_000, 1000, 86_400_000, 'Rate-limit window.');
+  const rateLimitLocalPercent = r.int(
+    'RATE_LIMIT_LOCAL_PERCENT',
+    1,
+    0,
+    10,
+    'With `REDIS_URL`: the share of `RATE_LIMIT_MAX` each process may count before Redis has it (hits sent in batches, no round trip per request; decision 0105). The shared budget is exceeded by at most processes × this share. 0: every request waits for Redis. The auth limit is always exact.',
+  );
   const authRateLimitMax = r.int(
     'AUTH_RATE_LIMIT_MAX',
     20,
@@ -1108,6 +1117,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     rateLimit: {
       max: rateLimitMax,
       windowMs: rateLimitWindowMs,
+      localPercent: rateLimitLocalPercent,
       authMax: authRateLimitMax,
       authWindowMs: authRateLimitWindowMs,
     },

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
 import {
   type CounterStore,
   createMemoryCounterStore,
@@ -11,14 +12,15 @@ import { clientKey } from '../../src/infra/rate-limit/rate-limit.js';
 import { createRedis, type RedisHandle } from '../../src/infra/redis.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../harness/redis.js';
 import { redisUrl, skipUnless } from '../harness/services.js';
+import { waitUntil } from '../harness/wait.js';
 import { buildTestApp, captureLogs, deleteKeys, testConfig, testKeyPrefix } from '../helper.js';
 
 /** Every handle of this file writes under one prefix, removed after the file. */
 const keyPrefix = testKeyPrefix('ratelimit');
 after(() => deleteKeys(redisUrl, keyPrefix));
 
-function redisHandle(url: string): RedisHandle {
-  const config = testConfig({ REDIS_URL: url, REDIS_KEY_PREFIX: keyPrefix });
+function redisHandle(url: string, under = ''): RedisHandle {
+  const config = testConfig({ REDIS_URL: url, REDIS_KEY_PREFIX: `${keyPrefix}${under}` });
   return createRedis(config.redis, url, captureLogs().logger, { failureThreshold: 1, openMs: 200 });
 }
 
@@ -31,12 +33,21 @@ function counterStoreSuite(
   name: string,
   skip: string | false,
   make: () => Promise<{ store: CounterStore; close(): Promise<void> }>,
+  /** Passed with every increment: with Redis, hits counted locally and sent in batches (0105). */
+  allowance = 0,
 ) {
   describe(`counter store: ${name}`, { skip }, () => {
     let store: CounterStore;
     let close: () => Promise<void>;
     before(async () => {
-      ({ store, close } = await make());
+      let made: CounterStore;
+      ({ store: made, close } = await make());
+      store = {
+        kind: made.kind,
+        increment: (key, windowMs) => made.increment(key, windowMs, allowance),
+        peek: (key) => made.peek(key),
+        reset: (key) => made.reset(key),
+      };
     });
     after(() => close?.());
 
@@ -79,10 +90,82 @@ counterStoreSuite('memory', false, async () => ({
   store: createMemoryCounterStore(),
   close: async () => {},
 }));
-counterStoreSuite('redis', await skipUnless('redis'), async () => {
-  const redis = redisHandle(redisUrl);
-  await untilReady(redis);
-  return { store: createRedisCounterStore(redis), close: () => redis.close() };
+for (const allowance of [0, 10]) {
+  counterStoreSuite(
+    allowance === 0 ? 'redis' : `redis, ${allowance} hits counted locally`,
+    await skipUnless('redis'),
+    async () => {
+      // Keys of their own: the suites use the same key names.
+      const redis = redisHandle(redisUrl, `allowance-${allowance}:`);
+      await untilReady(redis);
+      return { store: createRedisCounterStore(redis), close: () => redis.close() };
+    },
+    allowance,
+  );
+}
+
+describe('counter store: hits counted locally, several instances, one Redis (decision 0105)', {
+  skip: await skipUnless('redis'),
+}, () => {
+  const instances = 3;
+  const allowance = 5;
+  const max = 60;
+  let handles: RedisHandle[] = [];
+  before(async () => {
+    handles = Array.from({ length: instances + 1 }, () => redisHandle(redisUrl));
+    for (const handle of handles) await untilReady(handle);
+  });
+  after(async () => {
+    for (const handle of handles) await handle.close();
+  });
+
+  test(`the shared budget is exceeded by at most instances × allowance (${instances} × ${allowance}), never undercut, no hit lost`, async () => {
+    const stores = handles.slice(0, instances).map((handle) => createRedisCounterStore(handle));
+    const exact = createRedisCounterStore(handles[instances] as RedisHandle);
+    for (let trial = 0; trial < 5; trial++) {
+      const key = `budget-${trial}-${Math.random()}`;
+      const perInstance = 2 * max;
+      let admitted = 0;
+      let firstRejectedAfter: number | undefined;
+      // Each instance answers its hits as fast as it can, interleaved with the others.
+      await Promise.all(
+        stores.map(async (store) => {
+          for (let i = 0; i < perInstance; i++) {
+            const { count } = await store.increment(key, 60_000, allowance);
+            if (count <= max) admitted += 1;
+            else firstRejectedAfter ??= admitted;
+            if (i % 3 === 0) await new Promise(setImmediate);
+          }
+        }),
+      );
+      assert.ok(
+        admitted <= max + instances * allowance,
+        `trial ${trial}: ${admitted} admitted for a limit of ${max}`,
+      );
+      assert.ok(
+        (firstRejectedAfter ?? admitted) >= max,
+        `trial ${trial}: a hit was rejected after only ${firstRejectedAfter} were admitted`,
+      );
+      await waitUntil(async () => (await exact.peek(key)).count === instances * perInstance, {
+        what: 'every hit counted in Redis',
+        intervalMs: 20,
+      });
+    }
+  });
+
+  test('a hit counted on one instance is seen by the others within the sync interval', async () => {
+    const [a, b] = handles.map((handle) => createRedisCounterStore(handle, undefined, { syncMs: 20 }));
+    assert.ok(a !== undefined && b !== undefined);
+    const key = `seen-${Math.random()}`;
+    for (let i = 0; i < 3; i++) await a.increment(key, 60_000, 100);
+    await waitUntil(async () => (await b.peek(key)).count === 3, { what: 'B sees A’s hits', intervalMs: 10 });
+    assert.equal((await b.increment(key, 60_000, 100)).count, 1, 'B had not synced yet: its own view');
+    await b.increment(key, 60_000, 0); // an exact hit: B now knows Redis's count
+    await waitUntil(async () => (await a.peek(key)).count === 5, {
+      what: 'A sees everything',
+      intervalMs: 10,
+    });
+  });
 });
 
 describe('counter store: Redis outage', { skip: await skipUnless('redis') }, () => {
@@ -113,6 +196,45 @@ describe('counter store: Redis outage', { skip: await skipUnless('redis') }, () 
       await sleep(250);
       assert.equal((await store.increment('fresh-key', 60_000)).count, 1);
       assert.equal((await store.increment('fresh-key', 60_000)).count, 2);
+    } finally {
+      await redis.close();
+    }
+  });
+});
+
+describe('counter store: hits counted locally while Redis is down', {
+  skip: await skipUnless('redis'),
+}, () => {
+  let server: ThrowawayRedis;
+  before(async () => {
+    server = await startThrowawayRedis();
+  });
+  after(() => server?.destroy());
+
+  test('counted here without waiting while Redis is down; sent once it is back', async () => {
+    const redis = redisHandle(server.url);
+    await untilReady(redis);
+    const store = createRedisCounterStore(redis, createMemoryCounterStore(), { syncMs: 20 });
+    try {
+      assert.equal((await store.increment('k', 60_000, 3)).count, 1);
+      await waitUntil(async () => (await store.peek('k')).count === 1, { what: 'the hit in Redis' });
+      await server.stop();
+      const started = Date.now();
+      for (let i = 2; i <= 10; i++) assert.equal((await store.increment('k', 60_000, 3)).count, i);
+      assert.ok(Date.now() - started < 1000, `10 hits took ${Date.now() - started} ms while Redis was down`);
+      await server.start();
+      await waitUntil(() => redis.available(), { what: 'Redis back' });
+      // The restarted Redis is empty: what reaches it are the hits counted while it was down.
+      assert.equal((await store.increment('k', 60_000, 3)).count >= 10, true);
+      const admin = new Redis(server.url);
+      try {
+        await waitUntil(async () => Number(await admin.get(`${keyPrefix}counter:k`)) >= 10, {
+          what: 'the hits counted during the outage reach Redis',
+          intervalMs: 20,
+        });
+      } finally {
+        admin.disconnect();
+      }
     } finally {
       await redis.close();
     }
@@ -218,6 +340,45 @@ describe('rate limits shared through Redis (guide correction 5)', { skip: await 
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+
+  test('three app instances: /api within instances × allowance of the limit; the auth limit exact', async () => {
+    // 200 a window, 2 % counted locally: an allowance of 4 hits per instance (decision 0105).
+    const env = {
+      RATE_LIMIT_MAX: '200',
+      RATE_LIMIT_LOCAL_PERCENT: '2',
+      AUTH_RATE_LIMIT_MAX: '4',
+      REDIS_KEY_PREFIX: testKeyPrefix('shared3'),
+    };
+    const apps = await Promise.all(
+      [0, 1, 2].map(() => buildTestApp({ redis: true, extendApi: apiRoute, env })),
+    );
+    try {
+      const statuses = await Promise.all(
+        Array.from({ length: 450 }, (_, i) =>
+          (apps[i % 3] as FastifyInstance)
+            .inject({ url: '/api/limited', remoteAddress: '192.0.2.77' })
+            .then((r) => r.statusCode),
+        ),
+      );
+      const ok = statuses.filter((status) => status === 200).length;
+      assert.equal(ok + statuses.filter((status) => status === 429).length, 450);
+      assert.ok(ok >= 200 && ok <= 200 + 3 * 4, `${ok} of 450 admitted for a shared limit of 200`);
+
+      const logins = [];
+      for (let i = 0; i < 9; i++) {
+        const res = await (apps[i % 3] as FastifyInstance).inject({
+          method: 'POST',
+          url: '/api/auth/login',
+          remoteAddress: '192.0.2.78',
+          payload: { login: `nobody-${i}@example.com`, password: 'not a password' },
+        });
+        logins.push(res.statusCode);
+      }
+      assert.equal(logins.filter((status) => status !== 429).length, 4, `auth answers: ${logins.join(' ')}`);
+    } finally {
+      for (const app of apps) await app.close();
     }
   });
 });

@@ -8,6 +8,11 @@ export interface RateLimitRule {
   readonly name: string;
   readonly max: number;
   readonly windowMs: number;
+  /**
+   * Hits a process may count before Redis has them (decision 0105): the shared budget is exceeded
+   * by at most (processes × this) per client and window. 0 or absent: every hit reaches Redis first.
+   */
+  readonly localAllowance?: number;
 }
 
 declare module 'fastify' {
@@ -48,7 +53,11 @@ export function rateLimit(app: FastifyInstance, store: CounterStore, defaultRule
   app.addHook('onRequest', (request, reply, done) => {
     const rule = request.routeOptions.config.rateLimit ?? defaultRule;
     if (rule === false) return done();
-    const counted = store.increment(`rl:${rule.name}:${clientKey(request.ip)}`, rule.windowMs);
+    const counted = store.increment(
+      `rl:${rule.name}:${clientKey(request.ip)}`,
+      rule.windowMs,
+      rule.localAllowance ?? 0,
+    );
     if (counted instanceof Promise) {
       counted.then((window) => done(verdict(reply, rule, window)), done);
     } else {
