@@ -47,6 +47,7 @@ tools=(
   ufw:ufw
   taskset:util-linux
   wrk:wrk
+  xmllint:libxml2-utils
 )
 
 have() {

@@ -53,6 +53,9 @@ describe('benchmark smoke run', { skip: await skipUnless('postgres', 'redis') },
     assert.equal(await keyCount(`${keyPrefix}bench:`), 0, 'the benchmark deleted its Redis keys');
     const json = readdirSync(out).find((f) => f.endsWith('.json'));
     assert.ok(json, 'a JSON result was written');
+    const svg = readdirSync(out).find((f) => f.endsWith('.svg'));
+    assert.ok(svg, 'an SVG chart was written beside it');
+    assert.match(readFileSync(join(out, svg), 'utf8'), /<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
     const result = JSON.parse(readFileSync(join(out, json), 'utf8')) as {
       rows: Array<{
         scenario: string;
@@ -60,6 +63,7 @@ describe('benchmark smoke run', { skip: await skipUnless('postgres', 'redis') },
         result: { requests: number; errors: number; non2xx: number };
       }>;
       results: Record<string, number>;
+      ratios: Array<{ key: string; median: number; rounds: number[] }>;
     };
     const scenarios = new Set(result.rows.map((r) => r.scenario.split(' ')[0]));
     // Scenario 6 runs the shipped nginx config in front of the app (CI has nginx; elsewhere it is optional).
@@ -77,9 +81,16 @@ describe('benchmark smoke run', { skip: await skipUnless('postgres', 'redis') },
       'logFdUs',
       'logPm2Us',
       'logPerLineIpcUs',
+      'pgbench',
+      'roundTripsPerOrder',
       ...(edge ? ['edgeDirect', 'edgePlain', 'edgeTls'] : []),
     ]) {
       assert.ok(result.results[baseline] !== undefined && result.results[baseline] > 0, baseline);
+    }
+    // Each scenario's ratio to its baseline comes from the same (interleaved) rounds.
+    for (const key of ['s1Memory/nodeHttp', 's1Redis/s1Memory', 's3/pgbench', 's5/nodeHttp']) {
+      const ratio = result.ratios.find((r) => r.key === key);
+      assert.ok(ratio !== undefined && ratio.median > 0 && ratio.rounds.length === 1, key);
     }
   });
 });

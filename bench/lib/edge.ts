@@ -16,6 +16,8 @@ export interface Edge {
   readonly httpsPort: number;
   /** The same server block on a plaintext port too (TLS off, everything else equal). */
   readonly plainPort: number;
+  /** nginx's master (taskset execs it); its workers are its children. */
+  readonly pid: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -102,6 +104,7 @@ export async function startEdge(options: {
   return {
     httpsPort: options.httpsPort,
     plainPort: options.plainPort,
+    pid: child.pid,
     async stop() {
       if (child.exitCode !== null) return;
       // SIGTERM: fast shutdown; the master takes its worker with it.

@@ -45,12 +45,14 @@ export async function startServer(options: {
   core?: number;
   logFile: string;
   readyPath?: string;
+  cwd?: string;
 }): Promise<Server> {
   const out = openSync(options.logFile, 'a');
   const [command, args] = pinned(options.core, options.command, options.args);
   const child = spawn(command, args, {
     env: { ...process.env, ...options.env, PORT: String(options.port), HOST: '127.0.0.1' },
     stdio: ['ignore', out, out],
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
   });
   closeSync(out);
   const deadline = Date.now() + 60_000;
