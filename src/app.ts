@@ -274,6 +274,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   };
   const orders: OrdersDeps = {
     db: database.db,
+    engine: database.engine,
     currency: config.commerce.currency,
     products: catalog.cache,
     idempotency: {

@@ -1,4 +1,5 @@
-import type { Queryable } from '../../db/database.js';
+import type { QueryCreator } from 'kysely';
+import type { Database, Queryable } from '../../db/database.js';
 import type { IdempotencyKeyRow, NewIdempotencyKeyRow } from './idempotency.table.js';
 
 /**
@@ -72,20 +73,33 @@ export async function takeOverKey(
   return Number(result.numUpdatedRows) === 1;
 }
 
+/** A response to store for a key, by the holder of `lockedUntil`. */
+export interface StoredResponse {
+  readonly holder: { readonly userId: string; readonly key: string; readonly lockedUntil: string };
+  readonly response: { readonly status: number; readonly body: string; readonly expiresAt: string };
+}
+
+/**
+ * The conditional update that stores a response: a query to run on its own (storeResponse) or as
+ * part of a larger statement (the order's, on PostgreSQL).
+ */
+export function storeResponseQuery(db: QueryCreator<Database>, { holder, response }: StoredResponse) {
+  return db
+    .updateTable('idempotency_keys')
+    .set({ response_status: response.status, response_body: response.body, expires_at: response.expiresAt })
+    .where('user_id', '=', holder.userId)
+    .where('key', '=', holder.key)
+    .where('locked_until', '=', holder.lockedUntil)
+    .where('response_status', 'is', null);
+}
+
 /** Stores the response, if this holder still has the key; false when it lost it. */
 export async function storeResponse(
   db: Queryable,
   holder: { userId: string; key: string; lockedUntil: string },
   response: { status: number; body: string; expiresAt: string },
 ): Promise<boolean> {
-  const result = await db
-    .updateTable('idempotency_keys')
-    .set({ response_status: response.status, response_body: response.body, expires_at: response.expiresAt })
-    .where('user_id', '=', holder.userId)
-    .where('key', '=', holder.key)
-    .where('locked_until', '=', holder.lockedUntil)
-    .where('response_status', 'is', null)
-    .executeTakeFirst();
+  const result = await storeResponseQuery(db, { holder, response }).executeTakeFirst();
   return Number(result.numUpdatedRows) === 1;
 }
 

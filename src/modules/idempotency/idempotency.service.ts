@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Queryable } from '../../db/database.js';
 import { AppError, ErrorCode } from '../../lib/errors.js';
+import type { StoredResponse } from './idempotency.repository.js';
 import * as idempotencyRepository from './idempotency.repository.js';
 
 /**
@@ -143,6 +144,22 @@ export async function complete(
   if (!(await idempotencyRepository.storeResponse(trx, hold, { ...response, expiresAt }))) {
     throw new IdempotencyKeyInUseError();
   }
+}
+
+/**
+ * The stored answer for `complete`, to be written by the work's own statement (the order's, on
+ * PostgreSQL, in one round trip with its rows): the caller must roll the work back with
+ * IdempotencyKeyInUseError when it was not stored.
+ */
+export function completion(
+  hold: KeyHold,
+  response: { status: number; body: string },
+  settings: IdempotencySettings,
+): StoredResponse {
+  return {
+    holder: hold,
+    response: { ...response, expiresAt: new Date(Date.now() + settings.ttlMs).toISOString() },
+  };
 }
 
 /** Gives the key up after a failure that should not be replayed (5xx): a retry starts afresh. */

@@ -1,5 +1,11 @@
-import type { Queryable } from '../../db/database.js';
+import { sql } from 'kysely';
+import type { Engine, Queryable } from '../../db/database.js';
 import { olderThan } from '../../db/keyset.js';
+import {
+  type StoredResponse,
+  storeResponse,
+  storeResponseQuery,
+} from '../idempotency/idempotency.repository.js';
 import type { NewOrderItemRow, NewOrderRow, OrderItemRow, OrderRow, OrderStatus } from './orders.table.js';
 
 export interface TakenProduct {
@@ -69,6 +75,44 @@ export async function insertOrderItems(
     .values([...rows])
     .returningAll()
     .execute();
+}
+
+/**
+ * Writes a placed order: its row, its lines and, when given, the idempotency key's stored answer,
+ * inside the caller's transaction. On PostgreSQL that is one statement (data-modifying CTEs: one
+ * round trip instead of three; the lines' foreign key is checked at the end of the statement); on
+ * SQLite, which has no data-modifying CTEs and no network, three. Returns false when the answer was
+ * not stored (the key's hold was lost): the caller must roll back.
+ */
+export async function recordOrder(
+  trx: Queryable,
+  engine: Engine,
+  order: NewOrderRow,
+  items: readonly NewOrderItemRow[],
+  response?: StoredResponse,
+): Promise<boolean> {
+  if (engine === 'postgres') {
+    const writes = trx
+      .with('placed_order', (db) => db.insertInto('orders').values(order).returning('id'))
+      .with('placed_items', (db) =>
+        db
+          .insertInto('order_items')
+          .values([...items])
+          .returning('id'),
+      );
+    if (response === undefined) {
+      await writes.selectNoFrom(sql<number>`1`.as('done')).execute();
+      return true;
+    }
+    const row = await writes
+      .with('stored', (db) => storeResponseQuery(db, response).returning('key'))
+      .selectNoFrom(sql<string>`(select count(*) from stored)`.as('stored'))
+      .executeTakeFirstOrThrow();
+    return Number(row.stored) === 1;
+  }
+  await insertOrder(trx, order);
+  await insertOrderItems(trx, items);
+  return response === undefined || (await storeResponse(trx, response.holder, response.response));
 }
 
 export async function findOrder(db: Queryable, id: string): Promise<OrderRow | undefined> {

@@ -54,9 +54,9 @@ async function placeIdempotently(
   const { hold } = begun;
   let body = '';
   try {
-    await ordersService.placeOrder(deps, userId, lines, async (trx, order) => {
+    await ordersService.placeOrder(deps, userId, lines, (order) => {
       body = serializeWithSchema(reply, 201, order);
-      await idempotency.complete(trx, hold, { status: 201, body }, deps.idempotency);
+      return idempotency.completion(hold, { status: 201, body }, deps.idempotency);
     });
   } catch (err) {
     if (

@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import type { preHandlerAsyncHookHandler } from 'fastify';
-import type { Db, Queryable, Trx } from '../../db/database.js';
+import type { Db, Engine, Queryable } from '../../db/database.js';
 import type { AuthContext } from '../../infra/http/auth-context.js';
 import { AppError, ErrorCode, ForbiddenError, NotFoundError, ValidationError } from '../../lib/errors.js';
 import { formatCents, toCents } from '../../lib/money.js';
 import { decodeCursor, type Page, toPage } from '../../lib/pagination.js';
 import { checkoutUnitLimit } from '../flags/flags.definitions.js';
 import type { FeatureFlags } from '../flags/flags.service.js';
+import type { StoredResponse } from '../idempotency/idempotency.repository.js';
 import type { IdempotencySettings } from '../idempotency/idempotency.service.js';
 import { IdempotencyKeyInUseError, IdempotencyKeyReusedError } from '../idempotency/idempotency.service.js';
 import type { ProductCache } from '../products/products.cache.js';
@@ -20,6 +21,8 @@ import type { OrderItemRow, OrderRow, OrderStatus } from './orders.table.js';
 /** What the orders service needs, built once in the composition root. */
 export interface OrdersDeps {
   readonly db: Db;
+  /** PostgreSQL writes an order in one statement, SQLite in three (ordersRepository.recordOrder). */
+  readonly engine: Engine;
   readonly currency: string;
   /** Stock changes invalidate the cached products (and list pages) before the response is sent. */
   readonly products: ProductCache;
@@ -157,14 +160,17 @@ export function orderRequestOf(lines: readonly OrderLine[]): unknown {
 /**
  * Places an order in one transaction: takes the stock of every line (conditionally, in product
  * order), prices each line from the product row it just locked, computes the totals in integer
- * cents, inserts the order and its lines, and runs `withinTransaction` (the idempotency record)
- * before committing. Any failure rolls all of it back. Then the cached products are invalidated.
+ * cents, and writes the order, its lines and the answer `respond` gives for the placed order (the
+ * idempotency key's stored response) together — one statement on PostgreSQL. Any failure rolls all
+ * of it back (a lost key hold: IdempotencyKeyInUseError). Then the cached products are invalidated.
+ * On PostgreSQL an idempotent single-line order is five round trips: the key's insert, then begin,
+ * the stock, the writes, commit.
  */
 export async function placeOrder(
   deps: OrdersDeps,
   userId: string,
   lines: readonly OrderLine[],
-  withinTransaction?: (trx: Trx, order: Order) => Promise<void>,
+  respond?: (order: Order) => StoredResponse,
 ): Promise<Order> {
   await checkCheckoutRules(deps, userId, lines);
   const order = await deps.db.transaction().execute(async (trx) => {
@@ -200,18 +206,20 @@ export async function placeOrder(
         line_total: formatCents(lineCents),
       });
     }
-    const row = await ordersRepository.insertOrder(trx, {
+    const row = {
       id: orderId,
       user_id: userId,
-      status: 'pending',
+      status: 'pending' as const,
       total_amount: formatCents(totalCents),
       currency: deps.currency,
       created_at: at,
       updated_at: at,
-    });
-    const itemRows = await ordersRepository.insertOrderItems(trx, items);
-    const placed = toOrder(row, itemRows);
-    await withinTransaction?.(trx, placed);
+    };
+    // The order as the database will hold it (both engines hand back these same values), so its
+    // answer can be written in the same statement as its rows.
+    const placed = toOrder(row, items);
+    const stored = await ordersRepository.recordOrder(trx, deps.engine, row, items, respond?.(placed));
+    if (!stored) throw new IdempotencyKeyInUseError();
     return placed;
   });
   await deps.products.invalidate(lines.map((line) => line.productId));
