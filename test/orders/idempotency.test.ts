@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import * as idempotency from '../../src/modules/idempotency/idempotency.service.js';
+import { recordOrder } from '../../src/modules/orders/orders.repository.js';
 import { orderLines, orderRequestOf } from '../../src/modules/orders/orders.service.js';
 import { waitUntil } from '../harness/wait.js';
 import { buildTestApp, engines, skipEngine, testDatabaseEnv } from '../helper.js';
@@ -247,6 +248,85 @@ for (const engine of engines) {
         .execute((trx) => idempotency.complete(trx, retry.hold, { status: 201, body: '"fresh"' }, settings));
       const replay = await idempotency.begin(app.database.db, request, settings);
       assert.deepEqual(replay, { kind: 'replay', status: 201, body: '"fresh"' });
+    });
+
+    test('an order written with a lost hold stores no answer and is rolled back (one statement on PostgreSQL)', async () => {
+      const settings = { ttlMs: 24 * hour, lockMs: 2000 };
+      const request = {
+        userId: alice.user.id,
+        key: newKey(),
+        scope: 'POST /api/orders',
+        fingerprint: 'e'.repeat(64),
+      };
+      const slow = await idempotency.begin(app.database.db, request, settings);
+      await sleep(2500);
+      const retry = await idempotency.begin(app.database.db, request, settings);
+      assert.ok(slow.kind === 'run' && retry.kind === 'run', 'the expired lock is taken over');
+      const product = await createProduct(app, admin, { stock: 5, price: '2.50' });
+      const at = new Date().toISOString();
+      const write = (id: string) => ({
+        order: {
+          id,
+          user_id: alice.user.id,
+          status: 'pending' as const,
+          total_amount: '2.50',
+          currency: 'EUR',
+          created_at: at,
+          updated_at: at,
+        },
+        items: [
+          {
+            id: crypto.randomUUID(),
+            order_id: id,
+            product_id: product.id,
+            sku: product.sku,
+            name: String(product.name),
+            unit_price: '2.50',
+            quantity: 1,
+            line_total: '2.50',
+          },
+        ],
+      });
+      const before = await orderCount(app);
+      const stale = write(crypto.randomUUID());
+      const stored = await app.database.db
+        .transaction()
+        .execute(async (trx) => {
+          const ok = await recordOrder(
+            trx,
+            app.database.engine,
+            stale.order,
+            stale.items,
+            idempotency.completion(slow.hold, { status: 201, body: '"stale"' }, settings),
+          );
+          if (!ok) throw new idempotency.IdempotencyKeyInUseError();
+          return ok;
+        })
+        .catch((err: unknown) => err);
+      assert.ok(stored instanceof idempotency.IdempotencyKeyInUseError, 'the lost hold is reported');
+      assert.equal(await orderCount(app), before, 'the order and its lines were rolled back');
+      assert.equal((await keyRow(app, alice.user.id, request.key))?.response_body, null);
+      const fresh = write(crypto.randomUUID());
+      assert.equal(
+        await app.database.db
+          .transaction()
+          .execute((trx) =>
+            recordOrder(
+              trx,
+              app.database.engine,
+              fresh.order,
+              fresh.items,
+              idempotency.completion(retry.hold, { status: 201, body: '"fresh"' }, settings),
+            ),
+          ),
+        true,
+      );
+      assert.equal(await orderCount(app), before + 1);
+      assert.deepEqual(await idempotency.begin(app.database.db, request, settings), {
+        kind: 'replay',
+        status: 201,
+        body: '"fresh"',
+      });
     });
 
     test('an expired key is a new key: the request runs again', async () => {
