@@ -522,6 +522,9 @@ Group=$DEPLOYER
 LimitNOFILE=65536
 Environment=PATH=/usr/local/bin:/usr/bin:/bin
 Environment=PM2_HOME=$deployer_home/.pm2
+# The daemon is the cluster's primary: workers accept connections themselves, so none is left
+# open in the primary when a worker dies (docs/decisions/0095-pm2-shared-listen-socket.md).
+Environment=NODE_CLUSTER_SCHED_POLICY=none
 PIDFile=$deployer_home/.pm2/pm2.pid
 Restart=on-failure
 ExecStart=/usr/local/bin/pm2 resurrect

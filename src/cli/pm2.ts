@@ -12,6 +12,7 @@ import { blockingPendingMigrations } from '../db/migrator.js';
 import { createDatabase } from '../infra/database.js';
 import { createLogger } from '../infra/logger.js';
 import { describeDatabase, describeRedis } from '../lib/targets.js';
+import { applyClusterPolicy } from './pm2-policy.js';
 
 /**
  * `npm run pm2:start` and `npm run pm2:reload`: PM2 with the checks it cannot make itself
@@ -24,6 +25,8 @@ import { describeDatabase, describeRedis } from '../lib/targets.js';
  *     pass the service's own loadConfig(), and hold no secret in plain text (PM2 would write it
  *     into its dump: use the *_FILE variants);
  *  2. the database must answer and its schema must be current (or DATABASE_MIGRATE_ON_START set);
+ *  3. a PM2 daemon this command launches gets `NODE_CLUSTER_SCHED_POLICY=none`, and a running one
+ *     without it is reported (see `clusterPolicy` below);
  *
  * then PM2 starts or reloads, and the command succeeds only when every worker answers /ready on its
  * own port (METRICS_PORT + instance). Any failure exits non-zero with the reason in one place.
@@ -239,6 +242,11 @@ async function main(): Promise<void> {
   const count = app.instances === 'max' ? availableParallelism() : app.instances;
   const env = workerEnv(app, count - 1);
   const refused = `pm2 ${command} refused; PM2 and its running workers were not touched`;
+  // Before any PM2 call: the first one launches the daemon when none runs.
+  applyClusterPolicy(
+    command,
+    (requireCjs('pm2/paths.js') as () => { PM2_PID_FILE_PATH: string })().PM2_PID_FILE_PATH,
+  );
 
   const secrets = plainSecrets(env);
   let config: Config;
