@@ -1,4 +1,4 @@
-import type { Result } from 'ioredis';
+import { ReplyError, type Result } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { type RedisHandle, RedisUnavailableError } from '../redis.js';
 
@@ -219,10 +219,15 @@ export function createRedisCounterStore(
         const [err, reply] = replies[i] ?? [new Error('no reply'), undefined];
         state.sent -= by;
         if (err !== null || reply === undefined) {
-          // Redis refused the command (not counted): counted again with the next batch.
           answerLocally(state, waiting, state.synced + state.sent + state.lost + by, at);
-          state.unsent += by;
-          dirty.add(name);
+          if (err instanceof ReplyError) {
+            // Redis refused the command (not counted): counted again with the next batch.
+            state.unsent += by;
+            dirty.add(name);
+          } else {
+            // A timeout: Redis may have counted it. Never sent twice.
+            state.lost += by;
+          }
           return;
         }
         const [count, ttl] = reply as [number, number];
