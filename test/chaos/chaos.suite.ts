@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { pgbouncerBinary } from '../harness/pgbouncer.js';
 import { pgBinDir } from '../harness/postgres.js';
 import { inCi } from '../harness/services.js';
 import type { OrderIntent } from './load.js';
@@ -18,9 +19,10 @@ function missingTools(): string | false {
   for (const [tool, bin] of [
     ['PostgreSQL 15 server binaries', join(pgBinDir(), 'pg_ctl')],
     ['redis-server', 'redis-server'],
+    ['pgbouncer', pgbouncerBinary() ?? 'pgbouncer'],
   ] as const) {
     if (spawnSync(bin, ['--version']).status === 0) continue;
-    const message = `${tool} not found (${bin}); install: apt-get install -y postgresql redis-server`;
+    const message = `${tool} not found (${bin}); install: apt-get install -y postgresql redis-server pgbouncer`;
     if (inCi) throw new Error(`CI requires ${message}`);
     return message;
   }

@@ -1,3 +1,5 @@
+import { writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { ensureBuilt } from '../harness/pm2.js';
 import { formatTable, runScenarios } from './run.js';
 import { scenarios } from './scenarios.js';
@@ -6,21 +8,48 @@ import { startTopology } from './topology.js';
 /**
  * `npm run chaos` — every scenario against a throwaway topology under mixed load, then one table.
  * `-- --long`: the full fault durations (30 s; PostgreSQL down 5 s). `-- --only <text>`: the
- * scenarios whose name contains the text. Exits 1 when a data check or an expectation failed.
+ * scenarios whose name contains the text. `-- --out <file>`: also writes the table as Markdown with
+ * the date, duration and machine load (bench/results/ keeps the recorded runs). Exits 1 when a data
+ * check or an expectation failed.
  */
 const args = process.argv.slice(2);
 const long = args.includes('--long');
-const only = args.includes('--only') ? (args[args.indexOf('--only') + 1] ?? '') : '';
+const option = (name: string) => (args.includes(name) ? (args[args.indexOf(name) + 1] ?? '') : '');
+const only = option('--only');
+const out = option('--out');
 const log = (line: string) => process.stderr.write(`${line}\n`);
+const load = () =>
+  loadavg()
+    .map((n) => n.toFixed(1))
+    .join(' / ');
 
 await ensureBuilt();
+const started = new Date();
+const loadAtStart = load();
 const topology = await startTopology({ customers: 8, log });
 let failed = false;
 try {
   const list = scenarios.filter((s) => s.name.toLowerCase().includes(only.toLowerCase()));
   const rows = await runScenarios(topology, list, { long, clients: 8, attemptTimeoutMs: 10_000, log });
-  process.stdout.write(`\n${formatTable(rows)}\n`);
+  const table = formatTable(rows);
+  process.stdout.write(`\n${table}\n`);
   failed = rows.some((r) => r.data.length > 0 || r.unexpected.length > 0);
+  if (out !== '') {
+    const minutes = ((Date.now() - started.getTime()) / 60_000).toFixed(1);
+    writeFileSync(
+      out,
+      [
+        `# npm run chaos${long ? ' -- --long' : ''}${only === '' ? '' : ` --only ${only}`}`,
+        '',
+        `- started ${started.toISOString()}, took ${minutes} min; ${failed ? 'FAILED' : 'passed'}`,
+        `- machine: ${availableParallelism()} cores, load average (1 / 5 / 15 min) ${loadAtStart} at the start, ${load()} at the end`,
+        `- Node ${process.version}; 8 clients (every third only browses); attempt limit 10 s`,
+        '',
+        table,
+        '',
+      ].join('\n'),
+    );
+  }
 } finally {
   await topology.destroy();
 }

@@ -11,8 +11,11 @@ export interface ChaosRow {
   readonly requests: number;
   /** Attempts that failed, by kind (503 = with Retry-After; timeout = no answer within the limit). */
   readonly failed: Partial<Record<Kind, number>>;
-  /** p99 latency of the attempts that started while the fault was on, ms. */
-  readonly p99FaultMs: number;
+  /**
+   * p99 latency of the attempts that started while the fault was on, ms: catalog and product reads
+   * (cache hits among them), and order attempts (each retry its own attempt). Null: none started.
+   */
+  readonly p99FaultMs: { readonly reads: number | null; readonly orders: number | null };
   /** From the heal until the last failed attempt ended, ms; null: failures went on to the end. */
   readonly recoverMs: number | null;
   /** The data check's problems (empty: passed). */
@@ -30,8 +33,8 @@ export interface RunOptions {
   readonly log: (line: string) => void;
 }
 
-function p99(values: number[]): number {
-  if (values.length === 0) return 0;
+function p99(values: number[]): number | null {
+  if (values.length === 0) return null;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.99) - 1)] ?? 0;
 }
@@ -59,6 +62,7 @@ export async function runScenario(
   allIntents: OrderIntent[],
   options: RunOptions,
 ): Promise<ChaosRow> {
+  await scenario.setup?.(topology);
   await untilReady(topology);
   const faultMs = options.long ? scenario.faultMs.long : scenario.faultMs.short;
   const load = startChaosLoad({
@@ -104,7 +108,9 @@ export async function runScenario(
     0,
     ...attempts.filter((a) => isFailure(a) && a.end > healAt).map((a) => a.end),
   );
-  const during = attempts.filter((a) => a.start >= faultAt && a.start <= healAt).map((a) => a.end - a.start);
+  const during = attempts.filter((a) => a.start >= faultAt && a.start <= healAt);
+  const latencies = (ops: readonly string[]) =>
+    during.filter((a) => ops.includes(a.op)).map((a) => a.end - a.start);
 
   for (const kind of ['500', '502', '504', '503-bare'] as const) {
     const bad = attempts.filter((a) => a.kind === kind);
@@ -147,7 +153,7 @@ export async function runScenario(
     scenario: scenario.name,
     requests: attempts.length,
     failed,
-    p99FaultMs: p99(during),
+    p99FaultMs: { reads: p99(latencies(['catalog', 'product'])), orders: p99(latencies(['order'])) },
     recoverMs: unexpected.includes('still failing a minute after the heal')
       ? null
       : lastFailure === 0
@@ -158,7 +164,7 @@ export async function runScenario(
     orders: { acknowledged: load.intents.filter((i) => i.acknowledged.length > 0).length, open: open.length },
   };
   options.log(
-    `chaos: ${row.scenario}: ${row.requests} requests, failed ${JSON.stringify(row.failed)}, p99 ${row.p99FaultMs} ms, recovered ${row.recoverMs} ms, data ${row.data.length === 0 ? 'ok' : row.data.join('; ')}${row.unexpected.length > 0 ? `, UNEXPECTED: ${row.unexpected.join('; ')}` : ''}`,
+    `chaos: ${row.scenario}: ${row.requests} requests, failed ${JSON.stringify(row.failed)}, p99 reads ${row.p99FaultMs.reads} ms, orders ${row.p99FaultMs.orders} ms, recovered ${row.recoverMs} ms, data ${row.data.length === 0 ? 'ok' : row.data.join('; ')}${row.unexpected.length > 0 ? `, UNEXPECTED: ${row.unexpected.join('; ')}` : ''}`,
   );
   return row;
 }
@@ -174,6 +180,7 @@ export async function runScenarios(
   return rows;
 }
 
+const ms = (value: number | null) => (value === null ? '–' : `${value} ms`);
 const seconds = (ms: number | null) => (ms === null ? 'not recovered' : `${(ms / 1000).toFixed(1)} s`);
 
 /** The one table `npm run chaos` prints (Markdown, so the README can carry it as is). */
@@ -182,7 +189,8 @@ export function formatTable(rows: readonly ChaosRow[]): string {
     'scenario',
     'requests',
     'failed by kind',
-    'p99 during fault',
+    'p99 reads (fault)',
+    'p99 orders (fault)',
     'time to recover',
     'data check',
   ];
@@ -196,7 +204,8 @@ export function formatTable(rows: readonly ChaosRow[]): string {
       r.scenario,
       String(r.requests),
       failed === '' ? 'none' : failed,
-      `${r.p99FaultMs} ms`,
+      ms(r.p99FaultMs.reads),
+      ms(r.p99FaultMs.orders),
       seconds(r.recoverMs),
       verdict,
     ];

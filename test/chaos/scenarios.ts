@@ -13,6 +13,8 @@ export interface Scenario {
   /** The fault kills a process that holds client connections: a client may see a reset then. */
   readonly dropsClientConnections?: boolean;
   readonly faultMs: { readonly short: number; readonly long: number };
+  /** Before the load starts (not timed): brings the topology into the shape the fault needs. */
+  setup?(t: Topology): Promise<void>;
   /** Promises checked on the attempts made during the fault. */
   readonly expect?: {
     /** Catalog and product reads keep succeeding (served by the replica or the cache). */
@@ -117,5 +119,15 @@ export const scenarios: readonly Scenario[] = [
       }
       await t.app.pm2('reloadLogs');
     },
+  },
+  {
+    // Last: from here on the workers reach the primary through PgBouncer (a reload each way would
+    // cost CI two more rolling restarts). The app's connections to PgBouncer all break at once, and
+    // for the fault nothing listens on its port.
+    name: 'PgBouncer restarted',
+    faultMs: { short: 3000, long: 30_000 },
+    setup: (t) => t.databaseVia('pgbouncer'),
+    inject: (t) => t.pgbouncer.kill(),
+    heal: (t) => t.pgbouncer.start(),
   },
 ];

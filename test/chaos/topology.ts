@@ -1,10 +1,13 @@
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
+import { type RunningPgbouncer, startPgbouncer } from '../harness/pgbouncer.js';
 import { ensureBuilt, type Pm2Cluster, startPm2Cluster } from '../harness/pm2.js';
 import { freePort } from '../harness/ports.js';
 import { startThrowawayRedis, type ThrowawayRedis } from '../harness/redis.js';
@@ -37,6 +40,8 @@ export interface Topology {
   readonly postgres: ReplicatedPostgres;
   readonly redis: ThrowawayRedis;
   readonly proxies: { readonly postgres: FaultProxy; readonly redis: FaultProxy };
+  /** PgBouncer (the shipped configuration) in front of the primary; the app uses it after `databaseVia('pgbouncer')`. */
+  readonly pgbouncer: RunningPgbouncer;
   readonly app: Pm2Cluster;
   readonly port: number;
   /** The primary, directly (not through the proxy): for the data check. */
@@ -45,6 +50,11 @@ export interface Topology {
   readonly products: readonly Product[];
   /** The service's settings that bound every wait (the scenarios' "hang" limit derives from them). */
   readonly limits: { readonly statementTimeoutMs: number; readonly connectTimeoutMs: number };
+  /**
+   * Points the workers' primary at the fault proxy (the start) or at PgBouncer: rewrites the file
+   * DATABASE_URL_FILE names and reloads PM2 (`npm run pm2:reload`, one worker at a time).
+   */
+  databaseVia(route: 'proxy' | 'pgbouncer'): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -100,6 +110,27 @@ export async function startTopology(
     const redisProxy = await startFaultProxy({ name: 'redis', target: { port: redis.port } });
     cleanups.push(() => redisProxy.close());
 
+    // PgBouncer with the shipped files: the app logs in as the shipped app role, PgBouncer logs in
+    // upstream as postgres (the throwaway cluster trusts loopback).
+    const appRole = { name: 'shipshape_app', password: randomBytes(16).toString('hex') };
+    const pgbouncer = await startPgbouncer({
+      upstream: { host: '127.0.0.1', port: postgres.primary.port },
+      users: [{ name: 'postgres', password: randomBytes(16).toString('hex') }, appRole],
+      databases: {
+        shipshape_chaos: `host=127.0.0.1 port=${postgres.primary.port} dbname=shipshape_chaos user=postgres`,
+      },
+    });
+    cleanups.push(() => pgbouncer.stop());
+    const secrets = mkdtempSync(join(tmpdir(), 'shipshape-chaos-'));
+    cleanups.push(() => rmSync(secrets, { recursive: true, force: true }));
+    const databaseUrlFile = join(secrets, 'database_url');
+    const routes = {
+      proxy: `postgres://postgres@${pgProxy.address}/shipshape_chaos`,
+      pgbouncer: pgbouncer.url(appRole.name, 'shipshape_chaos'),
+    };
+    let route: 'proxy' | 'pgbouncer' = 'proxy';
+    writeFileSync(databaseUrlFile, routes.proxy, { mode: 0o600 });
+
     const port = await freePort();
     log('chaos: starting the service under PM2 (2 workers) behind the fault proxies');
     const app = await startPm2Cluster({
@@ -107,7 +138,7 @@ export async function startTopology(
       port,
       metricsPort: await freePortPair(),
       env: {
-        DATABASE_URL: `postgres://postgres@${pgProxy.address}/shipshape_chaos`,
+        DATABASE_URL_FILE: databaseUrlFile,
         DATABASE_REPLICA_URLS: postgres.standby.url('shipshape_chaos'),
         DATABASE_STATEMENT_TIMEOUT_MS: String(chaosLimits.statementTimeoutMs),
         DATABASE_CONNECT_TIMEOUT_MS: String(chaosLimits.connectTimeoutMs),
@@ -182,6 +213,13 @@ export async function startTopology(
       customers,
       products,
       limits: chaosLimits,
+      pgbouncer,
+      async databaseVia(to) {
+        if (route === to) return;
+        writeFileSync(databaseUrlFile, routes[to], { mode: 0o600 });
+        await app.reload();
+        route = to;
+      },
       destroy: cleanup,
     };
   } catch (err) {

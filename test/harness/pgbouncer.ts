@@ -26,6 +26,10 @@ export interface RunningPgbouncer {
   admin<T extends pg.QueryResultRow>(command: string): Promise<T[]>;
   readonly config: string;
   log(): string;
+  /** Stops the process at once (SIGTERM: PgBouncer's immediate shutdown); the files stay for `start`. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port with the same files, after `kill`; resolves once it accepts. */
+  start(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -40,6 +44,8 @@ export { pgbouncerBinary };
 export async function startPgbouncer(options: {
   readonly upstream: { readonly host: string; readonly port: number };
   readonly users: readonly PgbouncerUser[];
+  /** [databases] entries instead of `*` passing every name through to upstream. */
+  readonly databases?: Readonly<Record<string, string>>;
 }): Promise<RunningPgbouncer> {
   const binary = pgbouncerBinary();
   if (binary === undefined) throw new Error('pgbouncer is not installed: scripts/install-ops-tools.sh');
@@ -51,7 +57,7 @@ export async function startPgbouncer(options: {
   writeFileSync(
     config,
     renderPgbouncerIni({
-      databases: { '*': `host=${options.upstream.host} port=${options.upstream.port}` },
+      databases: options.databases ?? { '*': `host=${options.upstream.host} port=${options.upstream.port}` },
       settings: {
         listen_addr: '127.0.0.1',
         listen_port: String(port),
@@ -82,17 +88,23 @@ export async function startPgbouncer(options: {
     for (const file of ['', 'pgbouncer.ini', 'pgbouncer-hba.conf', 'userlist.txt'])
       chownSync(join(dir, file), uid, 0);
   }
-  const child: ChildProcess = spawn(binary, [...(asRoot ? ['-u', 'postgres'] : []), config], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
   let stderr = '';
-  child.stderr?.on('data', (chunk) => {
-    stderr += chunk;
-  });
   let exited = false;
-  const exit = once(child, 'exit').then(() => {
-    exited = true;
-  });
+  let child: ChildProcess;
+  let exit: Promise<void>;
+  const spawnIt = () => {
+    child = spawn(binary, [...(asRoot ? ['-u', 'postgres'] : []), config], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    child.stderr?.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    exited = false;
+    exit = once(child, 'exit').then(() => {
+      exited = true;
+    });
+  };
+  spawnIt();
   const log = () => {
     try {
       return `${readFileSync(join(dir, 'pgbouncer.log'), 'utf8')}${stderr}`;
@@ -104,13 +116,15 @@ export async function startPgbouncer(options: {
     const password = options.users.find((u) => u.name === user)?.password ?? '';
     return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
   };
+  const halt = async (signal: NodeJS.Signals) => {
+    if (exited) return;
+    child.kill(signal);
+    const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exit;
+    clearTimeout(killer);
+  };
   const stop = async () => {
-    if (!exited) {
-      child.kill('SIGINT');
-      const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exit;
-      clearTimeout(killer);
-    }
+    await halt('SIGINT');
     rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', () => {
@@ -127,8 +141,8 @@ export async function startPgbouncer(options: {
       await client.end();
     }
   };
-  try {
-    await waitUntil(
+  const accepting = () =>
+    waitUntil(
       async () => {
         if (exited) throw new Error(`pgbouncer exited:\n${log()}`);
         await adminQuery('SHOW VERSION');
@@ -136,9 +150,24 @@ export async function startPgbouncer(options: {
       },
       { timeoutMs: 60_000, intervalMs: 100, what: 'pgbouncer accepting connections' },
     );
+  try {
+    await accepting();
   } catch (err) {
     await stop();
     throw err;
   }
-  return { port, url, admin: adminQuery, config, log, stop };
+  return {
+    port,
+    url,
+    admin: adminQuery,
+    config,
+    log,
+    kill: () => halt('SIGTERM'),
+    async start() {
+      if (!exited) throw new Error('pgbouncer is running: kill it first');
+      spawnIt();
+      await accepting();
+    },
+    stop,
+  };
 }
