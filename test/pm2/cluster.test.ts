@@ -385,7 +385,7 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
   test('kill -9 while PM2 hands out new connections: each one is answered or reset, none is left open', async () => {
     // Under round-robin the daemon keeps a connection it handed to a worker until the worker says it
     // took it; a worker killed before that never does, and the connection stays open unanswered
-    // (the chaos suite's "app worker kill -9"; decision 0095). The wrapper starts PM2 without it.
+    // (the chaos suite's "app worker kill -9"; decision 0095). The wrapper starts PM2 with NODE_CLUSTER_SCHED_POLICY=none.
     assert.equal(
       daemonClusterPolicy(join(cluster.home, 'pm2.pid')),
       'none',
