@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
-# Live traffic in the terminal (the guide's launch step 5), read from Prometheus: requests/s,
-# 5xx ratio and p95 over the last minute for the whole service, and which workers are up.
+# Live traffic (the guide's launch step "./scripts/monitor-traffic.sh"), in two forms:
+#
+#   scripts/monitor-traffic.sh --env NAME | --production [--seconds S] [--interval S]
+#                              [--max-5xx-ratio R] [--max-p95-ms N] [--config FILE]
+#     The servers of a deploy environment (the same file and format as scripts/deploy.sh), watched
+#     over SSH for a bounded window (default 60 s, a sample every 5 s): every worker's /ready and
+#     /metrics, then one table — requests/s, 5xx ratio, p95 per server and in all. Exit 1 when an
+#     SLO is breached (5xx ratio or p95 above the environment's sloMaxErrorRatio / sloMaxP95Ms, a
+#     worker not ready, a worker restarted, a server not answering), 2 usage. Logic:
+#     src/ops/delivery/monitor.ts.
 #
 #   scripts/monitor-traffic.sh [--prometheus URL] [--job NAME] [--interval SECONDS] [--once]
-#
-# PROMETHEUS_URL sets the default server (http://127.0.0.1:9090). One line per interval; --once
-# prints a single line and exits. Exit codes: 0 ok, 1 Prometheus unreachable or erroring, 2 usage.
-# Needs curl and jq (scripts/install-ops-tools.sh).
+#     The whole service from Prometheus: requests/s, 5xx ratio and p95 over the last minute, and
+#     which workers are up; one line per interval (--once: one line). PROMETHEUS_URL sets the default
+#     server (http://127.0.0.1:9090). Exit codes: 0 ok, 1 Prometheus unreachable or erroring, 2 usage.
+#     Needs curl and jq (scripts/install-ops-tools.sh).
 set -euo pipefail
 
+for arg in "$@"; do
+  case "$arg" in
+    --env | --env=* | --production | --config | --config=*)
+      cd "$(dirname "$0")/.."
+      node scripts/ensure-build.mjs
+      exec node dist/cli/deploy.js monitor "$@"
+      ;;
+  esac
+done
+
 usage() {
-  echo "usage: $0 [--prometheus URL] [--job NAME] [--interval SECONDS] [--once]" >&2
+  echo "usage: $0 --env NAME [--seconds S] [--interval S] [--max-5xx-ratio R] [--max-p95-ms N]" >&2
+  echo "       $0 [--prometheus URL] [--job NAME] [--interval SECONDS] [--once]" >&2
   exit 2
 }
 

@@ -5,7 +5,8 @@
 # `--list` shows what each server has. An unknown target changes nothing and exits 2.
 #
 #   scripts/rollback.sh --env NAME --to=previous | --to=v1.2.3 | --list
-# Exit codes: 0 ok, 2 unknown target or usage, 3 deploy lock held, 4 the switch back failed.
+# Exit codes: 0 ok, 2 unknown target or usage, 3 deploy lock held, 4 the switch back failed,
+# 5 refused: the target predates a contract migration the database has applied (--force overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 node scripts/ensure-build.mjs

@@ -2,7 +2,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Artifact, buildArtifact, readArtifact } from '../ops/delivery/artifact.js';
-import { DeployFailure, deploy, exitCodes, list, type Output, rollback } from '../ops/delivery/deploy.js';
+import {
+  DeployFailure,
+  deploy,
+  exitCodes,
+  list,
+  type Output,
+  refuseUnpinned,
+  rollback,
+} from '../ops/delivery/deploy.js';
 import {
   type Environment,
   EnvironmentError,
@@ -10,13 +18,16 @@ import {
   loadEnvironment,
 } from '../ops/delivery/environment.js';
 import { healthCheck } from '../ops/delivery/health.js';
+import { monitorTraffic } from '../ops/delivery/monitor.js';
 import { RemoteError } from '../ops/delivery/ssh.js';
 
 /**
- * Entry point of scripts/deploy.sh, rollback.sh, health-check.sh (and `build` for CI):
- *   node dist/cli/deploy.js <deploy|rollback|health|build> [options]
+ * Entry point of scripts/deploy.sh, rollback.sh, health-check.sh, monitor-traffic.sh --env (and
+ * `build` for CI):
+ *   node dist/cli/deploy.js <deploy|rollback|health|monitor|build> [options]
  * Exit codes: 0 ok, 1 failed (every switched server rolled back), 2 usage or refused, 3 deploy
- * lock held, 4 rollback failed; health: the number of failed checks.
+ * lock held, 4 rollback failed, 5 rollback refused by the schema (an applied contract migration
+ * the target release predates); health: the number of failed checks; monitor: 1 = SLO breached.
  */
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -25,6 +36,7 @@ const usage = `usage:
   scripts/deploy.sh (--env NAME | --production) [--artifact DIR] [--dry-run] [--max-parallel N] [--lock-wait SECONDS] [--config FILE]
   scripts/rollback.sh (--env NAME | --production) (--to=<release|tag|commit|previous> | --list) [--lock-wait SECONDS] [--config FILE]
   scripts/health-check.sh (--env NAME | --production) [--json] [--config FILE]
+  scripts/monitor-traffic.sh (--env NAME | --production) [--seconds S] [--interval S] [--max-5xx-ratio R] [--max-p95-ms N] [--config FILE]
   node dist/cli/deploy.js build [--out DIR] [--version TAG] [--commit SHA]
 
   --env NAME         deploy/environments/NAME.json (local: the stack's .stack/deploy/local.json)
@@ -34,7 +46,11 @@ const usage = `usage:
   --dry-run          print the plan and each server's state; change nothing
   --max-parallel N   servers switched at once after the canary (default 1)
   --lock-wait S      wait up to S seconds for another deploy's lock (default 0: refuse at once)
-exit codes: 0 ok, 1 failed and rolled back, 2 usage/refused, 3 lock held, 4 rollback failed`;
+  --force            rollback: switch even to a release older than an applied contract migration
+  --seconds S        monitor: the window (default 60); --interval S: one sample per S (default 5)
+  --max-5xx-ratio R, --max-p95-ms N   monitor: the SLO (default: the file's sloMaxErrorRatio, sloMaxP95Ms)
+exit codes: 0 ok, 1 failed and rolled back (monitor: SLO breached), 2 usage/refused, 3 lock held,
+4 rollback failed, 5 rollback refused: the target predates an applied contract migration`;
 
 const io: Output = {
   out: (line) => process.stdout.write(`${line}\n`),
@@ -88,6 +104,10 @@ async function main(argv: string[]): Promise<number> {
         out: { type: 'string' },
         version: { type: 'string' },
         commit: { type: 'string' },
+        seconds: { type: 'string' },
+        interval: { type: 'string' },
+        'max-5xx-ratio': { type: 'string' },
+        'max-p95-ms': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -157,8 +177,33 @@ async function main(argv: string[]): Promise<number> {
         );
       return Math.min(failed, 125);
     }
+    case 'monitor': {
+      const env = environment(values);
+      const window = seconds(values.seconds as string | undefined, '--seconds', 60);
+      const interval = seconds(values.interval as string | undefined, '--interval', 5);
+      if (window < 1 || interval < 1) usageError('--seconds and --interval must be at least 1');
+      const ratio = values['max-5xx-ratio'] as string | undefined;
+      if (ratio !== undefined && !/^(0(\.[0-9]+)?|1(\.0+)?)$/.test(ratio))
+        usageError('--max-5xx-ratio takes a ratio from 0 to 1 (0.01 = 1 %)');
+      const maxP95Ms = seconds(values['max-p95-ms'] as string | undefined, '--max-p95-ms', env.sloMaxP95Ms);
+      refuseUnpinned(env);
+      const { breaches } = await monitorTraffic(root, env, io, {
+        seconds: window,
+        intervalSeconds: interval,
+        maxErrorRatio: ratio === undefined ? env.sloMaxErrorRatio : Number(ratio),
+        maxP95Ms,
+      });
+      if (breaches.length === 0) {
+        io.out('SLO met on every server');
+        return exitCodes.ok;
+      }
+      for (const b of breaches) io.err(`SLO breached: ${b}`);
+      return exitCodes.failed;
+    }
     default:
-      usageError(verb === undefined ? 'say what: deploy, rollback, health or build' : `unknown verb ${verb}`);
+      usageError(
+        verb === undefined ? 'say what: deploy, rollback, health, monitor or build' : `unknown verb ${verb}`,
+      );
   }
 }
 

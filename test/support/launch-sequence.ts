@@ -50,9 +50,9 @@ function skipReason(): string | false {
   }
   return false;
 }
-const skip = skipReason() || skipUnlessNginx() || (await skipUnless('postgres', 'redis'));
+export const skip = skipReason() || skipUnlessNginx() || (await skipUnless('postgres', 'redis'));
 
-interface Run {
+export interface Run {
   readonly code: number;
   readonly stdout: string;
   readonly stderr: string;
@@ -62,7 +62,7 @@ interface Run {
 /** Every output of every script run here: no secret may appear in any of them. */
 const transcripts: string[] = [];
 
-function start(script: string, args: string[]): { child: ChildProcess; done: Promise<Run> } {
+export function start(script: string, args: string[]): { child: ChildProcess; done: Promise<Run> } {
   const started = Date.now();
   const child = spawn('bash', [join(root, 'scripts', script), ...args], {
     cwd: root,
@@ -85,7 +85,37 @@ function start(script: string, args: string[]): { child: ChildProcess; done: Pro
   return { child, done };
 }
 
-const runScript = (script: string, args: string[]) => start(script, args).done;
+export const runScript = (script: string, args: string[]) => start(script, args).done;
+
+/** The release `current` names on a target ('' before the first deploy). */
+export const currentOf = (t: DeployTarget) => {
+  const link = join(t.dir, 'current');
+  return existsSync(link)
+    ? (readFileSync(join(link, 'release.json'), 'utf8').match(/"id":"([^"]+)"/)?.[1] ?? '')
+    : '';
+};
+export const releaseLog = (t: DeployTarget) =>
+  existsSync(join(t.dir, 'releases.log')) ? readFileSync(join(t.dir, 'releases.log'), 'utf8') : '';
+export const locked = (t: DeployTarget) => existsSync(join(t.dir, '.deploy-lock'));
+/** A target's PM2 daemon and workers (not its passing SSH sessions): who serves. */
+export const servingPids = (t: DeployTarget) =>
+  spawnSync('ps', ['-u', t.user, '-o', 'pid=,args='], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .filter((line) => /PM2 v\d|\/current\/dist\/main\.js/.test(line))
+    .map((line) => line.trim().split(/\s+/)[0])
+    .sort()
+    .join(',');
+
+/** A release of this checkout under `out` with a random commit, changed by `mutate` if given. */
+export const testArtifact = (out: string, version: string, mutate?: (dir: string) => void) =>
+  buildArtifact({
+    root,
+    out,
+    cacheDir: join(out, 'cache'),
+    version,
+    commit: randomBytes(20).toString('hex'),
+    ...(mutate === undefined ? {} : { mutate }),
+  });
 
 export type Part = 'deploys' | 'rollbacks';
 
@@ -110,28 +140,10 @@ export function launchSequence(part: Part): void {
     // the attempt right after the kill meets a lock that is not stale yet.
     const settings = { readySeconds: 15, watchSeconds: 6, lockHeartbeatSeconds: 2, lockStaleSeconds: 25 };
 
-    const currentOf = (t: DeployTarget) => {
-      const link = join(t.dir, 'current');
-      return existsSync(link)
-        ? (readFileSync(join(link, 'release.json'), 'utf8').match(/"id":"([^"]+)"/)?.[1] ?? '')
-        : '';
-    };
     const currents = () => targets.map(currentOf);
-    const releaseLogs = () =>
-      targets.map((t) =>
-        existsSync(join(t.dir, 'releases.log')) ? readFileSync(join(t.dir, 'releases.log'), 'utf8') : '',
-      );
-    const locks = () => targets.map((t) => existsSync(join(t.dir, '.deploy-lock')));
-    /** Each target's PM2 daemon and workers (not its passing SSH sessions): who serves. */
-    const pids = () =>
-      targets.map((t) =>
-        spawnSync('ps', ['-u', t.user, '-o', 'pid=,args='], { encoding: 'utf8' })
-          .stdout.split('\n')
-          .filter((line) => /PM2 v\d|\/current\/dist\/main\.js/.test(line))
-          .map((line) => line.trim().split(/\s+/)[0])
-          .sort()
-          .join(','),
-      );
+    const releaseLogs = () => targets.map(releaseLog);
+    const locks = () => targets.map(locked);
+    const pids = () => targets.map(servingPids);
 
     async function customers(count: number): Promise<EdgeClient[]> {
       firstOctet += 1;
@@ -242,14 +254,7 @@ export function launchSequence(part: Part): void {
 
       work = mkdtempSync(join(tmpdir(), 'shipshape-artifacts-'));
       const build = (version: string, mutate?: (dir: string) => void) => {
-        artifacts[version] = buildArtifact({
-          root,
-          out: work,
-          cacheDir: join(work, 'cache'),
-          version,
-          commit: randomBytes(20).toString('hex'),
-          ...(mutate === undefined ? {} : { mutate }),
-        });
+        artifacts[version] = testArtifact(work, version, mutate);
       };
       /** dist/main.js becomes `wrapper`, which may load the real one as ./main-real.js. */
       const wrapMain = (wrapper: string) => (dir: string) => {

@@ -8,11 +8,12 @@ import {
   mkdtempSync,
   readFileSync,
   rmSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { migrationList } from '../../db/migrator.js';
+import { pathToFileURL } from 'node:url';
 
 /**
  * The release artifact, built once (in CI or on the operator's machine) and shipped unchanged to
@@ -113,6 +114,31 @@ function git(root: string, args: string[]): string | undefined {
   return result.status === 0 ? result.stdout.trim() : undefined;
 }
 
+/**
+ * The migrations of the staged release itself (its dist/db/migrator.js, loaded in a child process
+ * with the builder's node_modules), so the manifest describes the release that ships, even one
+ * built from a changed copy of the tree — never the builder's own code.
+ */
+function stagedMigrations(root: string, staging: string): Array<{ name: string; phase: string }> {
+  const link = join(staging, 'node_modules');
+  symlinkSync(join(root, 'node_modules'), link);
+  try {
+    const migrator = pathToFileURL(join(staging, 'dist', 'db', 'migrator.js')).href;
+    const out = execFileSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const m = await import(${JSON.stringify(migrator)}); process.stdout.write(JSON.stringify(m.migrationList().map(({ name, phase }) => ({ name, phase }))));`,
+      ],
+      { encoding: 'utf8' },
+    );
+    return JSON.parse(out) as Array<{ name: string; phase: string }>;
+  } finally {
+    rmSync(link, { force: true });
+  }
+}
+
 export function buildArtifact(options: BuildOptions): Artifact {
   const root = resolve(options.root);
   if (!existsSync(join(root, 'dist', 'main.js')))
@@ -142,7 +168,7 @@ export function buildArtifact(options: BuildOptions): Artifact {
     for (const entry of releaseFiles)
       if (existsSync(join(root, entry))) cpSync(join(root, entry), join(staging, entry), { recursive: true });
     options.mutate?.(staging);
-    const list = migrationList();
+    const list = stagedMigrations(root, staging);
     const migrations = list.map((m) => m.name);
     const manifest: Manifest = {
       id,

@@ -21,6 +21,11 @@ export const exitCodes = {
   lockHeld: 3,
   /** Failed, and switching back failed too: a human must look. */
   rollbackFailed: 4,
+  /**
+   * Rollback refused: the target release predates a contract migration the database has applied
+   * (it would read what is gone). Nothing was changed; `--force` overrides. Decision 0102.
+   */
+  schemaRefused: 5,
 } as const;
 
 export interface Output {
@@ -116,6 +121,7 @@ class Locks {
     }`;
     const deadline = Date.now() + waitSeconds * 1000;
     for (const target of this.ctx.env.targets) {
+      let said = false;
       for (;;) {
         const result = await agent(
           this.ctx,
@@ -140,6 +146,11 @@ class Locks {
             exitCodes.lockHeld,
           );
         }
+        if (!said)
+          this.ctx.io.out(
+            `${target.name}: the deploy lock is held (${holder.trim()}; ${age}); waiting up to ${Math.ceil((deadline - Date.now()) / 1000)}s`,
+          );
+        said = true;
         await sleep(Math.min(2000, Math.max(200, deadline - Date.now())));
       }
     }
@@ -252,7 +263,7 @@ function table(io: Output, rows: readonly Row[]): void {
     );
 }
 
-function refuseUnpinned(env: Environment): void {
+export function refuseUnpinned(env: Environment): void {
   const unpinned = unpinnedTargets(env);
   if (unpinned.length > 0)
     throw new DeployFailure(
@@ -494,9 +505,9 @@ export async function rollback(
   const unknown = (schema.contract ?? []).filter((name) => !(target?.migrations ?? []).includes(name));
   if (unknown.length > 0 && !options.force) {
     io.err(
-      `refused: ${options.to} predates contract migration(s) ${unknown.join(', ')} already applied (the database head is ${schema.head}); it would read columns or tables that are gone. --force to switch anyway; nothing was changed`,
+      `refused: ${options.to} predates contract migration(s) ${unknown.join(', ')} already applied (the database head is ${schema.head}); it would read columns or tables that are gone. Roll forward with a fix instead, or --force to switch anyway; nothing was changed`,
     );
-    return exitCodes.usage;
+    return exitCodes.schemaRefused;
   }
   const locks = new Locks(ctx);
   await locks.acquire(`rollback-${options.to}`, options.lockWaitSeconds);

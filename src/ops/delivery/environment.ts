@@ -35,6 +35,10 @@ export interface Environment {
   readonly maxErrorRatio: number;
   /** …or when its p95 exceeds this factor × the old servers' p95 (and 250 ms). */
   readonly maxP95Factor: number;
+  /** scripts/monitor-traffic.sh --env: the SLO a server breaches above this 5xx ratio… */
+  readonly sloMaxErrorRatio: number;
+  /** …or above this p95 (ms); both need enough requests in the window to say so. */
+  readonly sloMaxP95Ms: number;
   readonly lockHeartbeatSeconds: number;
   /** A lock whose heartbeat is older than this is reclaimed (the holder is presumed dead). */
   readonly lockStaleSeconds: number;
@@ -108,6 +112,8 @@ export function loadEnvironment(file: string): Environment {
     watchSeconds: num(raw.watchSeconds, 'watchSeconds', 60, 0, 3600),
     maxErrorRatio: num(raw.maxErrorRatio, 'maxErrorRatio', 0.01, 0, 1),
     maxP95Factor: num(raw.maxP95Factor, 'maxP95Factor', 2, 1, 100),
+    sloMaxErrorRatio: num(raw.sloMaxErrorRatio, 'sloMaxErrorRatio', 0.01, 0, 1),
+    sloMaxP95Ms: num(raw.sloMaxP95Ms, 'sloMaxP95Ms', 500, 1, 600_000),
     lockHeartbeatSeconds: heartbeat,
     lockStaleSeconds: stale,
   };
