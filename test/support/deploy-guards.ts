@@ -522,7 +522,7 @@ export function deployGuards(part: GuardPart): void {
         assert.doesNotMatch(monitor.stderr, /app-2:/);
         assert.match(monitor.stdout, /^app-2 +[\d.]+ +\d+ +0\.00 %/m);
         figures.push(
-          `bad canary: exit 1 after ${(run.ms / 1000).toFixed(1)} s; ${/automatic rollback of [^\n]*/.exec(run.stderr)?.[0]}; ${/app-1: canary [^\n]*/.exec(run.stdout)?.[0]}; monitor row ${/^app-1 [^\n]*/m.exec(monitor.stdout)?.[0]}; direct load ${JSON.stringify(Object.fromEntries(load.statuses))}; test ${((Date.now() - started) / 1000).toFixed(1)} s`,
+          `bad canary: exit 1 after ${(run.ms / 1000).toFixed(1)} s; ${/automatic rollback of [^\n]*/.exec(run.stderr)?.[0]}; ${/app-1: canary \d+ requests[^\n]*/.exec(run.stdout)?.[0]}; monitor row ${/^app-1 [^\n]*/m.exec(monitor.stdout)?.[0]}; direct load ${JSON.stringify(Object.fromEntries(load.statuses))}; test ${((Date.now() - started) / 1000).toFixed(1)} s`,
         );
       });
 
