@@ -30,6 +30,7 @@
 import { execFile, fork, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
+  copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -662,28 +663,41 @@ async function heapSnapshot(server: Server, dir: string): Promise<string> {
   }
 }
 
+/** The V8 heap in use, from the service's own /metrics (prom-client's default metrics), MiB. */
+async function heapUsedMiB(server: Server): Promise<number | undefined> {
+  const res = await fetch(`http://127.0.0.1:${server.port}/metrics`).catch(() => undefined);
+  const text = (await res?.text()) ?? '';
+  const value = /^nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1];
+  return value === undefined ? undefined : Math.round((Number(value) / 2 ** 20) * 10) / 10;
+}
+
 /**
  * `--soak`: at least `soakRequests` warm GET /api/products/:id on the Redis-backed server (the scale
- * stage), RSS sampled every 2 s throughout, and V8 heap snapshots at the start and the end compared
- * by constructor.
+ * stage), RSS and the V8 heap in use sampled every 2 s throughout. Heap snapshots raise RSS for
+ * good, so they come only after, and only if it grew: two snapshots a further fifth of the requests
+ * apart, compared by constructor.
  */
 async function soak(server: Server, ids: string[], heapDir: string): Promise<Record<string, unknown>> {
   const options: Load = { port: server.port, paths: ids, headers: { origin } };
   await load(options)(5);
-  const startHeap = summarizeHeap(await heapSnapshot(server, heapDir));
-  const samples: Array<{ s: number; requests: number; rssMiB: number }> = [];
+  const samples: Array<{ s: number; requests: number; rssMiB: number; heapMiB?: number }> = [];
   const started = Date.now();
   let requests = 0;
   let errors = 0;
   let non2xx = 0;
-  const cpuBefore = cpuSeconds(server.child.pid === undefined ? [] : [server.child.pid]);
-  const timer = setInterval(() => {
+  const pids = server.child.pid === undefined ? [] : [server.child.pid];
+  const cpuBefore = cpuSeconds(pids);
+  const record = async () => {
+    const heap = await heapUsedMiB(server);
     samples.push({
       s: Math.round((Date.now() - started) / 1000),
       requests,
       rssMiB: Math.round(server.rssMiB()),
+      ...(heap === undefined ? {} : { heapMiB: heap }),
     });
-  }, 2000);
+  };
+  await record();
+  const timer = setInterval(() => void record(), 2000);
   try {
     while (requests < soakRequests) {
       const r = await load(options)(10);
@@ -695,14 +709,35 @@ async function soak(server: Server, ids: string[], heapDir: string): Promise<Rec
   } finally {
     clearInterval(timer);
   }
+  await record();
   const seconds = (Date.now() - started) / 1000;
-  const cpuUs =
-    ((cpuSeconds(server.child.pid === undefined ? [] : [server.child.pid]) - cpuBefore) * 1e6) / requests;
-  samples.push({ s: Math.round(seconds), requests, rssMiB: Math.round(server.rssMiB()) });
-  const endHeap = summarizeHeap(await heapSnapshot(server, heapDir));
+  const cpuUs = ((cpuSeconds(pids) - cpuBefore) * 1e6) / requests;
   const tenth = Math.max(1, Math.floor(samples.length / 10));
-  const early = median(samples.slice(0, tenth).map((s) => s.rssMiB));
+  // Skip the first tenth (the warm-up's allocations settling) when judging growth.
+  const early = median(samples.slice(tenth, 2 * tenth).map((s) => s.rssMiB));
   const late = median(samples.slice(-tenth).map((s) => s.rssMiB));
+  const heapOf = (list: typeof samples) =>
+    median(list.map((s) => s.heapMiB ?? Number.NaN).filter(Number.isFinite));
+  const heapEarly = heapOf(samples.slice(tenth, 2 * tenth));
+  const heapLate = heapOf(samples.slice(-tenth));
+  const grew = late - early > 10 || heapLate - heapEarly > 10;
+  let heap: Record<string, unknown> = { compared: false, earlyMiB: heapEarly, lateMiB: heapLate };
+  if (grew) {
+    log('soak: RSS or heap grew: comparing two heap snapshots a fifth of the requests apart');
+    const before = summarizeHeap(await heapSnapshot(server, heapDir));
+    let more = 0;
+    while (more < soakRequests / 5) more += (await load(options)(10)).requests;
+    const after = summarizeHeap(await heapSnapshot(server, heapDir));
+    heap = {
+      compared: true,
+      earlyMiB: heapEarly,
+      lateMiB: heapLate,
+      startMiB: before.totalBytes / 2 ** 20,
+      endMiB: after.totalBytes / 2 ** 20,
+      between: more,
+      growth: heapGrowth(before, after, 10),
+    };
+  }
   return {
     requests,
     seconds,
@@ -716,11 +751,7 @@ async function soak(server: Server, ids: string[], heapDir: string): Promise<Rec
       min: Math.min(...samples.map((s) => s.rssMiB)),
       max: Math.max(...samples.map((s) => s.rssMiB)),
     },
-    heap: {
-      startMiB: startHeap.totalBytes / 2 ** 20,
-      endMiB: endHeap.totalBytes / 2 ** 20,
-      growth: heapGrowth(startHeap, endHeap, 10),
-    },
+    heap,
     samples,
   };
 }
@@ -734,26 +765,42 @@ function soakReport(result: Record<string, unknown>, target: string): void {
     non2xx: number;
     cpuUs: number;
     rss: { early: number; late: number; min: number; max: number };
-    heap: { startMiB: number; endMiB: number; growth: Array<{ name: string; bytes: number; count: number }> };
-    samples: Array<{ s: number; requests: number; rssMiB: number }>;
+    heap: {
+      compared: boolean;
+      earlyMiB: number;
+      lateMiB: number;
+      startMiB?: number;
+      endMiB?: number;
+      between?: number;
+      growth?: Array<{ name: string; bytes: number; count: number }>;
+    };
+    samples: Array<{ s: number; requests: number; rssMiB: number; heapMiB?: number }>;
   };
   const date = new Date().toISOString();
   const lines = [
     `RSS soak ${date} on ${cpus()[0]?.model ?? 'unknown CPU'} (${availableParallelism()} cores), Node ${process.version}, load average ${loadavg()
       .map((l) => l.toFixed(1))
-      .join(' ')}.`,
+      .join(' ')} at the end.`,
     `${target}: ${r.requests} warm GET /api/products/:id in ${r.seconds.toFixed(0)} s (${r.rps.toFixed(0)} req/s, ${connections} connections), ${r.errors} errors, ${r.non2xx} non-2xx, server CPU ${r.cpuUs.toFixed(1)} µs a request.`,
     '',
-    `RSS: ${r.rss.early} MiB over the first tenth of the samples, ${r.rss.late} MiB over the last (min ${r.rss.min}, max ${r.rss.max}; every 2 s).`,
-    `V8 heap (snapshots after the warm-up and at the end): ${r.heap.startMiB.toFixed(1)} → ${r.heap.endMiB.toFixed(1)} MiB.`,
+    `RSS: ${r.rss.early} MiB over the second tenth of the samples, ${r.rss.late} MiB over the last (min ${r.rss.min}, max ${r.rss.max}; every 2 s). V8 heap in use (the service's /metrics): ${r.heap.earlyMiB} → ${r.heap.lateMiB} MiB.`,
+    r.heap.compared
+      ? `It grew: heap snapshots ${r.heap.between} requests apart, ${r.heap.startMiB?.toFixed(1)} → ${r.heap.endMiB?.toFixed(1)} MiB.`
+      : 'Neither grew by more than 10 MiB: no heap snapshots taken (they would raise RSS themselves).',
+    ...(r.heap.compared
+      ? [
+          '',
+          '| Grew most (heap snapshot, end − start) | bytes | objects |',
+          '|---|---:|---:|',
+          ...(r.heap.growth ?? []).map(
+            (g) => `| ${g.name.replace(/\|/g, '\\|').slice(0, 80)} | ${g.bytes} | ${g.count} |`,
+          ),
+        ]
+      : []),
     '',
-    '| Grew most (heap snapshot, end − start) | bytes | objects |',
-    '|---|---:|---:|',
-    ...r.heap.growth.map((g) => `| ${g.name.replace(/\|/g, '\\|').slice(0, 80)} | ${g.bytes} | ${g.count} |`),
-    '',
-    `RSS samples (s: MiB): ${r.samples
-      .filter((_, i) => i % 5 === 0 || i === r.samples.length - 1)
-      .map((s) => `${s.s}: ${s.rssMiB}`)
+    `Samples (s: RSS MiB / heap MiB): ${r.samples
+      .filter((_, i) => i % 10 === 0 || i === r.samples.length - 1)
+      .map((s) => `${s.s}: ${s.rssMiB}/${s.heapMiB ?? '?'}`)
       .join(', ')}`,
   ];
   const markdown = `${lines.join('\n')}\n`;
@@ -866,7 +913,7 @@ async function profileRun(
       .join(' ')}.`,
     `${result.requests} requests in ${duration} s (${result.rps.toFixed(0)} req/s, ${connections} connections, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms); server CPU from /proc ${cpuUs.toFixed(1)} µs a request (the profiler itself adds some).`,
     '',
-    budgetTable(budget),
+    budgetTable(budget, cpuUs),
     '',
   ].join('\n');
   process.stdout.write(`\n${markdown}`);
@@ -874,6 +921,7 @@ async function profileRun(
     mkdirSync(flags.out, { recursive: true });
     const stamp = `${date.replace(/[:]/g, '-').replace(/\..*$/, '')}-profile-${profileScenario}`;
     writeFileSync(join(flags.out, `${stamp}.md`), `# CPU profile ${date}\n\n${markdown}`);
+    copyFileSync(profileFile, join(flags.out, `${stamp}.cpuprofile`));
     log(`results written to ${join(flags.out, stamp)}.md`);
   }
 }

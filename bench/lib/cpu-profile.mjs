@@ -15,7 +15,7 @@ process.on('SIGUSR2', async () => {
   if (!running) {
     running = true;
     await post('Profiler.enable');
-    await post('Profiler.setSamplingInterval', { interval: 100 });
+    await post('Profiler.setSamplingInterval', { interval: 500 });
     await post('Profiler.start');
     return;
   }

@@ -61,6 +61,25 @@ function traceFields(): Record<string, string> {
   return { traceId, spanId };
 }
 
+let second = Number.NaN;
+let secondPrefix = '';
+
+/**
+ * pino's `,"time":"<ISO 8601>"`, the same text as `pino.stdTimeFunctions.isoTime`, without building
+ * a Date and formatting it for every line: the date and time up to the second are formatted once a
+ * second, the milliseconds appended (the request log line's one costly step after the write itself,
+ * in the warm read's profile: decision 0109).
+ */
+export function isoTimestamp(now = Date.now()): string {
+  const s = Math.floor(now / 1000);
+  if (s !== second) {
+    second = s;
+    secondPrefix = new Date(s * 1000).toISOString().slice(0, 20);
+  }
+  const ms = now - s * 1000;
+  return `,"time":"${secondPrefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z"`;
+}
+
 export function createLogger(
   config: Pick<Config, 'log' | 'env'> & { readonly tracing?: Pick<Config['tracing'], 'enabled'> },
   destination?: DestinationStream,
@@ -70,7 +89,7 @@ export function createLogger(
     ...(config.tracing?.enabled === true ? { mixin: traceFields } : {}),
     level: config.log.level,
     base: { service: 'shipshape', pid: process.pid },
-    timestamp: pino.stdTimeFunctions.isoTime,
+    timestamp: () => isoTimestamp(),
     redact: { paths: redactPaths, censor: '[REDACTED]' },
     formatters: { level: (label) => ({ level: label }) },
   };
