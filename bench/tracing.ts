@@ -142,8 +142,10 @@ async function measure(target: Target, dir: string, label: string): Promise<Samp
     const cpuBefore = cpuSeconds(pid);
     const result = await runLoad({ port, paths, connections, durationSeconds: duration, core: loadCore });
     const cpu = cpuSeconds(pid) - cpuBefore;
-    if (result.errors > 0 || result.non2xx > 0)
-      throw new Error(`${target.name}: ${result.errors} errors, ${result.non2xx} non-2xx`);
+    if (result.errors > 0 || result.non2xx > 0 || result.requests === 0)
+      throw new Error(
+        `${target.name}: ${result.requests} requests, ${result.errors} errors, ${result.non2xx} non-2xx`,
+      );
     return { rps: result.rps, p99Ms: result.p99Ms, cpuUsPerRequest: (cpu / result.requests) * 1e6 };
   } finally {
     await server.stop();
@@ -209,7 +211,13 @@ async function main(): Promise<void> {
     );
     if (flags.json !== undefined) writeFileSync(flags.json, `${JSON.stringify(summary, null, 2)}\n`);
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    // A server that is still stopping may write its database meanwhile: retry, and never mask the
+    // benchmark's own error.
+    try {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+    } catch (err) {
+      console.error(`could not remove ${dir}: ${(err as Error).message}`);
+    }
   }
 }
 

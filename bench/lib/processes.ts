@@ -65,8 +65,15 @@ export async function startServer(options: {
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline)
+    if (Date.now() > deadline) {
+      // Not left running behind the failed benchmark.
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = once(child, 'exit');
+        child.kill('SIGKILL');
+        await exited;
+      }
       throw new Error(`${options.name} did not become ready; see ${options.logFile}`);
+    }
     await sleep(100);
   }
   return {
