@@ -156,12 +156,13 @@ function cacheSuite(
     });
 
     test('an entry expires after its TTL', async () => {
-      const e = entry({ ttlMs: 80 });
+      // Long enough that the second read is surely inside it on a loaded machine.
+      const e = entry({ ttlMs: 500 });
       let loads = 0;
       const load = async () => ++loads;
       assert.equal(await cache.aside(e, load), 1);
       assert.equal(await cache.aside(e, load), 1);
-      await sleep(150);
+      await sleep(600);
       assert.equal(await cache.aside(e, load), 2);
     });
 
@@ -195,7 +196,13 @@ function cacheSuite(
       const e = entry({ cache: `stampede-${name}` });
       const { load, release, calls } = gatedLoad('hot value');
       const pending = Array.from({ length: 100 }, () => cache.aside(e, load));
-      await sleep(30);
+      // Release the load only once every caller has seen its miss (and so joined the flight): on a
+      // slow machine some lookups are still on their way to Redis after any fixed pause.
+      await waitUntil(
+        async () =>
+          (await counterValue(registry, 'cache_requests_total', { cache: e.cache, result: 'miss' })) === 100,
+        { what: '100 misses seen' },
+      );
       release();
       const results = await Promise.all(pending);
       assert.ok(results.every((r) => r === 'hot value'));
@@ -219,11 +226,16 @@ function cacheSuite(
     });
 
     test('a failing load is not cached; every caller sharing it gets the error', async () => {
-      const e = entry();
+      const e = entry({ cache: `failing-${sequence}` });
       let calls = 0;
+      const bothMissed = waitUntil(
+        async () =>
+          (await counterValue(registry, 'cache_requests_total', { cache: e.cache, result: 'miss' })) >= 2,
+        { what: 'both callers missed' },
+      );
       const failing = async () => {
         calls += 1;
-        await sleep(10);
+        await bothMissed; // the second caller has joined this load before it fails
         throw new Error('database down');
       };
       const results = await Promise.allSettled([cache.aside(e, failing), cache.aside(e, failing)]);
@@ -240,7 +252,7 @@ function cacheSuite(
       // The load reads the old data, the write commits and invalidates, then the load stores.
       const stale = gatedLoad('old');
       const first = cache.aside(e, stale.load);
-      await sleep(10);
+      await waitUntil(() => stale.calls.count === 1, { what: 'the first load started' });
       await cache.invalidate({ scopes: [e.scope], keys: [e.key] });
       stale.release();
       assert.equal(await first, 'old', 'the caller that started before the write may see the old value');
@@ -252,7 +264,7 @@ function cacheSuite(
       const e = entry();
       const stale = gatedLoad('old');
       const first = cache.aside(e, stale.load);
-      await sleep(10);
+      await waitUntil(() => stale.calls.count === 1, { what: 'the first load started' });
       await cache.invalidate({ scopes: [e.scope] });
       const second = cache.aside(e, async () => 'new');
       assert.equal(await second, 'new');
@@ -421,10 +433,13 @@ for (const { label, local } of tiers)
         const first = Date.now();
         assert.equal(await cache.aside(e, async () => 'from the database'), 'from the database');
         const firstMs = Date.now() - first;
-        assert.ok(firstMs < 250 + 300, `the first read took ${firstMs} ms`);
+        // Bounds that tell a breaker from none on a loaded machine: without one, every read would wait
+        // the 250 ms command timeout (10 reads ≥ 2.5 s); with it, at most a half-open probe does.
+        assert.ok(firstMs < 250 + 1500, `the first read took ${firstMs} ms`);
         const next = Date.now();
         for (let i = 0; i < 10; i++) await cache.aside(e, async () => 'from the database');
-        assert.ok(Date.now() - next < 100, `reads with the breaker open took ${Date.now() - next} ms`);
+        const openMs = Date.now() - next;
+        assert.ok(openMs < (10 * 250) / 2, `reads with the breaker open took ${openMs} ms`);
       } finally {
         server.resume();
       }
