@@ -202,7 +202,7 @@ describe('counter store: Redis outage', { skip: await skipUnless('redis') }, () 
   });
 });
 
-describe('counter store: hits counted locally while Redis is down', {
+describe('counter store: hits counted locally while Redis is down or paused', {
   skip: await skipUnless('redis'),
 }, () => {
   let server: ThrowawayRedis;
@@ -239,6 +239,39 @@ describe('counter store: hits counted locally while Redis is down', {
         admin.disconnect();
       }
     } finally {
+      await redis.close();
+    }
+  });
+
+  test('batches that time out open the breaker: hits stop waiting after a few command timeouts', async () => {
+    // The shipped breaker (3 straight failures) and a short command timeout. A pipeline resolves
+    // even when every command in it timed out, so a store that took that for a success kept the
+    // breaker closed and made every hit over the allowance wait the whole timeout.
+    const url = server.url;
+    const config = testConfig({
+      REDIS_URL: url,
+      REDIS_KEY_PREFIX: keyPrefix,
+      REDIS_COMMAND_TIMEOUT_MS: '200',
+    });
+    const redis = createRedis(config.redis, url, captureLogs().logger, {
+      failureThreshold: 3,
+      openMs: 60_000,
+    });
+    await untilReady(redis);
+    const store = createRedisCounterStore(redis, createMemoryCounterStore(), { syncMs: 20 });
+    server.pause();
+    try {
+      const durations: number[] = [];
+      for (let i = 0; i < 12; i++) {
+        const started = Date.now();
+        await store.increment('paused', 60_000, 1);
+        durations.push(Date.now() - started);
+      }
+      assert.equal(redis.available(), false, 'the breaker opened');
+      const waited = durations.filter((ms) => ms >= 150).length;
+      assert.ok(waited <= 4, `hits that sat out a timeout: ${waited} (durations ${durations.join(', ')} ms)`);
+    } finally {
+      server.resume();
       await redis.close();
     }
   });

@@ -202,24 +202,29 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
       return { total, perWorker };
     };
     const before = await scrape();
-    const requests = 400;
-    const load = startLoad({
-      port: cluster.port,
-      connections: 8,
-      next: () => ({ method: 'GET', path: '/health' }),
-    });
-    while (load.answered() < requests) await sleep(5);
-    const result = await load.stop();
-    const after = await scrape();
+    // Node's round-robin hands a new connection to a worker that acknowledged the last one: on a
+    // loaded machine one worker can take all of a burst. Rounds of new connections until both
+    // served some (bounded), and the totals must add up over all of them.
+    let answered = 0;
+    let after = before;
+    const served = () => after.perWorker.every((n, i) => n > (before.perWorker[i] ?? 0));
+    for (let round = 0; round < 20 && (round === 0 || !served()); round++) {
+      const load = startLoad({
+        port: cluster.port,
+        connections: 8,
+        next: () => ({ method: 'GET', path: '/health' }),
+      });
+      while (load.answered() < 400) await sleep(5);
+      const result = await load.stop();
+      assert.deepEqual(result.failures, []);
+      answered += result.answered;
+      after = await scrape();
+    }
     console.log(
-      `metrics: ${result.answered} requests; per worker ${after.perWorker.map((n, i) => n - (before.perWorker[i] ?? 0)).join(' + ')}`,
+      `metrics: ${answered} requests; per worker ${after.perWorker.map((n, i) => n - (before.perWorker[i] ?? 0)).join(' + ')}`,
     );
-    assert.deepEqual(result.failures, []);
-    assert.equal(after.total - before.total, result.answered);
-    assert.ok(
-      after.perWorker.every((n, i) => n > (before.perWorker[i] ?? 0)),
-      'both workers served requests',
-    );
+    assert.equal(after.total - before.total, answered);
+    assert.ok(served(), 'both workers served requests');
   });
 
   test('limits add up across workers: a limit of L admits L requests in total, not 2L', async () => {

@@ -212,6 +212,10 @@ export function createRedisCounterStore(
           pipeline.counterIncrement(key(name), Math.max(1, state.endsAt - at), by);
         const results = await pipeline.exec();
         if (results === null) throw new Error('pipeline discarded');
+        // exec() resolves even when its commands time out; a timeout must count as a failure for
+        // the breaker, or a paused Redis makes every waiting hit sit out the command timeout.
+        const failed = results.find(([err]) => err !== null && !(err instanceof ReplyError));
+        if (failed !== undefined) throw failed[0];
         return results;
       });
       const at = Date.now();
