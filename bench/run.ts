@@ -9,7 +9,8 @@
  *   npm run bench -- --soak            only the RSS soak: 1,000,000 requests (--soak-requests N),
  *                                      RSS sampled throughout, heap snapshots compared
  *   npm run bench -- --profile product  V8 CPU profile of one 10 s window as a µs-per-part budget
- *                                      (product: warm GET /api/products/:id in-process; or orders)
+ *                                      (product: warm GET /api/products/:id in-process; orders:
+ *                                      POST /api/orders; me: GET /api/users/me on PostgreSQL + Redis)
  *   npm run bench -- --quick --only 3  just scenario 3 (orders against pgbench), for instance
  *   npm run bench -- --rounds 5 --duration 10 --connections 100 --margin 0.15
  *
@@ -82,8 +83,10 @@ const smoke = flags.smoke ?? false;
 const quick = flags.quick ?? false;
 const soakMode = flags.soak ?? false;
 const profileScenario = flags.profile;
-if (profileScenario !== undefined && !['product', 'orders'].includes(profileScenario))
-  throw new Error('--profile takes product (warm GET /api/products/:id, in-process) or orders');
+if (profileScenario !== undefined && !['product', 'orders', 'me'].includes(profileScenario))
+  throw new Error(
+    '--profile takes product (warm GET /api/products/:id, in-process), orders, or me (GET /api/users/me, PostgreSQL + Redis)',
+  );
 const mode = smoke ? 'smoke' : quick ? 'quick' : soakMode ? 'soak' : profileScenario ? 'profile' : 'full';
 const duration = Number(flags.duration ?? (smoke ? 1 : quick ? 2 : profileScenario ? 10 : 5));
 const warmupSeconds = smoke || quick ? 1 : 2;
@@ -952,7 +955,7 @@ async function main(): Promise<void> {
     let sqliteFixture: Fixture | undefined;
     const profileFile = join(workDir, 'bench.cpuprofile');
     const profiler = ['--import', join(root, 'bench', 'lib', 'cpu-profile.mjs')];
-    if (!soakMode && profileScenario !== 'orders') {
+    if (!soakMode && profileScenario !== 'orders' && profileScenario !== 'me') {
       const sqliteEnv = serviceEnv({ SQLITE_PATH: sqlitePath });
       await cli('seed', sqliteEnv);
       await cli(
@@ -1030,6 +1033,27 @@ async function main(): Promise<void> {
       if (postmasterPid === undefined)
         notes.push('PostgreSQL is not on this machine (or /proc is missing): no PostgreSQL CPU figures');
       const redisEnv = serviceEnv({ ...pgBase, REDIS_URL: redisUrl, REDIS_KEY_PREFIX: benchKeyPrefix });
+      if (profileScenario === 'me') {
+        // Scenario 5's server: PostgreSQL + Redis where Redis runs, else PostgreSQL alone.
+        const env = hasRedis ? redisEnv : memoryEnv;
+        const server = await startService(
+          hasRedis ? 'service, PostgreSQL + Redis' : 'service, PostgreSQL, in-process',
+          { ...env, BENCH_PROFILE_FILE: profileFile },
+          profiler,
+        );
+        const profiled = await prepareData(env, server.port);
+        await profileRun(
+          `GET /api/users/me, PostgreSQL${hasRedis ? ' + Redis' : ', in-process'}`,
+          server,
+          {
+            port: server.port,
+            paths: ['/api/users/me'],
+            headers: { authorization: `Bearer ${profiled.customerToken}`, origin },
+          },
+          profileFile,
+        );
+        return;
+      }
       if (hasRedis) {
         redisServer = await startService(
           'service, PostgreSQL + Redis',

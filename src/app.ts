@@ -13,6 +13,7 @@ import { createNoCacheBackend } from './infra/cache/none-backend.js';
 import { createRedisCacheBackend } from './infra/cache/redis-backend.js';
 import { ConnectionBudgetError, checkConnectionBudget } from './infra/connection-budget.js';
 import { checkRoleTimeouts, createDatabase, type DatabaseHandle, withTimeout } from './infra/database.js';
+import { requestDeadline } from './infra/database-deadline.js';
 import { registerDatabasePoolMetrics } from './infra/database-metrics.js';
 import { apiDocs } from './infra/docs.js';
 import { applyConnectionLimits } from './infra/http/connection-limits.js';
@@ -352,6 +353,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     }
     done();
   });
+  // PostgreSQL: the request's database work runs under its deadline (database-deadline.ts), from
+  // when its body has arrived. Not in onRequest: the body's stream events run in the socket's async
+  // context, not the hook's, and the handler after them would run without the deadline.
+  const budgetMs = database.engine === 'postgres' ? config.database.requestBudgetMs : 0;
+  if (budgetMs > 0)
+    app.addHook('preValidation', (_request, _reply, done) =>
+      requestDeadline.run(Date.now() + budgetMs, done),
+    );
   validation(app);
   storableText(app);
   errorHandling(

@@ -49,6 +49,8 @@ export interface Config {
     readonly poolMax: number;
     readonly connectTimeoutMs: number;
     readonly statementTimeoutMs: number;
+    /** A request's database work ends this long after its body arrived (0: no budget; database-deadline.ts). */
+    readonly requestBudgetMs: number;
     readonly migrateOnStart: boolean;
     /** The deployment's layout, for the connection budget checked at start-up (connection-budget.ts). */
     readonly budget: {
@@ -561,6 +563,13 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     100,
     3_600_000,
     'PostgreSQL statement_timeout inside the service’s transactions (SET LOCAL; single statements run under the role’s setting, deploy/postgres/roles.sql).',
+  );
+  const requestBudgetMs = r.int(
+    'DATABASE_REQUEST_BUDGET_MS',
+    10_000,
+    0,
+    3_600_000,
+    'PostgreSQL: how long a request’s database work may go on once its body has arrived; later round trips fail, one in flight is cut (503 with Retry-After, the transaction rolled back). A COMMIT already sent is never cut. 0: no budget.',
   );
   const migrateOnStart = r.bool(
     'DATABASE_MIGRATE_ON_START',
@@ -1091,6 +1100,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       poolMax,
       connectTimeoutMs,
       statementTimeoutMs,
+      requestBudgetMs,
       migrateOnStart: migrateOnStart ?? databaseUrl === undefined,
       budget: {
         servers: budgetServers,

@@ -1,10 +1,23 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { PostgresPool, PostgresPoolClient } from 'kysely';
 import type pg from 'pg';
+
+/**
+ * The time (epoch ms) by which the current request's database work must end, set per request by
+ * the app (DATABASE_REQUEST_BUDGET_MS). Each round trip alone is bounded below; a request of
+ * several, each slow but under its own deadline, was not: with +2 s on every round trip, logins
+ * and orders took over 10 s (the chaos suite's long run, issue 14) and clients gave up first.
+ * Outside a request (start-up, jobs, the CLI) there is none.
+ */
+export const requestDeadline = new AsyncLocalStorage<number>();
 
 /** `statement_timeout` lifted for the transaction (set to 0), and the end of a transaction. */
 const liftsStatementTimeout =
   /set_config\(\s*'statement_timeout'\s*,\s*'0'|statement_timeout\s*(=|to)\s*'?0'?(\s|;|$)/i;
 const endsTransaction = /^\s*(commit|rollback|end|abort)\b/i;
+const rollsBack = /^\s*(rollback|abort)\b/i;
+
+const timedOut = (message: string) => Object.assign(new Error(message), { code: 'ETIMEDOUT' });
 
 /**
  * A deadline on every PostgreSQL round trip, enforced by the client.
@@ -22,6 +35,12 @@ const endsTransaction = /^\s*(commit|rollback|end|abort)\b/i;
  * The deadline follows the statement timeout. A transaction that lifts it (`statement_timeout` set to
  * 0 — the migration lock waits up to an hour for another process's migration) runs without the
  * deadline until it commits or rolls back.
+ *
+ * Within a request (`requestDeadline`), a round trip also ends at the request's deadline: one that
+ * would start after it is refused, one in flight is cut there — both abandon the connection, so
+ * PostgreSQL rolls back what the request began. A ROLLBACK always runs, and a COMMIT once sent is
+ * never cut by the request's deadline (only by its own): cutting it would answer 503 for work that
+ * may have been committed.
  */
 export function withRoundTripDeadline(pool: pg.Pool, deadlineMs: number): PostgresPool {
   return {
@@ -29,30 +48,42 @@ export function withRoundTripDeadline(pool: pg.Pool, deadlineMs: number): Postgr
       const client = await pool.connect();
       let abandoned = false;
       let unbounded = false;
+      const abandon = () => {
+        abandoned = true;
+        // Not a graceful end (it would wait for the peer that stopped answering): the socket goes now.
+        (
+          client as unknown as { connection?: { stream?: { destroy(): void } } }
+        ).connection?.stream?.destroy();
+      };
       const query = (text: string, parameters: readonly unknown[]) => {
         if (abandoned)
-          return Promise.reject(
-            Object.assign(new Error('PostgreSQL connection abandoned after a missed deadline'), {
-              code: 'ETIMEDOUT',
-            }),
-          );
-        if (endsTransaction.test(text)) unbounded = false;
+          return Promise.reject(timedOut('PostgreSQL connection abandoned after a missed deadline'));
+        const ends = endsTransaction.test(text);
+        if (ends) unbounded = false;
         else if (liftsStatementTimeout.test(text)) unbounded = true;
         if (unbounded) return client.query(text, [...parameters]);
+        let tripMs = deadlineMs;
+        const requestEndsAt = requestDeadline.getStore();
+        if (requestEndsAt !== undefined && !rollsBack.test(text)) {
+          const left = requestEndsAt - Date.now();
+          if (left <= 0) {
+            abandon();
+            return Promise.reject(timedOut("the request's database budget was spent"));
+          }
+          if (!ends) tripMs = Math.min(tripMs, left);
+        }
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<never>((_, reject) => {
           timer = setTimeout(() => {
-            abandoned = true;
-            // Not a graceful end (it would wait for the peer that stopped answering): the socket goes now.
-            (
-              client as unknown as { connection?: { stream?: { destroy(): void } } }
-            ).connection?.stream?.destroy();
+            abandon();
             reject(
-              Object.assign(new Error(`PostgreSQL did not answer within ${deadlineMs} ms`), {
-                code: 'ETIMEDOUT',
-              }),
+              timedOut(
+                tripMs < deadlineMs
+                  ? `PostgreSQL did not answer within the request's database budget (${tripMs} ms left)`
+                  : `PostgreSQL did not answer within ${deadlineMs} ms`,
+              ),
             );
-          }, deadlineMs);
+          }, tripMs);
         });
         return Promise.race([client.query(text, [...parameters]), deadline]).finally(() =>
           clearTimeout(timer),

@@ -74,7 +74,16 @@ async function freePortPair(): Promise<number> {
   }
 }
 
-export const chaosLimits = { statementTimeoutMs: 3000, connectTimeoutMs: 2000 } as const;
+/**
+ * The clients give up on an attempt after 10 s (`--long`): a request's database work ends 5 s
+ * after it began, plus at most a COMMIT already sent (its round-trip deadline: statement timeout
+ * + 1 s), so a request answers in time even when every round trip is slow.
+ */
+export const chaosLimits = {
+  statementTimeoutMs: 3000,
+  connectTimeoutMs: 2000,
+  requestBudgetMs: 5000,
+} as const;
 
 export async function startTopology(
   options: { customers?: number; log?: (line: string) => void } = {},
@@ -141,6 +150,7 @@ export async function startTopology(
         DATABASE_URL_FILE: databaseUrlFile,
         DATABASE_REPLICA_URLS: postgres.standby.url('shipshape_chaos'),
         DATABASE_STATEMENT_TIMEOUT_MS: String(chaosLimits.statementTimeoutMs),
+        DATABASE_REQUEST_BUDGET_MS: String(chaosLimits.requestBudgetMs),
         DATABASE_CONNECT_TIMEOUT_MS: String(chaosLimits.connectTimeoutMs),
         DATABASE_BUDGET_CHECK: 'off',
         DATABASE_POOL_MAX: '10',

@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -158,13 +167,18 @@ describe('point-in-time recovery with pgBackRest', { skip: missing }, () => {
     mkdirSync(join(dir, 'textfile'));
     if (process.getuid?.() === 0)
       chownSync(join(dir, 'textfile'), Number(execFileSync('id', ['-u', 'postgres']).toString().trim()), 0);
+    // Installed beside the configuration, as production installs it: the checkout itself may not
+    // be readable by postgres (a clone in a mode-0700 temporary directory).
+    const script = join(dir, 'pgbackrest-backup.sh');
+    copyFileSync(join(root, 'deploy/pgbackrest/pgbackrest-backup.sh'), script);
+    chmodSync(script, 0o755);
     const before = Math.floor(Date.now() / 1000);
     asPostgres([
       'env',
       `PGBACKREST_CONFIG=${config}`,
       `PGBACKREST_CONFIG_INCLUDE_PATH=${join(dir, 'conf.d')}`,
       `SHIPSHAPE_TEXTFILE_DIR=${join(dir, 'textfile')}`,
-      join(root, 'deploy/pgbackrest/pgbackrest-backup.sh'),
+      script,
       'full',
     ]);
     const recorded = readFileSync(join(dir, 'textfile', 'pgbackrest-full.prom'), 'utf8');

@@ -8,6 +8,7 @@ import { buildApp } from '../../src/app.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { createTestDatabase, type TestDatabase } from '../harness/postgres.js';
 import { skipEngine, testConfig } from '../helper.js';
+import { bearer, registerUser } from '../support/accounts.js';
 
 /**
  * A PostgreSQL that accepts and never answers (the fault proxy's `timeout` toxic): every request
@@ -19,6 +20,7 @@ describe('PostgreSQL round-trip deadline', { skip: await skipEngine('postgres') 
   let proxy: FaultProxy;
   let app: FastifyInstance;
   const statementTimeoutMs = 1000;
+  const budgetMs = 2500;
   const products: string[] = [];
 
   before(async () => {
@@ -34,6 +36,7 @@ describe('PostgreSQL round-trip deadline', { skip: await skipEngine('postgres') 
         DATABASE_URL: url.toString(),
         DATABASE_MIGRATE_ON_START: 'true',
         DATABASE_STATEMENT_TIMEOUT_MS: String(statementTimeoutMs),
+        DATABASE_REQUEST_BUDGET_MS: String(budgetMs),
         DATABASE_CONNECT_TIMEOUT_MS: '1000',
         DATABASE_POOL_MAX: '4',
         CACHE_ENABLED: 'false',
@@ -90,6 +93,39 @@ describe('PostgreSQL round-trip deadline', { skip: await skipEngine('postgres') 
         assert.equal(res.json().id, id);
       }
     }
+  });
+
+  test("every round trip slow but under its deadline: the request's budget ends it with 503, nothing half-done", async () => {
+    const customer = await registerUser(app);
+    const order = () =>
+      app.inject({
+        method: 'POST',
+        url: '/api/orders',
+        headers: bearer(customer.accessToken),
+        payload: { items: [{ productId: products[1], quantity: 1 }] },
+      });
+    const stock = async () => (await app.inject({ url: `/api/products/${products[1]}` })).json().stock;
+    const stockBefore = await stock();
+    // 1 s on every answer: under the 2 s round-trip deadline, and an order makes five round trips,
+    // so without the budget it answers 201 after 5 s (measured: 5.2 s).
+    const toxic = proxy.add({ type: 'latency', latencyMs: 1000 }, 'downstream');
+    const started = Date.now();
+    const res = await order();
+    const took = Date.now() - started;
+    proxy.remove(toxic);
+    assert.equal(res.statusCode, 503, res.body);
+    assert.equal(res.headers['retry-after'], '1');
+    assert.ok(took >= budgetMs - 100, `answered after ${took} ms, before the budget`);
+    // The budget, plus a COMMIT already sent (never cut) and a busy machine's slack.
+    assert.ok(took < 8000, `answered after ${took} ms`);
+    // Rolled back: no stock taken, and the customer has no order.
+    assert.equal(await stock(), stockBefore);
+    const mine = await app.inject({ url: '/api/orders', headers: bearer(customer.accessToken) });
+    assert.equal(mine.statusCode, 200, mine.body);
+    assert.equal(mine.json().items.length, 0);
+    // Without the fault the same request succeeds: no connection was left in a broken state.
+    assert.equal((await order()).statusCode, 201);
+    assert.equal(await stock(), stockBefore - 1);
   });
 
   test('a transaction that lifts statement_timeout (the migration lock) is not cut by the deadline', async () => {
