@@ -11,6 +11,15 @@ import type pg from 'pg';
  */
 export const requestDeadline = new AsyncLocalStorage<number>();
 
+/**
+ * Bookkeeping after a request's write committed (the WAL position for read-your-writes and for
+ * cache floors): bounded by its round-trip deadline only, never refused by the request's budget —
+ * refusing it would not undo the write, only lose the position a stale read is kept out by.
+ */
+export function afterCommit<T>(work: () => Promise<T>): Promise<T> {
+  return requestDeadline.exit(work);
+}
+
 /** `statement_timeout` lifted for the transaction (set to 0), and the end of a transaction. */
 const liftsStatementTimeout =
   /set_config\(\s*'statement_timeout'\s*,\s*'0'|statement_timeout\s*(=|to)\s*'?0'?(\s|;|$)/i;

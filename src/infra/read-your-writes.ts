@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Queryable } from '../db/database.js';
 import { secretsEqual } from '../lib/constant-time.js';
 import type { CacheFloor } from './cache/cache.js';
+import { afterCommit } from './database-deadline.js';
 import { isLsnKey, type LsnKey, laterLsn } from './lsn.js';
 import type { RedisHandle } from './redis.js';
 import type { Freshness, ReplicaRouter } from './replicas.js';
@@ -157,7 +158,7 @@ export function createReadRouting(options: ReadRoutingOptions): ReadRouting & {
   async function remember(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     let lsn: LsnKey;
     try {
-      lsn = await router.primaryLsn();
+      lsn = await afterCommit(() => router.primaryLsn());
     } catch (err) {
       request.log.warn({ err }, 'could not read the WAL position after a write; reads may lag it');
       return;
@@ -191,7 +192,7 @@ export function createReadRouting(options: ReadRoutingOptions): ReadRouting & {
     async floor() {
       if (!router.configured) return undefined;
       try {
-        return await router.primaryLsn();
+        return await afterCommit(() => router.primaryLsn());
       } catch (err) {
         // The write committed; the invalidation must still happen. Its generation keeps the highest
         // floor seen so far, so only a replica lagging behind this very write could refill it.

@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { buildApp } from '../../src/app.js';
+import { afterCommit, requestDeadline } from '../../src/infra/database-deadline.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { createTestDatabase, type TestDatabase } from '../harness/postgres.js';
 import { skipEngine, testConfig } from '../helper.js';
@@ -126,6 +127,18 @@ describe('PostgreSQL round-trip deadline', { skip: await skipEngine('postgres') 
     // Without the fault the same request succeeds: no connection was left in a broken state.
     assert.equal((await order()).statusCode, 201);
     assert.equal(await stock(), stockBefore - 1);
+  });
+
+  test("past the request's deadline a round trip is refused, unless it is bookkeeping after the commit", async () => {
+    const db = app.database.db;
+    await requestDeadline.run(Date.now() - 1, async () => {
+      await assert.rejects(
+        sql`select 1`.execute(db),
+        (err: NodeJS.ErrnoException) => err.code === 'ETIMEDOUT',
+      );
+      const { rows } = await afterCommit(() => sql<{ one: number }>`select 1 as one`.execute(db));
+      assert.equal(rows[0]?.one, 1);
+    });
   });
 
   test('a transaction that lifts statement_timeout (the migration lock) is not cut by the deadline', async () => {
