@@ -30,13 +30,15 @@ const toxics = new Map<string, Toxic>();
 
 function toxicScenario(
   name: string,
-  proxy: 'postgres' | 'redis',
+  proxy: keyof Topology['proxies'],
   spec: Parameters<Topology['proxies']['postgres']['add']>[0],
   faultMs = { short: 3000, long: 30_000 },
+  setup?: Scenario['setup'],
 ): Scenario {
   return {
     name,
     faultMs,
+    ...(setup === undefined ? {} : { setup }),
     async inject(t) {
       toxics.set(name, t.proxies[proxy].add(spec));
     },
@@ -130,4 +132,21 @@ export const scenarios: readonly Scenario[] = [
     inject: (t) => t.pgbouncer.kill(),
     heal: (t) => t.pgbouncer.start(),
   },
+  // Through PgBouncer too (set up by the scenario before): a pooler that accepts and never
+  // answers, and one whose connections are reset — the round-trip deadline and the pool's
+  // reconnect must hold the same way as with PostgreSQL itself.
+  toxicScenario(
+    'PgBouncer hung (accepts, never answers)',
+    'pgbouncer',
+    { type: 'timeout', timeoutMs: 0 },
+    undefined,
+    (t) => t.databaseVia('pgbouncer'),
+  ),
+  toxicScenario(
+    'PgBouncer connections reset',
+    'pgbouncer',
+    { type: 'reset_peer', timeoutMs: 0 },
+    undefined,
+    (t) => t.databaseVia('pgbouncer'),
+  ),
 ];

@@ -39,7 +39,12 @@ export interface Product {
 export interface Topology {
   readonly postgres: ReplicatedPostgres;
   readonly redis: ThrowawayRedis;
-  readonly proxies: { readonly postgres: FaultProxy; readonly redis: FaultProxy };
+  /** In front of the primary, Redis, and PgBouncer (the app reaches PgBouncer through it). */
+  readonly proxies: {
+    readonly postgres: FaultProxy;
+    readonly redis: FaultProxy;
+    readonly pgbouncer: FaultProxy;
+  };
   /** PgBouncer (the shipped configuration) in front of the primary; the app uses it after `databaseVia('pgbouncer')`. */
   readonly pgbouncer: RunningPgbouncer;
   readonly app: Pm2Cluster;
@@ -130,12 +135,16 @@ export async function startTopology(
       },
     });
     cleanups.push(() => pgbouncer.stop());
+    const pgbouncerProxy = await startFaultProxy({ name: 'pgbouncer', target: { port: pgbouncer.port } });
+    cleanups.push(() => pgbouncerProxy.close());
     const secrets = mkdtempSync(join(tmpdir(), 'shipshape-chaos-'));
     cleanups.push(() => rmSync(secrets, { recursive: true, force: true }));
     const databaseUrlFile = join(secrets, 'database_url');
     const routes = {
       proxy: `postgres://postgres@${pgProxy.address}/shipshape_chaos`,
-      pgbouncer: pgbouncer.url(appRole.name, 'shipshape_chaos'),
+      pgbouncer: pgbouncer
+        .url(appRole.name, 'shipshape_chaos')
+        .replace(`@127.0.0.1:${pgbouncer.port}/`, `@${pgbouncerProxy.address}/`),
     };
     let route: 'proxy' | 'pgbouncer' = 'proxy';
     writeFileSync(databaseUrlFile, routes.proxy, { mode: 0o600 });
@@ -216,7 +225,7 @@ export async function startTopology(
     return {
       postgres,
       redis,
-      proxies: { postgres: pgProxy, redis: redisProxy },
+      proxies: { postgres: pgProxy, redis: redisProxy, pgbouncer: pgbouncerProxy },
       app,
       port,
       databaseUrl,
