@@ -49,6 +49,11 @@ function toxicScenario(
   };
 }
 
+/** A fault between the workers and PgBouncer (they are pointed at it first). */
+function pgbouncerScenario(name: string, spec: Parameters<typeof toxicScenario>[2]): Scenario {
+  return toxicScenario(name, 'pgbouncer', spec, undefined, (t) => t.databaseVia('pgbouncer'));
+}
+
 /** PM2 log files of the workers (out_file and log_file), pointed at /dev/full: every write is ENOSPC. */
 const logFiles = ['out.log', 'combined.log'];
 
@@ -135,18 +140,6 @@ export const scenarios: readonly Scenario[] = [
   // Through PgBouncer too (set up by the scenario before): a pooler that accepts and never
   // answers, and one whose connections are reset — the round-trip deadline and the pool's
   // reconnect must hold the same way as with PostgreSQL itself.
-  toxicScenario(
-    'PgBouncer hung (accepts, never answers)',
-    'pgbouncer',
-    { type: 'timeout', timeoutMs: 0 },
-    undefined,
-    (t) => t.databaseVia('pgbouncer'),
-  ),
-  toxicScenario(
-    'PgBouncer connections reset',
-    'pgbouncer',
-    { type: 'reset_peer', timeoutMs: 0 },
-    undefined,
-    (t) => t.databaseVia('pgbouncer'),
-  ),
+  pgbouncerScenario('PgBouncer hung (accepts, never answers)', { type: 'timeout', timeoutMs: 0 }),
+  pgbouncerScenario('PgBouncer connections reset', { type: 'reset_peer', timeoutMs: 0 }),
 ];
