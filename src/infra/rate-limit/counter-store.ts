@@ -127,6 +127,16 @@ interface Batched {
   waiting: Array<(count: WindowCount) => void>;
 }
 
+/** One key's hits in a batch on its way to Redis. */
+interface InFlight {
+  readonly name: string;
+  readonly state: Batched;
+  readonly by: number;
+  /** The key's window when the batch left: a reply about an older window does not set the count. */
+  readonly window: number;
+  readonly waiting: Batched['waiting'];
+}
+
 export function createRedisCounterStore(
   redis: RedisHandle,
   fallback: CounterStore = createMemoryCounterStore(),
@@ -183,13 +193,7 @@ export function createRedisCounterStore(
   async function flush(): Promise<void> {
     if (flushing || dirty.size === 0) return;
     flushing = true;
-    const batch: Array<{
-      name: string;
-      state: Batched;
-      by: number;
-      window: number;
-      waiting: Batched['waiting'];
-    }> = [];
+    const batch: InFlight[] = [];
     for (const name of dirty) {
       const state = batched.get(name);
       if (state === undefined || state.unsent === 0) continue;
@@ -219,21 +223,15 @@ export function createRedisCounterStore(
         return results;
       });
       const at = Date.now();
-      batch.forEach(({ name, state, by, window, waiting }, i) => {
+      batch.forEach((entry, i) => {
         const [err, reply] = replies[i] ?? [new Error('no reply'), undefined];
-        state.sent -= by;
+        // Redis refused the command (a ReplyError): not counted, so it goes again.
         if (err !== null || reply === undefined) {
-          answerLocally(state, waiting, state.synced + state.sent + state.lost + by, at);
-          if (err instanceof ReplyError) {
-            // Redis refused the command (not counted): counted again with the next batch.
-            state.unsent += by;
-            dirty.add(name);
-          } else {
-            // A timeout: Redis may have counted it. Never sent twice.
-            state.lost += by;
-          }
+          unacknowledged(entry, at, err instanceof ReplyError);
           return;
         }
+        const { state, by, window, waiting } = entry;
+        state.sent -= by;
         const [count, ttl] = reply as [number, number];
         if (window === state.window) {
           state.synced = count;
@@ -247,17 +245,8 @@ export function createRedisCounterStore(
     } catch (err) {
       events.onFallback?.(err);
       const at = Date.now();
-      for (const { name, state, by, waiting } of batch) {
-        state.sent -= by;
-        answerLocally(state, waiting, state.synced + state.sent + state.lost + by, at);
-        if (err instanceof RedisUnavailableError) {
-          // Never sent (the breaker refused it): the hits go with a later batch.
-          state.unsent += by;
-          dirty.add(name);
-        } else {
-          state.lost += by;
-        }
-      }
+      // The breaker refused the batch (RedisUnavailableError): never sent, so it goes again.
+      for (const entry of batch) unacknowledged(entry, at, err instanceof RedisUnavailableError);
     } finally {
       flushing = false;
     }
@@ -266,6 +255,22 @@ export function createRedisCounterStore(
       if ([...dirty].some((name) => (batched.get(name)?.waiting.length ?? 0) > 0) && redis.available())
         void flush();
       else schedule();
+    }
+  }
+
+  /**
+   * A batch entry Redis did not acknowledge: its waiting hits are answered with this process's
+   * view. Hits Redis surely did not count (`resend`) go with a later batch; hits it may have
+   * counted (a timeout, a lost connection) are never sent again, so Redis never counts one twice.
+   */
+  function unacknowledged({ name, state, by, waiting }: InFlight, at: number, resend: boolean): void {
+    state.sent -= by;
+    answerLocally(state, waiting, state.synced + state.sent + state.lost + by, at);
+    if (resend) {
+      state.unsent += by;
+      dirty.add(name);
+    } else {
+      state.lost += by;
     }
   }
 
