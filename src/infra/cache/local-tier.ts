@@ -27,8 +27,14 @@ import type { Logger } from 'pino';
  *   tier and bypasses it (every read goes to Redis) until tracking is established again.
  * - This process's own writes invalidate its copies before they go to Redis, and `settle()` waits
  *   for a PING on the tracking connection after the write: when it resolves, Redis has sent the
- *   invalidation to every tracking connection, this one included.
+ *   invalidation to every tracking connection, this one included. It waits for every other tier
+ *   of this process too (several app instances in one process, as in the tests): Redis has sent
+ *   their invalidations as well, but their sockets may not have been read yet when the writer's
+ *   PING answer is, and the next request in this process would run before them.
  */
+
+/** The heartbeats of every open tier in this process, for `settle()`. */
+const processTiers = new Set<() => Promise<void>>();
 
 export interface LocalTierOptions {
   /** The Redis client whose server and key prefix the tier tracks (a duplicate connection is made). */
@@ -69,7 +75,7 @@ export interface LocalTier {
   /** This process's own write: its copies go at once (the Redis invalidation follows). */
   invalidate(scopes: readonly string[], keys: readonly string[]): void;
   invalidateAll(): void;
-  /** Resolves once invalidations Redis sent before now have been received (or the tier is off). */
+  /** Resolves once invalidations Redis sent before now have been received by every tier of this process (or the tiers are off). */
   settle(): Promise<void>;
   serving(): boolean;
   /** Entries held now. */
@@ -232,6 +238,10 @@ export function createLocalTier(options: LocalTierOptions): LocalTier {
     }
   });
 
+  const settleThis = async () => {
+    if (established) await heartbeat();
+  };
+  processTiers.add(settleThis);
   const timer = setInterval(() => void heartbeat(), Math.max(10, Math.floor(leaseMs / 4)));
   timer.unref();
   // Also checked on every read, so a blocked event loop (late timers) cannot stretch the lease.
@@ -283,12 +293,13 @@ export function createLocalTier(options: LocalTierOptions): LocalTier {
     },
     invalidateAll: flush,
     async settle() {
-      if (established) await heartbeat();
+      await Promise.all([...processTiers].map((beat) => beat()));
     },
     serving,
     size: () => entries.size,
     trackingId: () => (established ? clientId : undefined),
     async close() {
+      processTiers.delete(settleThis);
       closed = true;
       tracked = false;
       clearInterval(timer);
