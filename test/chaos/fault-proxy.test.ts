@@ -183,4 +183,30 @@ describe('fault proxy (Toxiproxy fault types, in Node)', () => {
       other.server.close();
     }
   });
+  test('a dependency that answers and closes at once: a sliced answer still arrives whole, then an orderly end', async () => {
+    const payload = randomBytes(4096);
+    // As a keep-alive server retiring a socket: its last answer, then FIN straight away.
+    const server = createServer((socket) => {
+      socket.on('error', () => {});
+      socket.end(payload);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const sliced = await startFaultProxy({
+      name: 'closing',
+      target: { port: (server.address() as { port: number }).port },
+    });
+    try {
+      // 4 KiB in ~64-byte slices 2 ms apart: delivery outlasts the server's close by far.
+      sliced.add({ type: 'slicer', averageSize: 64, sizeVariation: 16, delayUs: 2000 });
+      const c = await client(sliced.port);
+      open.push(c.socket);
+      assert.equal(await c.ended, 'end');
+      assert.ok(c.received().equals(payload), `${c.received().length} of ${payload.length} bytes`);
+      assert.ok(c.chunks() > 20, `${c.chunks()} pieces`);
+    } finally {
+      await sliced.close();
+      server.close();
+    }
+  });
 });

@@ -278,6 +278,8 @@ export async function startFaultProxy(options: {
         running = false;
         if (ended && queue.length === 0 && !gone) to.end();
       };
+      /** Nothing queued or being delivered (a slicer or latency toxic may still hold chunks). */
+      const idle = () => !running && queue.length === 0;
 
       from.on('data', (chunk: Buffer) => {
         queue.push({ chunk, at: Date.now() });
@@ -288,10 +290,11 @@ export async function startFaultProxy(options: {
         ended = true;
         if (!running && queue.length === 0 && !gone) to.end();
       });
+      return { idle };
     };
 
     pump('upstream', client, server);
-    pump('downstream', server, client);
+    const downstream = pump('downstream', server, client);
     // An error or close on either side ends the link: a reset from the dependency reaches the app
     // as a reset, an ordinary close as a close.
     server.on('error', (err: NodeJS.ErrnoException) => {
@@ -300,6 +303,11 @@ export async function startFaultProxy(options: {
     });
     client.on('error', () => destroy(false));
     server.on('close', () => {
+      // An orderly close (a keep-alive connection the dependency retired after its last answer):
+      // what it sent before closing still reaches the app — the pump ends the app's side once its
+      // queue is delivered — as over a real connection. Closing now would cut a sliced or delayed
+      // answer short (seen: nginx aborting responses mid-body when the app closed its 1000th request's socket).
+      if (!gone && !downstream.idle()) return;
       if (!gone) {
         gone = true;
         links.delete(link);

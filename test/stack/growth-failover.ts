@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { createDatabase } from '../../src/infra/database.js';
 import { createPasswordHasher } from '../../src/modules/auth/passwords.js';
@@ -10,6 +12,8 @@ import { createUser } from '../../src/modules/users/users.service.js';
 import { serverAction } from '../../stack/stack.js';
 import type { StackStatus } from '../../stack/types.js';
 import { waitFor } from '../../stack/util.js';
+import { startFaultProxy } from '../harness/fault-proxy.js';
+import { nginxBin } from '../harness/nginx.js';
 import { captureLogs, testConfig } from '../helper.js';
 import { type EdgeClient, failed, type Outcome, orderBody, startEdgeLoad } from '../support/edge-load.js';
 import { edgeRequest } from '../support/stack.js';
@@ -37,6 +41,8 @@ function accessLog(status: StackStatus): Map<string, AccessLine> {
   }
   return byId;
 }
+
+const run = promisify(execFile);
 
 /** The server that finally answered (nginx lists every one it tried: "a:1, b:2"). */
 const lastUpstream = (line: AccessLine | undefined) => line?.upstream_addr.split(',').at(-1)?.trim() ?? '';
@@ -148,13 +154,25 @@ export function failoverSuites(env: () => GrowthEnv): void {
       }
     }
 
-    /** Sends GETs until nginx has routed one to `name` again (it retries a failed server after fail_timeout). */
-    async function waitUntilRouted(names: string[]): Promise<void> {
+    /** Retries the failed POSTs as a client would, then checks each POST's key has one stored order. */
+    async function retryAndCheckOrders(outcomes: readonly Outcome[], clients: readonly EdgeClient[]) {
+      const { acknowledged, replayed } = await retryFailedPosts(outcomes, clients);
+      const posts = outcomes.filter((o) => o.method === 'POST').length;
+      await assertOrdersExactlyOnce(
+        acknowledged,
+        posts,
+        clients.map((c) => c.accessToken),
+      );
+      return { replayed, posts };
+    }
+
+    /** Sends GETs until nginx has routed one to each address (it retries a failed server after fail_timeout). */
+    async function waitUntilRouted(addresses: string[]): Promise<void> {
       const { status, https, ca } = env();
-      const wanted = new Set(names.map((n) => addressOf(status, n)));
+      const wanted = new Set(addresses);
       const seen = new Set<string>();
       await waitFor(
-        `nginx to route to ${names.join(', ')} again`,
+        `nginx to route to ${addresses.join(', ')}`,
         async () => {
           const id = `route-${randomBytes(6).toString('hex')}`;
           const res = await edgeRequest(`${https}/api/products/${productId}`, {
@@ -242,13 +260,7 @@ export function failoverSuites(env: () => GrowthEnv): void {
       const lastFailure = Math.max(killAt, ...postFailures.map((o) => o.at));
       const firstPostOk = afterKill.find((o) => o.method === 'POST' && o.status === 201)?.at ?? Number.NaN;
 
-      const { acknowledged, replayed } = await retryFailedPosts(outcomes, clients);
-      const posts = outcomes.filter((o) => o.method === 'POST').length;
-      await assertOrdersExactlyOnce(
-        acknowledged,
-        posts,
-        clients.map((c) => c.accessToken),
-      );
+      const { replayed, posts } = await retryAndCheckOrders(outcomes, clients);
       figures.push(
         `kill -9 app-1: ${outcomes.length} requests (${posts} POST) ${JSON.stringify(summary(outcomes))}; ` +
           `failed GETs 0, failed POSTs ${postFailures.length} (all 502, all sent to app-1, answered ` +
@@ -328,20 +340,14 @@ export function failoverSuites(env: () => GrowthEnv): void {
       const onBackup = quiet.filter((o) => lastUpstream(log.get(o.requestId)) === backup).length;
       assert.equal(onBackup, 0, 'once the primaries are back, the backup gets nothing');
 
-      const { acknowledged } = await retryFailedPosts(outcomes, clients);
-      const posts = outcomes.filter((o) => o.method === 'POST').length;
-      await assertOrdersExactlyOnce(
-        acknowledged,
-        posts,
-        clients.map((c) => c.accessToken),
-      );
+      await retryAndCheckOrders(outcomes, clients);
       figures.push(
         `app-2 killed too (app-1 down since the previous test), both primaries down: ${outcomes.length} requests ${JSON.stringify(summary(outcomes))}; failed GETs 0, ` +
           `failed POSTs ${postFailures.length} (in flight on the killed primaries); ${outage.length} answered by the backup during the outage; ` +
           `primaries restarted in ${restarted - restartAt} ms, traffic back on them ${returnedAt - restarted} ms after they were up`,
       );
       console.log(figures.at(-1));
-      await waitUntilRouted(['app-1', 'app-2']);
+      await waitUntilRouted(['app-1', 'app-2'].map((n) => addressOf(status, n)));
     });
 
     test('a rolling PM2 reload of every server, one at a time, under load: no request fails', async () => {
@@ -369,16 +375,99 @@ export function failoverSuites(env: () => GrowthEnv): void {
         assert.notDeepEqual(s.pids, pidsBefore[i], `${s.name} was reloaded`);
       assert.deepEqual(outcomes.filter(failed), [], 'no request failed');
       assert.deepEqual([...new Set(outcomes.map((o) => o.status))].sort(), [200, 201]);
-      const { acknowledged } = await retryFailedPosts(outcomes, clients);
-      await assertOrdersExactlyOnce(
-        acknowledged,
-        outcomes.filter((o) => o.method === 'POST').length,
-        clients.map((c) => c.accessToken),
-      );
+      await retryAndCheckOrders(outcomes, clients);
       figures.push(
         `rolling reload (${timings.join(', ')}): ${outcomes.length} requests ${JSON.stringify(summary(outcomes))}, 0 failed`,
       );
       console.log(figures.at(-1));
+    });
+    test('a fault proxy between nginx and app-1 — slow, sliced, reset, refused: no GET fails, a POST fails only if app-1 had it, and its retry is answered once', async () => {
+      const { status, https, ca } = env();
+      const config = status.nginx?.config ?? '';
+      const original = readFileSync(config, 'utf8');
+      const direct = addressOf(status, 'app-1');
+      const [host, port] = direct.split(':');
+      const proxy = await startFaultProxy({
+        name: 'app-1',
+        target: { host: host ?? '', port: Number(port) },
+      });
+      const reload = async (text: string) => {
+        writeFileSync(config, text);
+        await run(nginxBin, ['-t', '-q', '-c', config]);
+        await run(nginxBin, ['-s', 'reload', '-c', config]);
+      };
+      const phases: Array<{ name: string; from: number; to: number }> = [];
+      try {
+        // nginx reaches app-1 through the proxy: the same rendered config with that one address changed.
+        const line = new RegExp(`(\\bserver ${direct.replace(/\./g, '\\.')})\\b`);
+        assert.match(original, line, 'the rendered upstream block names app-1');
+        await reload(original.replace(line, `server ${proxy.address}`));
+        await waitUntilRouted([proxy.address]);
+
+        const clients = await customers('edge', 8, 14);
+        const load = startEdgeLoad({ baseUrl: https, ca, clients, productId, tag: 'edge' });
+        await waitFor('warm-up traffic', () => load.count() >= 80, 60_000);
+        /** Holds a fault for at least `ms` of load and 60 more answers, then lifts it. */
+        const hold = async (name: string, ms: number, lift: () => Promise<void> | void) => {
+          const from = load.now();
+          const count = load.count();
+          await waitFor(name, () => load.now() >= from + ms && load.count() >= count + 60, 90_000);
+          await lift();
+          phases.push({ name, from, to: load.now() });
+        };
+        const slow = proxy.add({ type: 'latency', latencyMs: 300, jitterMs: 100 });
+        await hold('app-1 answers 300 ± 100 ms late', 3000, () => proxy.remove(slow));
+        const sliced = proxy.add({ type: 'slicer', averageSize: 16, sizeVariation: 8, delayUs: 2000 });
+        await hold('app-1 answers in 16-byte slices', 3000, () => proxy.remove(sliced));
+        const reset = proxy.add({ type: 'reset_peer', timeoutMs: 0 });
+        await hold('connections to app-1 reset', 3000, () => proxy.remove(reset));
+        // nginx skips app-1 for fail_timeout (10 s) after max_fails: wait until it is back.
+        await waitUntilRouted([proxy.address]);
+        await proxy.down();
+        await hold('app-1 refuses connections', 3000, () => proxy.up());
+        await waitUntilRouted([proxy.address]);
+        const count = load.count();
+        await waitFor('traffic after the faults', () => load.count() >= count + 60, 60_000);
+        const outcomes = await load.stop();
+        const log = accessLog(status);
+
+        assert.deepEqual(
+          outcomes.filter((o) => o.method === 'GET' && failed(o)),
+          [],
+          `no GET failed: nginx sent each one on to another server (phases ${JSON.stringify(phases)})`,
+        );
+        // A POST nginx had already sent to app-1 is never resent (it may have been placed): it fails
+        // when the fault cuts its connection — reset, or closed as app-1 starts refusing.
+        const cutting = phases.filter((p) => p.name.includes('reset') || p.name.includes('refuses'));
+        const postFailures = outcomes.filter((o) => o.method === 'POST' && failed(o));
+        for (const o of postFailures) {
+          assert.equal(o.status, 502, JSON.stringify(o));
+          assert.equal(lastUpstream(log.get(o.requestId)), proxy.address, 'it had reached app-1');
+          assert.ok(
+            cutting.some((p) => o.at >= p.from && o.at <= p.to + 2000),
+            `a POST failed while app-1 was only slow: ${JSON.stringify(o)} ${JSON.stringify(phases)}`,
+          );
+        }
+        // Through app-1 under every fault that only slows it: the proxy carried real traffic.
+        const viaProxy = outcomes.filter((o) => lastUpstream(log.get(o.requestId)) === proxy.address);
+        assert.ok(viaProxy.length > 50, `requests answered through the proxy: ${viaProxy.length}`);
+        const { replayed } = await retryAndCheckOrders(outcomes, clients);
+        const perPhase = phases.map((p) => {
+          const during = outcomes.filter((o) => o.at >= p.from && o.at <= p.to);
+          const onApp1 = during.filter((o) => lastUpstream(log.get(o.requestId)) === proxy.address).length;
+          return `${p.name}: ${during.length} requests (${onApp1} answered by app-1), ${during.filter(failed).length} failed`;
+        });
+        figures.push(
+          `faults between nginx and app-1: ${outcomes.length} requests ${JSON.stringify(summary(outcomes))}; ` +
+            `${perPhase.join('; ')}; failed GETs 0, failed POSTs ${postFailures.length} (502, in flight on app-1 ` +
+            `when the fault cut their connection; ${replayed} of their retries were replays of an order app-1 had committed)`,
+        );
+        console.log(figures.at(-1));
+      } finally {
+        await reload(original);
+        await proxy.close();
+      }
+      await waitUntilRouted([direct]);
     });
   });
 }
