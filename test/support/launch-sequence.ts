@@ -1,7 +1,18 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -62,10 +73,15 @@ export interface Run {
 /** Every output of every script run here: no secret may appear in any of them. */
 const transcripts: string[] = [];
 
-export function start(script: string, args: string[]): { child: ChildProcess; done: Promise<Run> } {
+/** Runs one of the scripts of `checkout` (this one unless told). */
+export function start(
+  script: string,
+  args: string[],
+  checkout = root,
+): { child: ChildProcess; done: Promise<Run> } {
   const started = Date.now();
-  const child = spawn('bash', [join(root, 'scripts', script), ...args], {
-    cwd: root,
+  const child = spawn('bash', [join(checkout, 'scripts', script), ...args], {
+    cwd: checkout,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -85,7 +101,8 @@ export function start(script: string, args: string[]): { child: ChildProcess; do
   return { child, done };
 }
 
-export const runScript = (script: string, args: string[]) => start(script, args).done;
+export const runScript = (script: string, args: string[], checkout = root) =>
+  start(script, args, checkout).done;
 
 /** The release `current` names on a target ('' before the first deploy). */
 export const currentOf = (t: DeployTarget) => {
@@ -445,6 +462,35 @@ await import('./main-real.js');
         assert.match(run.stderr, /does not load on this server[\s\S]*nothing was switched/);
         assert.deepEqual(currents(), [v2.manifest.id, v2.manifest.id, v2.manifest.id]);
         assert.deepEqual({ currents: currents(), pids: pids() }, before);
+      });
+
+    if (part === 'deploys')
+      test('a build that fails (a type error in the commit being deployed): deploy.sh stops before contacting any server, exit 1; current, the workers and the traffic untouched', async () => {
+        // A checkout of its own (sources and scripts, this one's node_modules) with a type error.
+        const checkout = mkdtempSync(join(tmpdir(), 'shipshape-broken-build-'));
+        try {
+          for (const entry of ['src', 'scripts', 'package.json', 'tsconfig.json', 'tsconfig.build.json'])
+            cpSync(join(root, entry), join(checkout, entry), { recursive: true });
+          symlinkSync(join(root, 'node_modules'), join(checkout, 'node_modules'));
+          appendFileSync(
+            join(checkout, 'src', 'main.ts'),
+            "\nexport const broken: number = 'not a number';\n",
+          );
+          const before = { currents: currents(), pids: pids(), logs: targets.map(releaseLog) };
+          const { result: run } = await underLoad('broken-build', () =>
+            runScript('deploy.sh', ['--env', 'local', '--config', config], checkout),
+          );
+          assert.equal(run.code, 1, run.stdout + run.stderr);
+          assert.match(run.stdout + run.stderr, /error TS2322/);
+          assert.match(
+            run.stderr,
+            /the build failed \(above\): nothing was shipped, no server was contacted/,
+          );
+          assert.ok(!existsSync(join(checkout, '.release-cache')), 'no artifact was made');
+          assert.deepEqual({ currents: currents(), pids: pids(), logs: targets.map(releaseLog) }, before);
+        } finally {
+          rmSync(checkout, { recursive: true, force: true });
+        }
       });
 
     if (part === 'rollbacks')
