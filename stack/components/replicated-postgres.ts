@@ -112,12 +112,15 @@ async function start(instance: Instance): Promise<void> {
 
 /**
  * The shipped pg_hba.conf for loopback: the VPC range becomes 127.0.0.0/8 (the app servers are
- * 127.0.0.2–4), and the superuser's `peer` on the socket becomes `trust` (the socket is 0700, and
- * the stack's OS user is not `postgres`).
+ * 127.0.0.2–4), its `hostssl` lines `host` (the stack's cluster has no server certificate, and its
+ * traffic never leaves the machine; test/db/roles.test.ts checks the shipped lines with TLS), and
+ * the superuser's `peer` on the socket becomes `trust` (the socket is 0700, and the stack's OS user
+ * is not `postgres`).
  */
 export function renderHba(root: string): string {
   return readFileSync(join(root, 'deploy', 'postgres', 'pg_hba.conf'), 'utf8')
     .replaceAll('10.20.0.0/20', '127.0.0.0/8')
+    .replace(/^hostssl /gm, 'host    ')
     .replace(/^(local\s+all\s+postgres\s+)peer\s*$/m, '$1trust');
 }
 

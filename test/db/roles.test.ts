@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +20,8 @@ import {
  * deploy/postgres/roles.sql, database.sql and pg_hba.conf on a cluster of our own (decision 0071):
  * the service's role has DML and nothing more, reporting reads every table (also one a later
  * migration creates) and writes none, and the shipped pg_hba.conf admits only the named roles, with
- * SCRAM, refusing the rest — the superuser over TCP included.
+ * SCRAM, refusing the rest — the superuser over TCP included — and from other hosts over TLS only
+ * (the cluster has `ssl = on` with a self-signed certificate, as Debian's has its snakeoil one).
  */
 
 const shippedHba = fileURLToPath(new URL('../../deploy/postgres/pg_hba.conf', import.meta.url));
@@ -41,14 +44,49 @@ async function sqlState(client: pg.Client, text: string): Promise<string> {
 
 describe('database roles and pg_hba.conf', () => {
   let cluster: ThrowawayPostgres;
-  const as = (role: keyof typeof roleNames, db = database) =>
-    withCredentials(cluster.url, roleNames[role], rolePasswords[role], db);
+  let certificates: string;
+  /** A role's URL, over TLS unless told (the certificate is self-signed: not verified here). */
+  const as = (role: keyof typeof roleNames, db = database, tls = true) =>
+    `${withCredentials(cluster.url, roleNames[role], rolePasswords[role], db)}${tls ? '?sslmode=no-verify' : ''}`;
   let tables: string[];
   /** A column of each table (an UPDATE must name one that exists to reach the privilege check). */
   const firstColumn = new Map<string, string>([['later_reports', 'note']]);
 
   before(async () => {
-    cluster = await startThrowawayPostgres();
+    // A server certificate the postgres user can read (the key only it).
+    certificates = mkdtempSync(join(tmpdir(), 'shipshape-pg-tls-'));
+    chmodSync(certificates, 0o755);
+    const [crt, key] = [join(certificates, 'server.crt'), join(certificates, 'server.key')];
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-days',
+        '2',
+        '-keyout',
+        key,
+        '-out',
+        crt,
+      ],
+      { stdio: 'ignore' },
+    );
+    chmodSync(key, 0o600);
+    if (process.getuid?.() === 0) {
+      const postgres = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+      chownSync(key, postgres, 0);
+      chownSync(crt, postgres, 0);
+    }
+    cluster = await startThrowawayPostgres({
+      conf: ['ssl = on', `ssl_cert_file = '${crt}'`, `ssl_key_file = '${key}'`],
+    });
     createRoles(cluster.url);
     createRoles(cluster.url); // rerunnable
     const admin = await connect(cluster.url);
@@ -80,7 +118,10 @@ describe('database roles and pg_hba.conf', () => {
     cluster.start();
   });
 
-  after(() => cluster?.destroy());
+  after(() => {
+    cluster?.destroy();
+    if (certificates !== undefined) rmSync(certificates, { recursive: true, force: true });
+  });
 
   test('the migrations made the tables the roles are checked on', () => {
     for (const table of ['users', 'products', 'orders', 'order_items'])
@@ -105,6 +146,33 @@ describe('database roles and pg_hba.conf', () => {
     await assert.rejects(connect(as('app', 'postgres')), /pg_hba\.conf rejects connection/);
     await assert.rejects(connect(as('reporting', 'postgres')), /pg_hba\.conf rejects connection/);
     await assert.rejects(connect(as('replication', database)), /pg_hba\.conf rejects connection/);
+  });
+
+  test('pg_hba.conf: other hosts over TLS only (hostssl); on-host lines without', async () => {
+    // Every line that admits an address beyond this host is hostssl.
+    for (const line of readFileSync(shippedHba, 'utf8').split('\n')) {
+      const [type, , , address, method] = line.trim().split(/\s+/);
+      if (!type || type.startsWith('#') || type === 'local' || method === 'reject') continue;
+      if (address === '127.0.0.1/32' || address === '::1/128') assert.equal(type, 'host', line);
+      else assert.equal(type, 'hostssl', line);
+    }
+    // Reporting has only its VPC line (here 127.0.0.0/8): refused in clear, admitted over TLS.
+    await assert.rejects(
+      connect(as('reporting', database, false)),
+      /pg_hba\.conf rejects connection|no pg_hba\.conf entry.*no encryption/,
+    );
+    const reporting = await connect(as('reporting'));
+    try {
+      const { rows } = await reporting.query<{ ssl: boolean }>(
+        'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
+      );
+      assert.equal(rows[0]?.ssl, true);
+    } finally {
+      await reporting.end();
+    }
+    // The service through its on-host line (PgBouncer's, on loopback): no TLS needed.
+    const app = await connect(as('app', database, false));
+    await app.end();
   });
 
   test('the service’s role: reads and writes rows, and nothing else', async () => {
