@@ -5,7 +5,10 @@
  *   A. tracing not installed: this commit with the tracing commit reverted (built in a temporary
  *      clone; `--baseline DIR` uses an already built checkout instead), and
  *   B. tracing installed but off (TRACING_ENABLED=false, the default), this checkout;
- *   (C. with `--on`: TRACING_ENABLED=true, spans made and sampled, no exporter.)
+ *   (C. with `--on`: TRACING_ENABLED=true, spans made and sampled, no exporter;
+ *    D. with `--on --sample P` too: the same with TRACING_SAMPLE_PERCENT=P.)
+ * `--without-baseline` leaves A out (with `--on`: C against B, what turning tracing on costs): the
+ * revert that makes A conflicts once later commits change the same lines, and then A cannot be built.
  * Rounds interleave the targets and alternate their order (A B, B A, …) so the drift of a shared
  * machine hits each alike. Per target and round: requests per second and the server process's CPU
  * time per request (user + system from /proc/<pid>/stat over the measured window). Printed: medians,
@@ -14,7 +17,7 @@
  * CPU time per request is the robust figure on a shared, noisy machine: throughput moves with
  * whatever else runs on the cores, while the CPU a request costs the server process hardly does.
  *
- *   npm run bench:tracing -- [--rounds 5] [--duration 5] [--on] [--baseline DIR] [--json FILE]
+ *   npm run bench:tracing -- [--rounds 5] [--duration 5] [--on] [--baseline DIR | --without-baseline] [--sample P] [--json FILE]
  */
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -36,6 +39,8 @@ const { values: flags } = parseArgs({
     connections: { type: 'string', default: '20' },
     baseline: { type: 'string' },
     on: { type: 'boolean', default: false },
+    'without-baseline': { type: 'boolean', default: false },
+    sample: { type: 'string' },
     json: { type: 'string' },
   },
 });
@@ -89,7 +94,11 @@ async function buildWithoutTracing(dir: string): Promise<string> {
     throw new Error(`reverting ${tracingCommit} left src/infra/tracing.ts: the revert failed`);
   const { stdout } = await run('git', ['-C', checkout, 'diff', '--name-only', '--diff-filter=U']);
   const conflicted = stdout.split('\n').filter((f) => f.startsWith('src/'));
-  if (conflicted.length > 0) throw new Error(`the revert conflicts in ${conflicted.join(', ')}`);
+  if (conflicted.length > 0)
+    throw new Error(
+      `reverting ${tracingCommit} conflicts in ${conflicted.join(', ')} (later commits changed those lines): ` +
+        'pass --baseline DIR (a built checkout without tracing), or --without-baseline --on to measure tracing on against off',
+    );
   symlinkSync(join(root, 'node_modules'), join(checkout, 'node_modules'));
   // The same storefront files, so both serve the same routes (without public/ no static route exists).
   if (existsSync(join(root, 'public'))) symlinkSync(join(root, 'public'), join(checkout, 'public'));
@@ -159,7 +168,10 @@ async function main(): Promise<void> {
   await run(process.execPath, [join(root, 'scripts', 'ensure-build.mjs')], { cwd: root });
   const dir = mkdtempSync(join(tmpdir(), 'shipshape-bench-tracing-'));
   try {
-    const baselineDir = flags.baseline ?? (await buildWithoutTracing(dir));
+    const withoutBaseline = flags['without-baseline'];
+    if (withoutBaseline && !flags.on)
+      throw new Error('--without-baseline needs --on (else nothing is compared)');
+    const baselineDir = withoutBaseline ? '' : (flags.baseline ?? (await buildWithoutTracing(dir)));
     const notInstalled: Target = { name: 'tracing not installed', dir: baselineDir, env: {} };
     const off: Target = {
       name: 'installed, TRACING_ENABLED=false',
@@ -171,7 +183,19 @@ async function main(): Promise<void> {
       dir: root,
       env: { TRACING_ENABLED: 'true' },
     };
-    const targets = flags.on ? [notInstalled, off, on] : [notInstalled, off];
+    const sampled: Target[] =
+      flags.on && flags.sample !== undefined
+        ? [
+            {
+              name: `TRACING_ENABLED=true, TRACING_SAMPLE_PERCENT=${flags.sample}`,
+              dir: root,
+              env: { TRACING_ENABLED: 'true', TRACING_SAMPLE_PERCENT: flags.sample },
+            },
+          ]
+        : [];
+    const targets = [...(withoutBaseline ? [] : [notInstalled]), off, ...(flags.on ? [on, ...sampled] : [])];
+    // Ratios are against the first target: not installed, or off with --without-baseline.
+    const [reference] = targets as [Target, ...Target[]];
     const samples = new Map<string, Sample[]>(targets.map((t) => [t.name, []]));
     for (let round = 0; round < rounds; round++) {
       const order = round % 2 === 0 ? targets : [...targets].reverse();
@@ -183,7 +207,7 @@ async function main(): Promise<void> {
         );
       }
     }
-    const base = samples.get(notInstalled.name) ?? [];
+    const base = samples.get(reference.name) ?? [];
     console.log(
       `\n${rounds} rounds × ${duration} s, ${connections} connections, GET /api/products/:id (SQLite, warm); medians:`,
     );
@@ -198,9 +222,9 @@ async function main(): Promise<void> {
       const rpsRatios = s.map((x, i) => x.rps / (base[i]?.rps ?? Number.NaN));
       const cpuRatios = s.map((x, i) => x.cpuUsPerRequest / (base[i]?.cpuUsPerRequest ?? Number.NaN));
       const vs =
-        target === notInstalled
+        target === reference
           ? ''
-          : `; vs not installed: throughput ${ratioSummary(rpsRatios)}, CPU/request ${ratioSummary(cpuRatios)}`;
+          : `; vs ${reference.name}: throughput ${ratioSummary(rpsRatios)}, CPU/request ${ratioSummary(cpuRatios)}`;
       console.log(
         `  ${target.name}: ${median(s.map((x) => x.rps)).toFixed(0)} req/s, ${median(s.map((x) => x.cpuUsPerRequest)).toFixed(1)} µs CPU/request, p99 ${median(s.map((x) => x.p99Ms)).toFixed(2)} ms${vs}`,
       );
