@@ -52,6 +52,13 @@ export function monitoredMetricsUrls(state: StackState, server: string): string[
   return last.instances.map((i) => i.metricsUrl).filter((u): u is string => typeof u === 'string');
 }
 
+/** The worker bounds of a server's monitor (null when it has none). */
+export function autoscaleBounds(state: StackState, server: string): { min: number; max: number } | null {
+  const rec = record(state);
+  if (rec === undefined || !rec.monitors.some((m) => m.server === server)) return null;
+  return { min: rec.min, max: rec.max };
+}
+
 export function autoscaledServers(state: StackState): ServerRecord[] {
   const names = new Set(record(state)?.monitors.map((m) => m.server) ?? []);
   return state.servers.filter((s) => names.has(s.name));
@@ -75,7 +82,11 @@ export function autoscaler(options: AutoscaleOptions): Component {
       };
       ctx.state.components.autoscaler = rec;
       for (const server of ctx.state.servers.filter((s) => s.pm2Home !== null)) {
-        const metricsPort = await freePort(server.host);
+        // Not one of the workers' metrics ports (METRICS_PORT + instance, up to max): a worker the
+        // monitor adds later binds there.
+        let metricsPort = await freePort(server.host);
+        while (metricsPort >= server.metricsPort && metricsPort < server.metricsPort + options.max)
+          metricsPort = await freePort(server.host);
         const monitor: MonitorRecord = {
           server: server.name,
           pid: null,

@@ -9,8 +9,9 @@ import {
   type ScrapeJob,
   type TargetGroup,
 } from '../../src/ops/monitoring.js';
-import type { Component, StackState } from '../types.js';
+import type { Component, ServerRecord, StackState } from '../types.js';
 import { freePort, httpGet, isAlive, killAndWait, waitFor } from '../util.js';
+import { autoscaleBounds } from './autoscaler.js';
 
 /** Debian's binaries (scripts/install-ops-tools.sh installs them). */
 export const monitoringBins = {
@@ -70,15 +71,29 @@ function monitorTargets(state: StackState): TargetGroup[] {
   }));
 }
 
+/**
+ * A server's workers as production lists them (deploy/prometheus/prometheus.yml): one target per
+ * worker it runs; under --autoscale one per slot up to the monitor's max, those at or above its min
+ * labelled autoscaled="true" (an empty one is not a TargetDown).
+ */
+function workerTargets(state: StackState, s: ServerRecord): TargetGroup[] {
+  const slots = (from: number, to: number) =>
+    Array.from({ length: Math.max(0, to - from) }, (_, i) => `${s.host}:${s.metricsPort + from + i}`);
+  const bounds = autoscaleBounds(state, s.name);
+  if (bounds === null) return [{ targets: slots(0, s.instances), labels: { server: s.name } }];
+  const groups: TargetGroup[] = [
+    { targets: slots(0, bounds.min), labels: { server: s.name } },
+    { targets: slots(bounds.min, bounds.max), labels: { server: s.name, autoscaled: 'true' } },
+  ];
+  return groups.filter((g) => g.targets.length > 0);
+}
+
 /** The stack's scrape targets: every PM2 worker of every server, the exporters, the edge probes. */
 function targets(state: StackState, ports: Record<Daemon, number>): Record<ScrapeJob, TargetGroup[]> {
   const local = (port: number): TargetGroup[] => [{ targets: [`127.0.0.1:${port}`] }];
   const https = typeof state.entry === 'object' && state.entry !== null ? state.entry.https : '';
   return {
-    shipshape: state.servers.map((s) => ({
-      targets: Array.from({ length: s.instances }, (_, i) => `${s.host}:${s.metricsPort + i}`),
-      labels: { server: s.name },
-    })),
+    shipshape: state.servers.flatMap((s) => workerTargets(state, s)),
     node: local(ports.node),
     postgres: local(ports.postgres),
     redis: local(ports.redis),

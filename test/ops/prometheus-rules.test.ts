@@ -104,7 +104,7 @@ describe('deploy/prometheus with promtool', { skip: skipUnlessTools('promtool') 
     const result = spawnSync(tools.promtool, ['check', 'config', config], { encoding: 'utf8' });
     assert.equal(result.status, 0, `${result.stdout}${result.stderr}`);
     const rendered = readFileSync(join(dir, 'rules', 'alerts.yml'), 'utf8');
-    assert.match(rendered, /alert: TargetDown\n\s+expr: up == 0\n\s+for: 10s/);
+    assert.match(rendered, /alert: TargetDown\n\s+expr: up\{autoscaled!="true"\} == 0\n\s+for: 10s/);
     assert.throws(
       () => renderPrometheus(dir, { targets: {}, alertFor: { NoSuchAlert: '1s' } }),
       /NoSuchAlert/,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { serverPids } from '../../stack/components/app-servers.js';
+import { pm2, serverPids } from '../../stack/components/app-servers.js';
 import { lastDecision } from '../../stack/components/autoscaler.js';
 import { readState } from '../../stack/stack.js';
 import type { StackStatus } from '../../stack/types.js';
@@ -229,5 +229,53 @@ describe('scale stage: replica, PgBouncer, autoscaler behind nginx', { skip }, (
       },
       60_000,
     );
+  });
+
+  test('--monitoring: every worker slot up to the autoscaler’s max is listed (above its min as autoscaled="true"); a worker added later is scraped', {
+    skip: withMonitoring ? false : 'the Debian monitoring tools are not installed',
+  }, async () => {
+    const prometheus = (status.components.monitoring as { prometheus: string }).prometheus;
+    const query = async (q: string) =>
+      (
+        (await (await fetch(`${prometheus}/api/v1/query?query=${encodeURIComponent(q)}`)).json()) as {
+          data: { result: { metric: Record<string, string>; value: [number, string] }[] };
+        }
+      ).data.result;
+    const state = readState(stack.stateDir);
+    const server = state?.servers[0];
+    assert.ok(state !== null && server !== undefined);
+    const slot = `${server.host}:${server.metricsPort + 1}`;
+    await waitFor(
+      `the empty slot ${slot} listed and scraped (down)`,
+      async () =>
+        (await query(`up{job="shipshape",instance="${slot}"}`)).some(
+          (r) => r.value[1] === '0' && r.metric.autoscaled === 'true' && r.metric.server === server.name,
+        ),
+      60_000,
+    );
+    assert.deepEqual(
+      await query('up{job="shipshape",autoscaled!="true"} == 0'),
+      [],
+      'an empty slot is not what TargetDown reads',
+    );
+    // The server's monitor is paused meanwhile, so that it cannot scale the worker back in first.
+    const monitor = (
+      state.components.autoscaler as { monitors: { server: string; pid: number }[] }
+    ).monitors.find((m) => m.server === server.name);
+    assert.ok(monitor !== undefined);
+    process.kill(monitor.pid, 'SIGSTOP');
+    try {
+      await pm2(state.root, server, 'scale', server.name, '2');
+      await waitFor(
+        `the added worker scraped at ${slot}`,
+        async () => (await query(`up{job="shipshape",instance="${slot}"}`)).some((r) => r.value[1] === '1'),
+        90_000,
+      );
+      const sum = await query(`sum by (server) (up{job="shipshape",server="${server.name}"})`);
+      assert.equal(sum[0]?.value[1], '2', 'both workers of the server answer scrapes');
+    } finally {
+      await pm2(state.root, server, 'scale', server.name, '1');
+      process.kill(monitor.pid, 'SIGCONT');
+    }
   });
 });
