@@ -29,7 +29,10 @@ import { applyClusterPolicy } from './pm2-policy.js';
  *     without it is reported (see `clusterPolicy` below);
  *
  * then PM2 starts or reloads, and the command succeeds only when every worker answers /ready on its
- * own port (METRICS_PORT + instance). Any failure exits non-zero with the reason in one place.
+ * own port (METRICS_PORT + instance) — on a reload every worker PM2 runs, also those an autoscaler
+ * added beyond the file's count — and the job worker app, when there is one (PM2_JOBS_WORKER), has
+ * sent 'ready' on PM2's bus (it serves no /ready; PM2 marks it online after listen_timeout even
+ * when it never became ready). Any failure exits non-zero with the reason in one place.
  */
 
 const usage =
@@ -79,10 +82,11 @@ export function ecosystemPath(): string {
   return join(root, 'deploy', 'pm2', 'ecosystem.config.cjs');
 }
 
-function loadEcosystem(): EcosystemApp {
-  const app = (requireCjs(ecosystemPath()) as { apps: EcosystemApp[] }).apps[0];
+/** The API app, and the job worker app when the file defines one (PM2_JOBS_WORKER=true). */
+function loadEcosystem(): { app: EcosystemApp; jobs: EcosystemApp | undefined } {
+  const [app, jobs] = (requireCjs(ecosystemPath()) as { apps: EcosystemApp[] }).apps;
   if (app === undefined) throw new Refusal('deploy/pm2/ecosystem.config.cjs defines no app');
-  return app;
+  return { app, jobs };
 }
 
 /** The environment PM2 will give a worker: this shell, then the file's env and env_production. */
@@ -152,9 +156,15 @@ interface Worker {
   pid: number;
 }
 
+interface Pm2Bus {
+  on(event: 'process:msg', cb: (packet: { raw?: unknown; process?: { name?: string } }) => void): void;
+  close(): void;
+}
+
 interface Pm2Api {
   connect(cb: (err: Error | null) => void): void;
   list(cb: (err: Error | null, list: Pm2Process[]) => void): void;
+  launchBus(cb: (err: Error | null, bus: Pm2Bus) => void): void;
   disconnect(): void;
 }
 interface Pm2Process {
@@ -182,6 +192,23 @@ async function workers(name: string): Promise<Worker[]> {
     }));
 }
 
+/**
+ * Starts listening for an app's 'ready' messages on PM2's bus (before PM2 is told to start it, so
+ * none is missed); `seen()` says whether one came since.
+ */
+async function watchReady(name: string): Promise<{ seen: () => boolean; close: () => void }> {
+  connected ??= new Promise((resolve, reject) => pm2Api.connect((err) => (err ? reject(err) : resolve())));
+  await connected;
+  const bus = await new Promise<Pm2Bus>((resolve, reject) =>
+    pm2Api.launchBus((err, b) => (err ? reject(err) : resolve(b))),
+  );
+  let ready = false;
+  bus.on('process:msg', (packet) => {
+    if (packet.raw === 'ready' && packet.process?.name === name) ready = true;
+  });
+  return { seen: () => ready, close: () => bus.close() };
+}
+
 function getReady(host: string, port: number): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
     const req = request({ host, port, path: '/ready', method: 'GET', timeout: 5000 }, (res) => {
@@ -198,16 +225,28 @@ function getReady(host: string, port: number): Promise<{ status: number; body: s
   });
 }
 
-/** Every worker online and answering 200 on its own /ready; progress every 5 s; false at the deadline. */
-async function waitUntilEveryWorkerReady(app: EcosystemApp, config: Config, count: number): Promise<boolean> {
+/**
+ * Every worker (these instance numbers) online and answering 200 on its own /ready, and the job
+ * worker app, if any, online after its 'ready'; progress every 5 s; false at the deadline.
+ */
+async function waitUntilEveryWorkerReady(
+  app: EcosystemApp,
+  config: Config,
+  instances: readonly number[],
+  jobs: { app: EcosystemApp; ready: () => boolean } | undefined,
+): Promise<boolean> {
   const base = Number(app.env_production.METRICS_PORT ?? 0);
   const host = ['0.0.0.0', '::', ''].includes(config.server.host) ? '127.0.0.1' : config.server.host;
-  const deadline = Date.now() + app.listen_timeout + 30_000;
+  const deadline = Date.now() + Math.max(app.listen_timeout, jobs?.app.listen_timeout ?? 0) + 30_000;
   let lastReport = Date.now();
   for (;;) {
     const list = await workers(app.name);
     const waiting: string[] = [];
-    for (let instance = 0; instance < count; instance++) {
+    if (jobs !== undefined) {
+      const online = (await workers(jobs.app.name)).some((w) => w.status === 'online');
+      if (!jobs.ready() || !online) waiting.push(`the job worker (${jobs.app.name}): not ready`);
+    }
+    for (const instance of instances) {
       const worker = list.find((w) => w.instance === instance);
       if (worker === undefined || worker.status !== 'online') {
         waiting.push(`worker ${instance}: ${worker?.status ?? 'missing'}`);
@@ -238,7 +277,7 @@ function tail(file: string, lines: number): string {
 
 async function main(): Promise<void> {
   const command = parseCommand();
-  const app = loadEcosystem();
+  const { app, jobs } = loadEcosystem();
   const count = app.instances === 'max' ? availableParallelism() : app.instances;
   const env = workerEnv(app, count - 1);
   const refused = `pm2 ${command} refused; PM2 and its running workers were not touched`;
@@ -267,7 +306,8 @@ async function main(): Promise<void> {
     throw err;
   }
 
-  const running = (await workers(app.name)).length > 0;
+  const before = await workers(app.name);
+  const running = before.length > 0;
   if (command === 'start' && running)
     fail(`pm2 start: ${app.name} is already running; apply a new configuration with npm run pm2:reload`);
   if (command === 'reload' && !running)
@@ -277,16 +317,29 @@ async function main(): Promise<void> {
     command === 'start'
       ? ['start', ecosystemPath(), '--env', 'production']
       : ['reload', ecosystemPath(), '--env', 'production', '--update-env'];
+  // A reload keeps the workers PM2 runs (an autoscaler may have added some): all of them must be ready.
+  const instances = [
+    ...new Set([...Array.from({ length: count }, (_, i) => i), ...before.map((w) => w.instance)]),
+  ].sort((a, b) => a - b);
+  const jobsReady = jobs === undefined ? undefined : await watchReady(jobs.name);
   const code = await runPm2(pm2Args);
   if (code !== 0) fail(`pm2 ${command}: pm2 exited ${code}`);
-  if (!(await waitUntilEveryWorkerReady(app, config, count))) {
-    const errors = tail(app.error_file, 10);
-    fail(
-      `pm2 ${command} failed: not every worker became ready${errors === '' ? '' : `; last lines of ${app.error_file}:\n${errors}`}`,
-    );
+  const ready = await waitUntilEveryWorkerReady(
+    app,
+    config,
+    instances,
+    jobs === undefined || jobsReady === undefined ? undefined : { app: jobs, ready: jobsReady.seen },
+  );
+  jobsReady?.close();
+  if (!ready) {
+    const logs = [app.error_file, ...(jobs === undefined ? [] : [jobs.error_file])]
+      .map((file) => [file, tail(file, 10)] as const)
+      .filter(([, lines]) => lines !== '')
+      .map(([file, lines]) => `; last lines of ${file}:\n${lines}`);
+    fail(`pm2 ${command} failed: not every worker became ready${logs.join('')}`);
   }
   process.stdout.write(
-    `pm2 ${command}: every worker is ready (${count}); logs in ${dirname(app.error_file)}\n`,
+    `pm2 ${command}: every worker is ready (${instances.length})${jobs === undefined ? '' : `, and the job worker ${jobs.name}`}; logs in ${dirname(app.error_file)}\n`,
   );
   pm2Api.disconnect();
   // PM2's client can keep handles open after disconnect; this command is done.

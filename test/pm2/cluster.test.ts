@@ -10,9 +10,11 @@ import { daemonClusterPolicy } from '../../src/cli/pm2-policy.js';
 import { createDatabase } from '../../src/infra/database.js';
 import { createPasswordHasher } from '../../src/modules/auth/passwords.js';
 import { createUser } from '../../src/modules/users/users.service.js';
+import { freePortRange } from '../../stack/util.js';
 import { type Pm2Cluster, startPm2Cluster } from '../harness/pm2.js';
 import { freePort } from '../harness/ports.js';
 import { redisUrl, skipUnless } from '../harness/services.js';
+import { waitUntil } from '../harness/wait.js';
 import {
   captureLogs,
   deleteKeys,
@@ -22,23 +24,6 @@ import {
   testKeyPrefix,
 } from '../helper.js';
 import { type LoadRequest, type LoadResponse, send, startLoad } from '../support/load.js';
-
-/** Two consecutive free ports, for the per-worker metrics servers. */
-async function freePortPair(): Promise<number> {
-  for (;;) {
-    const base = await freePort();
-    if (base < 65535 && (await isFree(base + 1))) return base;
-  }
-}
-
-async function isFree(port: number): Promise<boolean> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
 
 function metricTotal(text: string, name: string, filter: (labels: string) => boolean = () => true): number {
   let total = 0;
@@ -120,7 +105,8 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
     cluster = await startPm2Cluster({
       instances: 2,
       port: await freePort(),
-      metricsPort: await freePortPair(),
+      // Per-worker metrics ports (METRICS_PORT + instance): room for a third, added by `pm2 scale`.
+      metricsPort: await freePortRange(3),
       env: {
         ...database.env,
         REDIS_URL: redisUrl,
@@ -470,6 +456,29 @@ describe('PM2 cluster (real PM2, PostgreSQL and Redis)', {
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /every worker is ready \(2\)/);
     assert.deepEqual(await limitSeen(), ['777']);
+  });
+
+  test('pm2:reload after a scale-up (as an autoscaler makes): every worker PM2 runs is reloaded and must be ready, not only the file’s two', async () => {
+    await cluster.pm2('scale', cluster.name, '3');
+    try {
+      await waitUntil(
+        async () => (await cluster.workers()).filter((w) => w.status === 'online').length === 3,
+        { timeoutMs: 90_000, what: 'a third worker online' },
+      );
+      const before = (await cluster.workers()).map((w) => w.pid);
+      const result = await cluster.wrapper('reload', {});
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /every worker is ready \(3\)/);
+      const after = await cluster.workers();
+      assert.equal(after.length, 3, 'the reload kept the third worker');
+      for (const w of after) assert.ok(!before.includes(w.pid), `worker ${w.instance} was replaced`);
+    } finally {
+      await cluster.pm2('scale', cluster.name, '2');
+      await waitUntil(async () => (await cluster.workers()).length === 2, {
+        timeoutMs: 90_000,
+        what: 'back to two workers',
+      });
+    }
   });
 
   test('a value the service rejects: pm2:reload and pm2:start exit 1 with its message; under load no request fails', async () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
@@ -165,6 +166,30 @@ describe('PM2 job worker app (real PM2, PostgreSQL, SMTP)', { skip: await skipUn
     assert.equal(done.attempts, 1, 'finished by the worker that had it, not run again');
     assert.match(done.locked_by ?? '', new RegExp(`:${oldPid}:`));
     assert.equal(mailsTo(email), 1);
+  });
+
+  test('pm2:reload waits for the job worker’s ready; one that cannot start fails the reload with its log', async () => {
+    const ok = await cluster.wrapper('reload', {});
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, new RegExp(`every worker is ready \\(1\\), and the job worker ${workerApp()}`));
+    // Its metrics port taken: the job worker exits at boot, again and again; the API workers are fine.
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (blocker.address() as { port: number }).port;
+      const broken = await cluster.wrapper('reload', {
+        JOBS_METRICS_PORT: String(port),
+        PM2_LISTEN_TIMEOUT_MS: '5000',
+      });
+      assert.equal(broken.code, 1, broken.stdout);
+      assert.match(broken.stderr, new RegExp(`not ready: the job worker \\(${workerApp()}\\): not ready`));
+      assert.match(broken.stderr, /worker-err\.log/);
+    } finally {
+      blocker.close();
+    }
+    const restored = await cluster.wrapper('reload', {});
+    assert.equal(restored.code, 0, restored.stderr);
+    await onlineWorker();
   });
 
   test('pm2 stop with a job outlasting the drain: the next worker runs it again; one mail', async () => {
