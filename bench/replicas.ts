@@ -23,6 +23,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { replicationRecord, roleUrl } from '../stack/components/replicated-postgres.js';
+import { envValue } from '../stack/secrets.js';
 import { down, readState, up } from '../stack/stack.js';
 import { freePort } from '../stack/util.js';
 import { runLoad } from './lib/load.js';
@@ -80,10 +81,10 @@ async function main(): Promise<void> {
     const state = readState(stateDir);
     const rec = state === null ? undefined : replicationRecord(state);
     const appEnv = state?.servers[0]?.env;
-    if (state === null || rec === undefined || appEnv?.DATABASE_URL === undefined)
+    const throughPgbouncer = appEnv === undefined ? undefined : envValue(appEnv, 'DATABASE_URL');
+    if (state === null || rec === undefined || appEnv === undefined || throughPgbouncer === undefined)
       throw new Error(`no scale stack in ${stateDir}`);
-    const throughPgbouncer = appEnv.DATABASE_URL;
-    const replicas = appEnv.DATABASE_REPLICA_URLS ?? '';
+    const replicas = envValue(appEnv, 'DATABASE_REPLICA_URLS') ?? '';
     await run(process.execPath, [join(root, 'dist', 'cli', 'seed.js')], {
       cwd: root,
       env: {

@@ -45,6 +45,8 @@ export interface Config {
   readonly database: {
     /** PostgreSQL connection string; absent means the embedded SQLite database. */
     readonly url: string | undefined;
+    /** Where the migration commands connect (the owner role, not PgBouncer); absent: `url`. */
+    readonly migrationUrl: string | undefined;
     readonly sqlitePath: string;
     readonly poolMax: number;
     readonly connectTimeoutMs: number;
@@ -517,6 +519,13 @@ function read(env: Env): { config: Config; reader: EnvReader } {
 
   const databaseUrl = r.secret('DATABASE_URL', 'PostgreSQL connection string. Unset: embedded SQLite.');
   checkUrl(r, 'DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:']);
+  const migrationUrl = r.secret(
+    'DATABASE_MIGRATION_URL',
+    'PostgreSQL connection string of the migrations (`npm run db:migrate`, `db:migrate:production`, so `deploy.sh`): the owner role (shipshape_owner) straight to PostgreSQL — never PgBouncer, whose transaction pooling breaks the migrator’s session lock. Unset: DATABASE_URL. The service itself never uses it.',
+  );
+  checkUrl(r, 'DATABASE_MIGRATION_URL', migrationUrl, ['postgres:', 'postgresql:']);
+  if (migrationUrl !== undefined && databaseUrl === undefined)
+    r.problem('DATABASE_MIGRATION_URL needs DATABASE_URL (the migrations of which PostgreSQL database?)');
   const sqlitePath = r.string(
     'SQLITE_PATH',
     'data/shipshape.db',
@@ -1096,6 +1105,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     log: { level: logLevel, slowRequestMs, pm2: pm2LogTarget(env) },
     database: {
       url: databaseUrl,
+      migrationUrl,
       sqlitePath: sqlitePath === ':memory:' ? sqlitePath : resolve(projectRoot, sqlitePath),
       poolMax,
       connectTimeoutMs,
@@ -1226,4 +1236,27 @@ export function loadConfig(env: Env = process.env): Config {
 /** Every variable the service reads, with its default and meaning. */
 export function describeConfig(): readonly VariableDoc[] {
   return read({}).reader.docs;
+}
+
+/**
+ * The secrets `env` sets directly rather than through `<NAME>_FILE` (a URL counts only when it holds
+ * a password): what PM2 would write in plain text into its dump.
+ */
+export function plainSecretNames(env: Readonly<Record<string, string | undefined>>): string[] {
+  return describeConfig()
+    .filter((doc) => doc.secret)
+    .map((doc) => doc.name)
+    .filter((name) => {
+      const value = env[name];
+      if (value === undefined || value.trim() === '') return false;
+      if (!name.endsWith('_URL') && !name.endsWith('_URLS')) return true;
+      // Every URL of a list: one with a password makes the value a secret.
+      return value.split(',').some((item) => {
+        try {
+          return new URL(item.trim()).password !== '';
+        } catch {
+          return false; // loadConfig reports the malformed URL
+        }
+      });
+    });
 }

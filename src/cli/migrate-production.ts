@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.js';
 import { migrateProduction, migrationStatus, ProductionMigrationError } from '../db/production-migrator.js';
 import { describeDatabase } from '../lib/targets.js';
+import { forMigrations } from './run.js';
 
 /**
  * `npm run db:migrate:production`: the migrations of this release, applied without stalling
@@ -53,7 +54,7 @@ async function main(): Promise<number> {
   }
   let url: string | undefined;
   try {
-    const config = loadConfig();
+    const config = forMigrations(loadConfig());
     url = config.database.url;
     process.stderr.write(`database: ${describeDatabase(config.database)}\n`);
   } catch (err) {

@@ -12,6 +12,7 @@ import { CliError, runCli } from './run.js';
 await runCli(
   {
     usage: 'usage: npm run db:migrate [-- --down [--yes] [--allow-production]]',
+    migrations: true,
     help: [
       '  (no flags)          apply every pending migration',
       '  --down              revert the latest migration (says what it drops; asks on a terminal)',

@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type Config, ConfigError, describeConfig, loadConfig } from '../config.js';
+import { type Config, ConfigError, loadConfig, plainSecretNames } from '../config.js';
 import { blockingPendingMigrations } from '../db/migrator.js';
 import { createDatabase } from '../infra/database.js';
 import { createLogger } from '../infra/logger.js';
@@ -99,24 +99,10 @@ export function workerEnv(app: EcosystemApp, instance: number): Record<string, s
 
 /** Secrets PM2 would store in plain text in dump.pm2 (`pm2 save`): refused, with what to do instead. */
 export function plainSecrets(env: Record<string, string | undefined>): string[] {
-  const problems: string[] = [];
-  for (const doc of describeConfig()) {
-    const value = env[doc.name];
-    if (!doc.secret || value === undefined || value.trim() === '') continue;
-    if (doc.name.endsWith('_URL')) {
-      let password = '';
-      try {
-        password = new URL(value).password;
-      } catch {
-        // loadConfig reports the malformed URL
-      }
-      if (password === '') continue; // a URL without a password is not a secret
-    }
-    problems.push(
-      `${doc.name} is set directly: PM2 would store it in plain text in its dump (pm2 save). Write it to a file only the service's user can read and set ${doc.name}_FILE=/path/to/it instead`,
-    );
-  }
-  return problems;
+  return plainSecretNames(env).map(
+    (name) =>
+      `${name} is set directly: PM2 would store it in plain text in its dump (pm2 save). Write it to a file only the service's user can read and set ${name}_FILE=/path/to/it instead`,
+  );
 }
 
 async function checkDatabase(config: Config): Promise<void> {

@@ -13,6 +13,8 @@ export type CliArgs = Readonly<Record<string, string | boolean | string[] | unde
 export interface CliSpec {
   /** One line: how to call the command (`usage: npm run … -- --flag <value>`). */
   readonly usage: string;
+  /** A migration command: it connects to DATABASE_MIGRATION_URL when set (the owner role). */
+  readonly migrations?: boolean;
   /** More lines for --help: what each flag does. */
   readonly help?: string;
   readonly options?: Readonly<Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>;
@@ -56,6 +58,12 @@ export function parseCliArgs(spec: CliSpec, argv = process.argv.slice(2)): CliAr
   }
 }
 
+/** The configuration with the migrations' connection (DATABASE_MIGRATION_URL) in place of DATABASE_URL. */
+export function forMigrations(config: Config): Config {
+  if (config.database.migrationUrl === undefined) return config;
+  return { ...config, database: { ...config.database, url: config.database.migrationUrl } };
+}
+
 /**
  * Runs a command-line task against the configured database: checks the arguments first, says which
  * database it is about to use (never the credentials), prints problems plainly and exits non-zero
@@ -68,7 +76,8 @@ export async function runCli(
   const args = parseCliArgs(spec);
   let handle: DatabaseHandle | undefined;
   try {
-    const config = loadConfig();
+    const loaded = loadConfig();
+    const config = spec.migrations === true ? forMigrations(loaded) : loaded;
     process.stdout.write(`database: ${describeDatabase(config.database)}\n`);
     handle = createDatabase(
       config.database,

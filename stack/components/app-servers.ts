@@ -2,6 +2,8 @@ import { execFile, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { clusterPolicyVariable } from '../../src/cli/pm2-policy.js';
+import { secretsToFiles } from '../secrets.js';
 import type { Component, ServerRecord, StackState } from '../types.js';
 import { freePort, freePortRange, httpGet, isAlive, killAndWait, waitFor } from '../util.js';
 
@@ -32,6 +34,9 @@ function pm2Env(server: ServerRecord): NodeJS.ProcessEnv {
     METRICS_PORT: String(server.metricsPort),
     // Never the caller's PM2 daemon.
     PM2_SILENT: 'true',
+    // A daemon launched here lets the workers accept connections themselves (decision 0095), as
+    // `npm run pm2:start` does; with round-robin a worker's death can strand a connection.
+    [clusterPolicyVariable]: 'none',
   };
 }
 
@@ -188,7 +193,13 @@ export function appServers(options: {
     name: 'servers',
     async up(ctx) {
       const instances = ctx.options.instances ?? options.instances;
-      const env = { ...ctx.appEnv, ...options.env, ...ctx.options.appEnv };
+      // The migrations' owner credentials are the deploy's, never the running service's.
+      const { DATABASE_MIGRATION_URL: _owner, ...serviceEnv } = {
+        ...ctx.appEnv,
+        ...options.env,
+        ...ctx.options.appEnv,
+      };
+      const env = secretsToFiles(serviceEnv, join(ctx.state.stateDir, 'servers', 'secrets'));
       const records: ServerRecord[] = [];
       for (const [i, spec] of options.servers.entries()) {
         const port =

@@ -14,6 +14,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { secretsToFiles } from '../secrets.js';
 import type { Component, ServerRecord, StackState } from '../types.js';
 import { freePort, freePortRange, isAlive, killAndWait, waitFor } from '../util.js';
 
@@ -203,25 +204,23 @@ export async function provisionTargets(options: {
     save();
     const id = uid(target.user);
     const secrets = join(target.dir, 'shared', 'secrets');
-    const env: Record<string, string> = {};
+    const given: Record<string, string> = {};
     for (const [key, value] of Object.entries(options.appEnv)) {
       if (key.endsWith('_FILE')) {
         const copy = join(secrets, key.slice(0, -5).toLowerCase().replaceAll('_', '-'));
         copyFileSync(value, copy);
         chmodSync(copy, 0o600);
-        env[key] = copy;
-      } else env[key] = value;
+        given[key] = copy;
+      } else given[key] = value;
     }
-    // Secrets live in files, as in production (PM2 would write a plain value into its dump). The
-    // password makes a leak visible: the deploy tests look for it in every output.
-    if (env.DATABASE_URL !== undefined) {
-      const url = new URL(env.DATABASE_URL);
+    // Secrets live in files, as in production (PM2 would write a plain value into its dump). A
+    // password in DATABASE_URL makes a leak visible: the deploy tests look for it in every output.
+    if (given.DATABASE_URL !== undefined) {
+      const url = new URL(given.DATABASE_URL);
       if (url.password === '') url.password = randomBytes(12).toString('hex');
-      const file = join(secrets, 'database-url');
-      writeFileSync(file, url.toString(), { mode: 0o600 });
-      env.DATABASE_URL_FILE = file;
-      delete env.DATABASE_URL;
+      given.DATABASE_URL = url.toString();
     }
+    const env = secretsToFiles(given, secrets);
     Object.assign(env, {
       NODE_BIN: process.execPath,
       HOST: target.host,

@@ -201,6 +201,8 @@ export function replicatedPostgres(options: { replicas: number }): Component {
       // PgBouncer (next) replaces DATABASE_URL; migrations and the tools use the primary directly.
       ctx.appEnv.DATABASE_URL = roleUrl(rec, primary, 'app');
       ctx.appEnv.DATABASE_REPLICA_URLS = rec.replicas.map((r) => roleUrl(rec, r, 'app')).join(',');
+      // The deploy's migrations (--deploy-targets): the owner, straight to the primary.
+      ctx.appEnv.DATABASE_MIGRATION_URL = roleUrl(rec, primary, 'owner');
       ctx.save();
     },
     async down(state, log) {

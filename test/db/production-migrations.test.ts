@@ -179,29 +179,27 @@ describe('db:migrate:production (PostgreSQL)', { skip: await skipUnless('postgre
     assert.deepEqual(done.applied, ['004_drop_legacy_name']);
   });
 
+  /** The built CLI (`npm run db:migrate:production`) with these database variables. */
+  const cli = (env: Record<string, string | undefined>, ...args: string[]) =>
+    new Promise<{ code: number; out: string }>((resolve) => {
+      const child = spawn(process.execPath, ['dist/cli/migrate-production.js', ...args], {
+        env: { ...process.env, NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(48), ...env },
+      });
+      let out = '';
+      child.stdout.on('data', (c) => {
+        out += c;
+      });
+      child.stderr.on('data', (c) => {
+        out += c;
+      });
+      child.once('close', (code) => resolve({ code: code ?? 1, out }));
+    });
+
   test('npm run db:migrate:production applies the service migrations; --status reports the head', async () => {
     await ensureBuilt();
     const fresh = await testDatabaseEnv('postgres');
     try {
-      const run = (...args: string[]) =>
-        new Promise<{ code: number; out: string }>((resolve) => {
-          const child = spawn(process.execPath, ['dist/cli/migrate-production.js', ...args], {
-            env: {
-              ...process.env,
-              NODE_ENV: 'production',
-              JWT_SECRET: 'x'.repeat(48),
-              DATABASE_URL: fresh.env.DATABASE_URL,
-            },
-          });
-          let out = '';
-          child.stdout.on('data', (c) => {
-            out += c;
-          });
-          child.stderr.on('data', (c) => {
-            out += c;
-          });
-          child.once('close', (code) => resolve({ code: code ?? 1, out }));
-        });
+      const run = (...args: string[]) => cli({ DATABASE_URL: fresh.env.DATABASE_URL }, ...args);
       const applied = await run();
       assert.equal(applied.code, 0, applied.out);
       const names = migrationNames();
@@ -217,6 +215,45 @@ describe('db:migrate:production (PostgreSQL)', { skip: await skipUnless('postgre
       assert.equal((await run('--retries', 'x')).code, 2);
     } finally {
       await fresh.cleanup();
+    }
+  });
+
+  test('DATABASE_MIGRATION_URL: the migrations run there (the owner, past PgBouncer), not at the service’s DATABASE_URL', async () => {
+    await ensureBuilt();
+    const [owned, service] = [await testDatabaseEnv('postgres'), await testDatabaseEnv('postgres')];
+    const tables = async (databaseUrl: string | undefined) => {
+      const client = new pg.Client({ connectionString: databaseUrl });
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ n: string }>(
+          "SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'",
+        );
+        return Number(rows[0]?.n);
+      } finally {
+        await client.end();
+      }
+    };
+    try {
+      const before = await tables(service.env.DATABASE_URL);
+      const result = await cli({
+        DATABASE_URL: service.env.DATABASE_URL,
+        DATABASE_MIGRATION_URL: owned.env.DATABASE_URL,
+      });
+      assert.equal(result.code, 0, result.out);
+      assert.match(
+        result.out,
+        new RegExp(`database: postgres database ${new URL(owned.env.DATABASE_URL ?? '').pathname.slice(1)} `),
+      );
+      assert.ok(result.out.includes(`head ${migrationNames().at(-1)}`), result.out);
+      assert.ok((await tables(owned.env.DATABASE_URL)) > 3, 'migrated where DATABASE_MIGRATION_URL points');
+      assert.equal(await tables(service.env.DATABASE_URL), before, 'DATABASE_URL untouched');
+      // Without DATABASE_URL there is no PostgreSQL service to migrate for: refused, said plainly.
+      const alone = await cli({ DATABASE_URL: undefined, DATABASE_MIGRATION_URL: owned.env.DATABASE_URL });
+      assert.equal(alone.code, 1, alone.out);
+      assert.match(alone.out, /DATABASE_MIGRATION_URL needs DATABASE_URL/);
+    } finally {
+      await owned.cleanup();
+      await service.cleanup();
     }
   });
 });

@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
+import { daemonClusterPolicy } from '../../src/cli/pm2-policy.js';
 import { pm2, serverPids } from '../../stack/components/app-servers.js';
 import { lastDecision } from '../../stack/components/autoscaler.js';
-import { readState } from '../../stack/stack.js';
+import { envValue } from '../../stack/secrets.js';
+import { readState, serverAction } from '../../stack/stack.js';
 import type { StackStatus } from '../../stack/types.js';
 import { waitFor } from '../../stack/util.js';
 import { skipUnlessNginx } from '../harness/nginx.js';
@@ -98,8 +101,19 @@ describe('scale stage: replica, PgBouncer, autoscaler behind nginx', { skip }, (
     };
     const replicaPort = (status.components.replication as { replicas: { port: number }[] }).replicas[0]?.port;
     for (const server of state.servers) {
-      assert.equal(new URL(server.env.DATABASE_URL ?? '').port, String(bouncer.port), server.name);
-      assert.equal(new URL(server.env.DATABASE_REPLICA_URLS ?? '').port, String(replicaPort), server.name);
+      // As production passes them: in files (the wrapper refuses a plain secret; PM2 would dump it).
+      assert.equal(server.env.DATABASE_URL, undefined);
+      assert.equal(server.env.DATABASE_MIGRATION_URL_FILE, undefined, 'the owner’s credentials stay out');
+      assert.equal(
+        new URL(envValue(server.env, 'DATABASE_URL') ?? '').port,
+        String(bouncer.port),
+        server.name,
+      );
+      assert.equal(
+        new URL(envValue(server.env, 'DATABASE_REPLICA_URLS') ?? '').port,
+        String(replicaPort),
+        server.name,
+      );
     }
     const password = readFileSync(bouncer.consolePasswordFile, 'utf8');
     // Every worker holds a pool of clients on PgBouncer as shipshape_app; PgBouncer's own server
@@ -209,6 +223,19 @@ describe('scale stage: replica, PgBouncer, autoscaler behind nginx', { skip }, (
       assert.ok(d.desired >= 1 && d.desired <= 2, `${s.name}: desired ${d.desired}`);
       assert.ok(Date.now() - d.at < 120_000, `${s.name}: a recent decision`);
     }
+  });
+
+  test('server app-1 reload: the wrapper takes the stack’s environment (secrets in files), new workers; the daemon lets workers accept (NODE_CLUSTER_SCHED_POLICY=none)', async () => {
+    const state = readState(stack.stateDir);
+    const server = state?.servers[0];
+    assert.ok(state !== null && server !== undefined && server.pm2Home !== null);
+    for (const s of state.servers)
+      assert.equal(daemonClusterPolicy(join(s.pm2Home ?? '', 'pm2.pid')), 'none', s.name);
+    const before = serverPids(server);
+    await serverAction(stack.stateDir, server.name, 'reload');
+    const after = serverPids(server);
+    assert.equal(after.length, before.length);
+    for (const pid of after) assert.ok(!before.includes(pid), `worker ${pid} is new`);
   });
 
   test('--monitoring: Prometheus scrapes each monitor’s own /metrics', {
