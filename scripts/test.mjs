@@ -42,8 +42,11 @@ const result = spawnSync(
     '--test',
     '--test-reporter=spec',
     `--test-concurrency=${process.env.TEST_CONCURRENCY ?? 3}`,
-    // Generous: a test that waits for a condition must not be failed by a busy machine (CI shares two cores).
-    '--test-timeout=600000',
+    // Generous: a test that waits for a condition must not be failed by a busy machine (CI shares two
+    // cores). Node 20 applies it to each test file as a whole: the launch-sequence files take about
+    // 5 minutes on a quiet machine and over 10 with both cores hogged, and the container file builds
+    // its base image on a machine that has none (5 minutes of debootstrap under load).
+    '--test-timeout=1200000',
     ...flags,
     ...targets,
   ],

@@ -140,6 +140,8 @@ interface Worker {
   instance: number;
   status: string;
   pid: number;
+  /** PM2's restart count of this process slot. */
+  restarts: number;
 }
 
 interface Pm2Bus {
@@ -156,7 +158,7 @@ interface Pm2Api {
 interface Pm2Process {
   name: string;
   pid: number;
-  pm2_env: { status: string; NODE_APP_INSTANCE?: number };
+  pm2_env: { status: string; NODE_APP_INSTANCE?: number; restart_time?: number };
 }
 
 /** PM2's programmatic API for the polling: a socket round trip, not a `pm2 jlist` process each time. */
@@ -175,6 +177,7 @@ async function workers(name: string): Promise<Worker[]> {
       instance: Number(p.pm2_env.NODE_APP_INSTANCE ?? 0),
       status: p.pm2_env.status,
       pid: p.pid,
+      restarts: Number(p.pm2_env.restart_time ?? 0),
     }));
 }
 
@@ -225,11 +228,27 @@ async function waitUntilEveryWorkerReady(
   const host = ['0.0.0.0', '::', ''].includes(config.server.host) ? '127.0.0.1' : config.server.host;
   const deadline = Date.now() + Math.max(app.listen_timeout, jobs?.app.listen_timeout ?? 0) + 30_000;
   let lastReport = Date.now();
+  // A worker PM2 keeps restarting will not become ready by the deadline: say so now.
+  const names = [app.name, ...(jobs === undefined ? [] : [jobs.app.name])];
+  const restartsAtStart = new Map<string, number>();
+  for (const name of names)
+    for (const w of await workers(name)) restartsAtStart.set(`${name}:${w.instance}`, w.restarts);
   for (;;) {
     const list = await workers(app.name);
+    const jobWorkers = jobs === undefined ? [] : await workers(jobs.app.name);
+    const looping = [
+      ...list.map((w) => ({ name: app.name, w })),
+      ...jobWorkers.map((w) => ({ name: jobs?.app.name ?? '', w })),
+    ].filter(({ name, w }) => w.restarts - (restartsAtStart.get(`${name}:${w.instance}`) ?? 0) >= 3);
+    if (looping.length > 0) {
+      process.stderr.write(
+        `pm2: not ready: ${looping.map(({ name, w }) => `${name} worker ${w.instance} restarted ${w.restarts - (restartsAtStart.get(`${name}:${w.instance}`) ?? 0)} times (crash loop)`).join('; ')}\n`,
+      );
+      return false;
+    }
     const waiting: string[] = [];
     if (jobs !== undefined) {
-      const online = (await workers(jobs.app.name)).some((w) => w.status === 'online');
+      const online = jobWorkers.some((w) => w.status === 'online');
       if (!jobs.ready() || !online) waiting.push(`the job worker (${jobs.app.name}): not ready`);
     }
     for (const instance of instances) {
