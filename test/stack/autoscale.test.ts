@@ -144,7 +144,15 @@ describe('autoscaling spike test through nginx', { skip: await skipUnless('postg
       // Keep the spike a little longer once scaled up, to see p99 settle on the new capacity.
       await phase(baseRate * 5, 16_000);
       const dropAt = Date.now() - started;
-      const scaledDown = await phase(baseRate, 120_000, (w) => w.every((n) => n === 1));
+      // Back down after the window: every server below its count at the drop (or at 1). Not all at
+      // 1 at once: the policy reads the host's CPU, which other processes on a shared machine raise
+      // (with two `yes` hogs a server went 1→2→1 at the base load; seen in CI).
+      const atDrop = sample();
+      const lowest = [...atDrop];
+      const scaledDown = await phase(baseRate, 120_000, (w) => {
+        for (const [i, n] of w.entries()) lowest[i] = Math.min(lowest[i] ?? n, n);
+        return lowest.every((n, i) => n === 1 || n < (atDrop[i] ?? 0));
+      });
       await phase(baseRate, 4000);
       stop = true;
       await generator;
@@ -213,7 +221,10 @@ describe('autoscaling spike test through nginx', { skip: await skipUnless('postg
         `autoscale spike: ${outcomes.length} requests, ${failed.length} failed (${JSON.stringify(byStatus)}); spike at ${(spikeAt / 1000).toFixed(0)} s, drop at ${(dropAt / 1000).toFixed(0)} s; ${slo}`,
       );
       assert.ok(scaledUp, 'app-1 scaled up during the 5× spike');
-      assert.ok(scaledDown, 'every server back to 1 worker after the stabilisation window');
+      assert.ok(
+        scaledDown,
+        `every server scaled down after the stabilisation window (at the drop ${atDrop.join('/')})`,
+      );
       // The window, checked on each monitor's log: a scale-down never goes below any recommendation
       // made in the 20 s before it (the highest one wins).
       assert.ok(downs.length >= 1);
