@@ -152,10 +152,12 @@ export function launchSequence(part: Part): void {
     const figures: string[] = [];
     let firstOctet = 60;
 
-    /** The test's environment: the stack's file with short gates and a fast lock staleness. */
+    /** The test's environment: the stack's file with a short watch and a fast lock staleness. */
     // Staleness well above what a rollback's read-only pass takes on a busy machine (≈10 s seen), so
-    // the attempt right after the kill meets a lock that is not stale yet.
-    const settings = { readySeconds: 15, watchSeconds: 6, lockHeartbeatSeconds: 2, lockStaleSeconds: 25 };
+    // the attempt right after the kill meets a lock that is not stale yet. The smoke keeps the
+    // default 60 s: under load a healthy release took 15 s to become ready (CI, 10 s of it before
+    // its first log line), and the release that never becomes ready costs the whole bound once.
+    const settings = { readySeconds: 60, watchSeconds: 6, lockHeartbeatSeconds: 2, lockStaleSeconds: 25 };
 
     const currents = () => targets.map(currentOf);
     const releaseLogs = () => targets.map(releaseLog);
@@ -532,7 +534,7 @@ await import('./main-real.js');
         );
         assert.equal(run.code, 1, run.stdout + run.stderr);
         assert.match(run.stdout, /app-2: switched, reloaded/);
-        assert.match(run.stderr, /app-3: smoke failed[\s\S]*did not become ready within 15s/);
+        assert.match(run.stderr, /app-3: smoke failed[\s\S]*did not become ready within 60s/);
         assert.match(run.stderr, /automatic rollback of app-1, app-2 done/);
         assert.deepEqual(currents(), [v2.manifest.id, v2.manifest.id, v2.manifest.id]);
         figures.push(
