@@ -15,6 +15,7 @@ import {
   rolesSql,
   withCredentials,
 } from '../harness/roles.js';
+import { selfSignedCertificate } from '../harness/tls.js';
 
 /**
  * deploy/postgres/roles.sql, database.sql and pg_hba.conf on a cluster of our own (decision 0071):
@@ -57,27 +58,7 @@ describe('database roles and pg_hba.conf', () => {
     certificates = mkdtempSync(join(tmpdir(), 'shipshape-pg-tls-'));
     chmodSync(certificates, 0o755);
     const [crt, key] = [join(certificates, 'server.crt'), join(certificates, 'server.key')];
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-subj',
-        '/CN=127.0.0.1',
-        '-days',
-        '2',
-        '-keyout',
-        key,
-        '-out',
-        crt,
-      ],
-      { stdio: 'ignore' },
-    );
+    selfSignedCertificate({ certPath: crt, keyPath: key, subject: '/CN=127.0.0.1', days: 2 });
     chmodSync(key, 0o600);
     if (process.getuid?.() === 0) {
       const postgres = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import {
   chownSync,
   existsSync,
@@ -19,6 +19,7 @@ import pg from 'pg';
 import type { Artifact } from '../../src/ops/delivery/artifact.js';
 import type { DeployTarget } from '../../stack/components/deploy-targets.js';
 import { ensureBuilt } from '../harness/pm2.js';
+import { selfSignedCertificate } from '../harness/tls.js';
 import { waitUntil } from '../harness/wait.js';
 import {
   currentOf,
@@ -254,23 +255,7 @@ export function deployGuards(part: GuardPart): void {
           ] as Array<[DeployTarget, number]>) {
             const cert = join(t.dir, 'shared', 'tls-cert.pem');
             const key = join(work, `${t.name}.key`);
-            execFileSync('openssl', [
-              'req',
-              '-x509',
-              '-newkey',
-              'ec',
-              '-pkeyopt',
-              'ec_paramgen_curve:prime256v1',
-              '-nodes',
-              '-keyout',
-              key,
-              '-out',
-              cert,
-              '-days',
-              String(days),
-              '-subj',
-              `/CN=${t.name}.test`,
-            ]);
+            selfSignedCertificate({ certPath: cert, keyPath: key, subject: `/CN=${t.name}.test`, days });
             const owner = statSync(t.dir);
             chownSync(cert, owner.uid, owner.gid);
             const envFile = join(t.dir, 'shared', '.env');
