@@ -64,6 +64,7 @@ import { ordersRoutes } from './modules/orders/orders.routes.js';
 import type { OrdersDeps } from './modules/orders/orders.service.js';
 import { createProductCache } from './modules/products/products.cache.js';
 import { type CatalogDeps, productsRoutes } from './modules/products/products.routes.js';
+import { createUserCache } from './modules/users/users.cache.js';
 import { usersRoutes } from './modules/users/users.routes.js';
 import type { UserRow } from './modules/users/users.table.js';
 
@@ -176,6 +177,27 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const lifecycle = createLifecycle();
   const metrics = createMetrics(() => lifecycle.inFlight);
   const counters = redis === undefined ? createMemoryCounterStore() : createRedisCounterStore(redis);
+  // The cache: in-process by default (per process), Redis when configured (shared by every instance).
+  const cacheBackend = !config.cache.enabled
+    ? createNoCacheBackend()
+    : redis === undefined
+      ? createMemoryCacheBackend(config.cache.maxEntries)
+      : createRedisCacheBackend(
+          redis,
+          config.cache.localTier
+            ? createLocalTier({
+                client: redis.client,
+                maxEntries: config.cache.maxEntries,
+                logger: logger.child({ component: 'cache' }),
+              })
+            : undefined,
+        );
+  const cache = createCache(cacheBackend, {
+    metrics: createCacheMetrics(metrics.registry, cacheBackend.kind),
+    logger: logger.child({ component: 'cache' }),
+    // A CLI command (seed) or another process writing the same SQLite file: seen at the next read.
+    ...(database.externalWrites === undefined ? {} : { externalWrites: database.externalWrites }),
+  });
   const authBase = createAuthDeps({
     db: database.db,
     engine: database.engine,
@@ -183,6 +205,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     counters,
     registry: metrics.registry,
     logger: logger.child({ component: 'auth' }),
+    // Only where every process sees every write at once (decision 0112): through Redis (with the
+    // local tier kept coherent by tracking), or on one SQLite file (a write by another process
+    // empties the cache). The in-process cache on PostgreSQL is per process, and PM2 runs several:
+    // a PATCH on one worker would not reach another's copy of the account.
+    ...(cacheBackend.kind === 'redis' || database.externalWrites !== undefined
+      ? { userCache: createUserCache(cache, config.cache.userTtlSeconds) }
+      : {}),
   });
   // Password reset, email verification and the durable job queue (decisions 0060–0062).
   const mailer = createMailer(config.mail, config.env, logger.child({ component: 'mail' }));
@@ -215,27 +244,6 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       })
     : undefined;
   registerQueueGauge(metrics.registry, database.db, logger.child({ component: 'jobs' }));
-  // The cache: in-process by default (per process), Redis when configured (shared by every instance).
-  const cacheBackend = !config.cache.enabled
-    ? createNoCacheBackend()
-    : redis === undefined
-      ? createMemoryCacheBackend(config.cache.maxEntries)
-      : createRedisCacheBackend(
-          redis,
-          config.cache.localTier
-            ? createLocalTier({
-                client: redis.client,
-                maxEntries: config.cache.maxEntries,
-                logger: logger.child({ component: 'cache' }),
-              })
-            : undefined,
-        );
-  const cache = createCache(cacheBackend, {
-    metrics: createCacheMetrics(metrics.registry, cacheBackend.kind),
-    logger: logger.child({ component: 'cache' }),
-    // A CLI command (seed) or another process writing the same SQLite file: seen at the next read.
-    ...(database.externalWrites === undefined ? {} : { externalWrites: database.externalWrites }),
-  });
   const flags = createFeatureFlags({
     db: database.db,
     cache,

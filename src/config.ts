@@ -158,6 +158,7 @@ export interface Config {
     readonly localTier: boolean;
     readonly productTtlSeconds: number;
     readonly productListTtlSeconds: number;
+    readonly userTtlSeconds: number;
   };
   readonly idempotency: {
     readonly ttlHours: number;
@@ -907,6 +908,13 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     86_400,
     'Longest a cached page of the product list lives (also invalidated by every product or stock change).',
   );
+  const cacheUserTtlSeconds = r.int(
+    'CACHE_USER_TTL_SECONDS',
+    60,
+    1,
+    3_600,
+    "Longest a cached account (the answer of `GET /api/users/me`) lives. Every write to the account through the service invalidates it at once; the TTL bounds a write made behind the service's back on PostgreSQL (decision 0112).",
+  );
   const idempotencyTtlHours = r.int(
     'IDEMPOTENCY_KEY_TTL_HOURS',
     24,
@@ -1180,6 +1188,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       localTier: cacheLocalTier ?? true,
       productTtlSeconds: cacheProductTtlSeconds,
       productListTtlSeconds: cacheProductListTtlSeconds,
+      userTtlSeconds: cacheUserTtlSeconds,
     },
     idempotency: {
       ttlHours: idempotencyTtlHours,

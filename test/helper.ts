@@ -165,6 +165,32 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<Fastif
   return app;
 }
 
+/**
+ * Two apps on one PostgreSQL database under one Redis key prefix: two servers of one deployment.
+ * `close` closes both and drops the database.
+ */
+export async function buildTwoInstances(label: string): Promise<{
+  a: FastifyInstance;
+  b: FastifyInstance;
+  close: () => Promise<void>;
+}> {
+  const database = await testDatabaseEnv('postgres');
+  const env = { ...database.env, REDIS_KEY_PREFIX: testKeyPrefix(label) };
+  const apps: FastifyInstance[] = [];
+  const close = async () => {
+    for (const app of apps) await app.close();
+    await database.cleanup();
+  };
+  try {
+    for (let i = 0; i < 2; i++) apps.push(await buildTestApp({ engine: 'postgres', redis: true, env }));
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const [a, b] = apps as [FastifyInstance, FastifyInstance];
+  return { a, b, close };
+}
+
 export interface CapturedLogs {
   readonly logger: Logger;
   readonly lines: Array<Record<string, unknown>>;

@@ -1,19 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { type ReceivedMail, startSmtpServer, type TestSmtpServer } from '../harness/smtp.js';
+import { startSmtpServer, type TestSmtpServer } from '../harness/smtp.js';
 import { waitUntil } from '../harness/wait.js';
 import { buildTestApp, engines, skipEngine, type TestDatabaseEnv, testDatabaseEnv } from '../helper.js';
-import { bearer, login, registerUser } from '../support/accounts.js';
-
-/** The token in a mailed link (`…/#/<page>?token=<token>`), from the text part. */
-function tokenIn(mail: ReceivedMail, page: 'reset-password' | 'verify-email'): string {
-  const match = new RegExp(`/#/${page}\\?token=([A-Za-z0-9_-]+)`).exec(mail.text);
-  assert.ok(match?.[1], `no ${page} link in:\n${mail.text}`);
-  // The HTML part carries the same link.
-  assert.ok(mail.html.includes(`/#/${page}?token=${match[1]}`));
-  return match[1];
-}
+import { bearer, login, registerUser, tokenIn } from '../support/accounts.js';
 
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { startThrowawayRedis, type ThrowawayRedis } from '../harness/redis.js';
 import { skipUnless } from '../harness/services.js';
-import { buildTestApp, engines, skipEngine, testDatabaseEnv, testKeyPrefix } from '../helper.js';
+import { buildTestApp, buildTwoInstances, engines, skipEngine } from '../helper.js';
 import { type Account, bearer, createAdmin, registerUser } from '../support/accounts.js';
 import { createProduct, uniqueSku } from './support.js';
 
@@ -154,20 +154,11 @@ describe('product cache shared by two instances through Redis', {
 }, () => {
   let a: FastifyInstance;
   let b: FastifyInstance;
-  let cleanup: () => Promise<void>;
+  let close: (() => Promise<void>) | undefined;
   before(async () => {
-    // One database and one key prefix: two servers of one deployment.
-    const database = await testDatabaseEnv('postgres');
-    cleanup = database.cleanup;
-    const env = { ...database.env, REDIS_KEY_PREFIX: testKeyPrefix('shared') };
-    a = await buildTestApp({ engine: 'postgres', redis: true, env });
-    b = await buildTestApp({ engine: 'postgres', redis: true, env });
+    ({ a, b, close } = await buildTwoInstances('shared'));
   });
-  after(async () => {
-    await a?.close();
-    await b?.close();
-    await cleanup?.();
-  });
+  after(() => close?.());
 
   test('a write on one instance is seen by a read on the other at once (update, order, archive)', async () => {
     const admin = await createAdmin(a);

@@ -3,6 +3,16 @@ import type { FastifyInstance } from 'fastify';
 import { createPasswordHasher } from '../../src/modules/auth/passwords.js';
 import type { User } from '../../src/modules/users/users.schema.js';
 import { createUser } from '../../src/modules/users/users.service.js';
+import type { ReceivedMail } from '../harness/smtp.js';
+
+/** The token in a mailed link (`…/#/<page>?token=<token>`), from the text part. */
+export function tokenIn(mail: ReceivedMail, page: 'reset-password' | 'verify-email'): string {
+  const match = new RegExp(`/#/${page}\\?token=([A-Za-z0-9_-]+)`).exec(mail.text);
+  assert.ok(match?.[1], `no ${page} link in:\n${mail.text}`);
+  // The HTML part carries the same link.
+  assert.ok(mail.html.includes(`/#/${page}?token=${match[1]}`));
+  return match[1];
+}
 
 let sequence = 0;
 

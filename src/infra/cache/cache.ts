@@ -47,7 +47,7 @@ export type Load<T> = (floor: CacheFloor, uncacheable: () => void) => Promise<T>
 
 /** Where a value lives: its key, the scope that invalidates it, its lifetime and its metrics label. */
 export interface CacheEntry {
-  /** Which cache this is, for metrics (a small fixed set: `product`, `product_list`). */
+  /** Which cache this is, for metrics (a small fixed set: `product`, `product_list`, `user`). */
   readonly cache: string;
   /** Invalidating the scope invalidates every key in it. */
   readonly scope: string;

@@ -10,7 +10,7 @@ import type { CounterStore } from '../../infra/rate-limit/counter-store.js';
 import type { JobQueue } from '../../jobs/queue.js';
 import { AppError, ErrorCode, UnauthenticatedError } from '../../lib/errors.js';
 import * as usersRepository from '../users/users.repository.js';
-import { assertAcceptablePassword } from '../users/users.service.js';
+import { assertAcceptablePassword, writingAccount } from '../users/users.service.js';
 import type { UserRow } from '../users/users.table.js';
 import {
   accountToken,
@@ -145,22 +145,24 @@ export async function confirmPasswordReset(
   assertAcceptablePassword(newPassword, '/body/newPassword', user);
   const passwordHash = await deps.auth.passwords.hash(newPassword);
   const filter = { userId: user.id };
-  const revoked = await deps.auth.db.transaction().execute(async (trx) => {
-    const spent = await consumeAccountToken(trx, found.id, new Date().toISOString());
-    if (spent === undefined) return undefined;
-    await consumeOtherTokens(trx, user.id, 'password_reset', now);
-    // The link reached this mailbox: if it is still the account's address, it is verified too.
-    const verified =
-      user.email_verified_at === null && user.email.toLowerCase() === spent.email.toLowerCase();
-    const changed = await usersRepository.updateUser(trx, user.id, {
-      password_hash: passwordHash,
-      ...(verified ? { email_verified_at: now } : {}),
-    });
-    if (changed === undefined) return undefined;
-    const sessions = await revokeSessions(trx, deps.auth.engine, filter, 'password_reset');
-    await enqueueMail(deps, trx, { kind: 'password-changed', userId: user.id, eventId: spent.id });
-    return sessions;
-  });
+  const revoked = await writingAccount(deps.auth, user.id, () =>
+    deps.auth.db.transaction().execute(async (trx) => {
+      const spent = await consumeAccountToken(trx, found.id, new Date().toISOString());
+      if (spent === undefined) return undefined;
+      await consumeOtherTokens(trx, user.id, 'password_reset', now);
+      // The link reached this mailbox: if it is still the account's address, it is verified too.
+      const verified =
+        user.email_verified_at === null && user.email.toLowerCase() === spent.email.toLowerCase();
+      const changed = await usersRepository.updateUser(trx, user.id, {
+        password_hash: passwordHash,
+        ...(verified ? { email_verified_at: now } : {}),
+      });
+      if (changed === undefined) return undefined;
+      const sessions = await revokeSessions(trx, deps.auth.engine, filter, 'password_reset');
+      await enqueueMail(deps, trx, { kind: 'password-changed', userId: user.id, eventId: spent.id });
+      return sessions;
+    }),
+  );
   if (revoked === undefined) throw new InvalidTokenError();
   recordRevoked(deps.auth, revoked, 'password_reset', filter);
   // The owner proved control of the mailbox: failed guesses by others no longer lock them out.
@@ -191,19 +193,21 @@ export async function confirmEmailVerification(deps: AccountsDeps, token: string
   const now = new Date().toISOString();
   const found = await findLiveAccountToken(deps.auth.db, 'verify_email', token, now);
   if (found === undefined) throw new InvalidTokenError();
-  const verified = await deps.auth.db.transaction().execute(async (trx) => {
-    const spent = await consumeAccountToken(trx, found.id, now);
-    if (spent === undefined) return false;
-    const updated = await trx
-      .updateTable('users')
-      .set({ email_verified_at: now })
-      .where('id', '=', spent.user_id)
-      .where(sql`lower(email)`, '=', spent.email.toLowerCase())
-      .where('deactivated_at', 'is', null)
-      .returning('id')
-      .executeTakeFirst();
-    return updated !== undefined;
-  });
+  const verified = await writingAccount(deps.auth, found.user_id, () =>
+    deps.auth.db.transaction().execute(async (trx) => {
+      const spent = await consumeAccountToken(trx, found.id, now);
+      if (spent === undefined) return false;
+      const updated = await trx
+        .updateTable('users')
+        .set({ email_verified_at: now })
+        .where('id', '=', spent.user_id)
+        .where(sql`lower(email)`, '=', spent.email.toLowerCase())
+        .where('deactivated_at', 'is', null)
+        .returning('id')
+        .executeTakeFirst();
+      return updated !== undefined;
+    }),
+  );
   if (!verified) throw new InvalidTokenError();
   deps.logger.info({ event: 'email_verified', userId: found.user_id }, 'email verified');
 }

@@ -3,6 +3,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { Config } from '../../config.js';
 import type { Db, Engine } from '../../db/database.js';
 import type { CounterStore } from '../../infra/rate-limit/counter-store.js';
+import type { UserCache } from '../users/users.cache.js';
 import type { UserRow } from '../users/users.table.js';
 import { createLoginLockout, type LoginLockout } from './lockout.js';
 import { createPasswordHasher, type PasswordHasher } from './passwords.js';
@@ -28,6 +29,8 @@ export interface AuthDeps {
   readonly lockout: LoginLockout;
   readonly metrics: AuthMetrics;
   readonly logger: Logger;
+  /** The callers' accounts as `GET /me` answers them; absent: every read goes to the database. */
+  readonly userCache?: UserCache;
   /** Mails a verification link for the user's current address (accounts.service.ts). */
   readonly startEmailVerification?: (user: UserRow) => Promise<void>;
 }
@@ -72,6 +75,7 @@ export function createAuthDeps(input: {
   counters: CounterStore;
   registry: Registry;
   logger: Logger;
+  userCache?: UserCache;
 }): AuthDeps {
   return {
     db: input.db,
@@ -87,5 +91,6 @@ export function createAuthDeps(input: {
     lockout: createLoginLockout(input.counters, input.config),
     metrics: createAuthMetrics(input.registry),
     logger: input.logger,
+    ...(input.userCache === undefined ? {} : { userCache: input.userCache }),
   };
 }

@@ -2,7 +2,7 @@ import { readDatabaseNow } from '../../db/clock.js';
 import type { Queryable } from '../../db/database.js';
 import { NotFoundError, UnauthenticatedError } from '../../lib/errors.js';
 import * as usersRepository from '../users/users.repository.js';
-import { createUser, tooManyAttempts } from '../users/users.service.js';
+import { createUser, tooManyAttempts, writingAccount } from '../users/users.service.js';
 import type { UserRow } from '../users/users.table.js';
 import type { AuthDeps } from './auth.deps.js';
 import { lockoutKey } from './lockout.js';
@@ -138,14 +138,16 @@ async function startVerifiedSession(
       ? await deps.passwords.hash(password)
       : undefined;
     const basis = user;
-    const started = await deps.db.transaction().execute(async (trx) => {
-      const current = await usersRepository.updateUserIfCurrent(trx, basis.id, basis.password_hash, {
-        last_login_at: new Date().toISOString(),
-        ...(rehash === undefined ? {} : { password_hash: rehash }),
-      });
-      if (current === undefined) return undefined;
-      return { user: current, ...(await startSession(trx, deps, current, client)) };
-    });
+    const started = await writingAccount(deps, basis.id, () =>
+      deps.db.transaction().execute(async (trx) => {
+        const current = await usersRepository.updateUserIfCurrent(trx, basis.id, basis.password_hash, {
+          last_login_at: new Date().toISOString(),
+          ...(rehash === undefined ? {} : { password_hash: rehash }),
+        });
+        if (current === undefined) return undefined;
+        return { user: current, ...(await startSession(trx, deps, current, client)) };
+      }),
+    );
     if (started !== undefined) return { ...started, rehashed: rehash !== undefined };
     if (attempt >= 2) return undefined;
     const fresh = await usersRepository.findUserById(deps.db, user.id);

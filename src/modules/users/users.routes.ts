@@ -41,7 +41,7 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
       },
       preHandler: requireAuth,
     },
-    async (request) => usersService.toUser(await usersService.getUser(deps.db, authOf(request).userId)),
+    async (request) => usersService.getMe(deps, authOf(request).userId),
   );
 
   app.patch(
@@ -59,7 +59,7 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
       preHandler: requireAuth,
     },
     async (request) => {
-      const user = await usersService.updateProfile(deps.db, authOf(request).userId, request.body);
+      const user = await usersService.updateProfile(deps, authOf(request).userId, request.body);
       if (request.body.email !== undefined && user.email_verified_at === null)
         await authService.startVerification(deps, user);
       return usersService.toUser(user);

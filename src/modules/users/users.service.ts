@@ -107,20 +107,46 @@ export async function getUser(db: Queryable, id: string): Promise<UserRow> {
   return user;
 }
 
+/** The caller's account as `GET /me` answers it: from the cache when there is one (decision 0112). */
+export async function getMe(deps: AuthDeps, id: string): Promise<User> {
+  const load = async () => toUser(await getUser(deps.db, id));
+  return deps.userCache === undefined ? load() : deps.userCache.user(id, load);
+}
+
+/**
+ * Runs a write to the account, then invalidates its cached copy however the write ended: after a
+ * commit the copy is stale, and after an error the commit may still have happened (a lost
+ * connection); a spare invalidation costs one load. Never before the commit: a load in between
+ * would store the old row under the new generation.
+ */
+export async function writingAccount<T>(
+  deps: Pick<AuthDeps, 'userCache'>,
+  userId: string,
+  write: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await write();
+  } finally {
+    await deps.userCache?.invalidate(userId);
+  }
+}
+
 export async function updateProfile(
-  db: Queryable,
+  deps: AuthDeps,
   userId: string,
   changes: { email?: string; username?: string },
 ): Promise<UserRow> {
   const email = changes.email?.trim().toLowerCase();
   // A new address is unverified until its mailed link is used; the same address stays as it was.
-  const newAddress = email !== undefined && email !== (await getUser(db, userId)).email.toLowerCase();
+  const newAddress = email !== undefined && email !== (await getUser(deps.db, userId)).email.toLowerCase();
   try {
-    const updated = await usersRepository.updateUser(db, userId, {
-      ...(email === undefined ? {} : { email }),
-      ...(newAddress ? { email_verified_at: null } : {}),
-      ...(changes.username === undefined ? {} : { username: changes.username }),
-    });
+    const updated = await writingAccount(deps, userId, () =>
+      usersRepository.updateUser(deps.db, userId, {
+        ...(email === undefined ? {} : { email }),
+        ...(newAddress ? { email_verified_at: null } : {}),
+        ...(changes.username === undefined ? {} : { username: changes.username }),
+      }),
+    );
     if (updated === undefined) throw new NotFoundError('No such user.');
     return updated;
   } catch (err) {
@@ -152,18 +178,20 @@ export async function changePassword(
   assertAcceptablePassword(newPassword, '/body/newPassword', user);
   const passwordHash = await deps.passwords.hash(newPassword);
   const filter = { userId: user.id, exceptSessionId: auth.sessionId };
-  const revoked = await deps.db.transaction().execute(async (trx) => {
-    const changed = await usersRepository.updateUserIfCurrent(
-      trx,
-      user.id,
-      user.password_hash,
-      { password_hash: passwordHash },
-      { allowInactive: true },
-    );
-    // Changed meanwhile (another password change): what was verified is no longer the password.
-    if (changed === undefined) return undefined;
-    return revokeSessions(trx, deps.engine, filter, 'password_changed');
-  });
+  const revoked = await writingAccount(deps, user.id, () =>
+    deps.db.transaction().execute(async (trx) => {
+      const changed = await usersRepository.updateUserIfCurrent(
+        trx,
+        user.id,
+        user.password_hash,
+        { password_hash: passwordHash },
+        { allowInactive: true },
+      );
+      // Changed meanwhile (another password change): what was verified is no longer the password.
+      if (changed === undefined) return undefined;
+      return revokeSessions(trx, deps.engine, filter, 'password_changed');
+    }),
+  );
   if (revoked === undefined) throw new ForbiddenError('The current password is not correct.');
   recordRevoked(deps, revoked, 'password_changed', filter);
 }
@@ -178,11 +206,13 @@ async function changeStatusAndRevoke(
   changes: UserUpdate,
   reason: 'deactivated' | 'role_changed' | undefined,
 ): Promise<UserRow | undefined> {
-  const result = await deps.db.transaction().execute(async (trx) => {
-    const updated = await usersRepository.updateUser(trx, userId, changes);
-    if (updated === undefined || reason === undefined) return { updated, revoked: [] };
-    return { updated, revoked: await revokeSessions(trx, deps.engine, { userId }, reason) };
-  });
+  const result = await writingAccount(deps, userId, () =>
+    deps.db.transaction().execute(async (trx) => {
+      const updated = await usersRepository.updateUser(trx, userId, changes);
+      if (updated === undefined || reason === undefined) return { updated, revoked: [] };
+      return { updated, revoked: await revokeSessions(trx, deps.engine, { userId }, reason) };
+    }),
+  );
   if (reason !== undefined) recordRevoked(deps, result.revoked, reason, { userId });
   return result.updated;
 }
