@@ -165,6 +165,25 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<Fastif
   return app;
 }
 
+/** A counter's value in the app's own registry (0 when the series does not exist yet). */
+export async function appMetric(
+  app: FastifyInstance,
+  name: string,
+  labels: Record<string, string>,
+): Promise<number> {
+  const found = app.metrics.registry.getSingleMetric(name);
+  if (found === undefined) return 0;
+  const { values } = await found.get();
+  return values.find((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want))?.value ?? 0;
+}
+
+/** One cache's lookups (hits, misses) and loads from the source, by its metrics label. */
+export const cacheCounts = async (app: FastifyInstance, cache: string) => ({
+  hit: await appMetric(app, 'cache_requests_total', { cache, result: 'hit' }),
+  miss: await appMetric(app, 'cache_requests_total', { cache, result: 'miss' }),
+  loads: await appMetric(app, 'cache_loads_total', { cache }),
+});
+
 /**
  * Two apps on one PostgreSQL database under one Redis key prefix: two servers of one deployment.
  * `close` closes both and drops the database.

@@ -4,23 +4,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { startThrowawayRedis, type ThrowawayRedis } from '../harness/redis.js';
 import { skipUnless } from '../harness/services.js';
-import { buildTestApp, buildTwoInstances, engines, skipEngine } from '../helper.js';
+import { appMetric, buildTestApp, buildTwoInstances, cacheCounts, engines, skipEngine } from '../helper.js';
 import { type Account, bearer, createAdmin, registerUser } from '../support/accounts.js';
 import { createProduct, uniqueSku } from './support.js';
-
-/** A counter's value in the app's own registry (0 when the series does not exist yet). */
-async function metric(app: FastifyInstance, name: string, labels: Record<string, string>): Promise<number> {
-  const found = app.metrics.registry.getSingleMetric(name);
-  if (found === undefined) return 0;
-  const { values } = await found.get();
-  return values.find((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want))?.value ?? 0;
-}
-
-const cacheCounts = async (app: FastifyInstance, cache: string) => ({
-  hit: await metric(app, 'cache_requests_total', { cache, result: 'hit' }),
-  miss: await metric(app, 'cache_requests_total', { cache, result: 'miss' }),
-  loads: await metric(app, 'cache_loads_total', { cache }),
-});
 
 const backends = ['memory', 'redis'] as const;
 
@@ -230,7 +216,7 @@ describe('product reads and orders while Redis fails (guide correction 14)', {
     assert.equal((await ready()).checks.cache, 'up');
 
     await redis.stop();
-    const errorsBefore = await metric(app, 'cache_requests_total', { cache: 'product', result: 'error' });
+    const errorsBefore = await appMetric(app, 'cache_requests_total', { cache: 'product', result: 'error' });
     const started = Date.now();
     for (let i = 0; i < 10; i++) assert.equal((await get()).statusCode, 200);
     const order = await app.inject({
@@ -243,7 +229,7 @@ describe('product reads and orders while Redis fails (guide correction 14)', {
     assert.equal((await get()).json().stock, 9, 'served from the database');
     assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
     assert.ok(
-      (await metric(app, 'cache_requests_total', { cache: 'product', result: 'error' })) > errorsBefore,
+      (await appMetric(app, 'cache_requests_total', { cache: 'product', result: 'error' })) > errorsBefore,
     );
     const degraded = await app.inject({ url: '/ready' });
     assert.equal(degraded.statusCode, 200);
@@ -253,10 +239,10 @@ describe('product reads and orders while Redis fails (guide correction 14)', {
     assert.ok(await until(async () => (await ready()).checks.cache === 'up'), 'readiness recovers by itself');
     assert.ok(
       await until(async () => {
-        const before = await metric(app, 'cache_requests_total', { cache: 'product', result: 'hit' });
+        const before = await appMetric(app, 'cache_requests_total', { cache: 'product', result: 'hit' });
         await get();
         await get();
-        return (await metric(app, 'cache_requests_total', { cache: 'product', result: 'hit' })) > before;
+        return (await appMetric(app, 'cache_requests_total', { cache: 'product', result: 'hit' })) > before;
       }),
       'reads are cached again',
     );

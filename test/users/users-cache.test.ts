@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { redisUrl } from '../harness/services.js';
 import { startSmtpServer, type TestSmtpServer } from '../harness/smtp.js';
-import { buildTestApp, buildTwoInstances, engines, skipEngine } from '../helper.js';
+import { buildTestApp, buildTwoInstances, cacheCounts, engines, skipEngine } from '../helper.js';
 import { type Account, bearer, createAdmin, login, registerUser, tokenIn } from '../support/accounts.js';
 
 /**
@@ -14,15 +14,8 @@ import { type Account, bearer, createAdmin, login, registerUser, tokenIn } from 
  * on PostgreSQL is per process (PM2 runs several), so there `/me` reads the database every time.
  */
 
-async function metric(app: FastifyInstance, name: string, labels: Record<string, string>): Promise<number> {
-  const found = app.metrics.registry.getSingleMetric(name);
-  if (found === undefined) return 0;
-  const { values } = await found.get();
-  return values.find((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want))?.value ?? 0;
-}
-const userLoads = (app: FastifyInstance) => metric(app, 'cache_loads_total', { cache: 'user' });
-const userHits = (app: FastifyInstance) =>
-  metric(app, 'cache_requests_total', { cache: 'user', result: 'hit' });
+const userLoads = async (app: FastifyInstance) => (await cacheCounts(app, 'user')).loads;
+const userHits = async (app: FastifyInstance) => (await cacheCounts(app, 'user')).hit;
 
 const me = async (app: FastifyInstance, account: Account) => {
   const res = await app.inject({ url: '/api/users/me', headers: bearer(account.accessToken) });

@@ -21,8 +21,7 @@ const userKey = (id: string) => `user:${id}`;
 export function createUserCache(cache: Cache, ttlSeconds: number): UserCache {
   const ttlMs = ttlSeconds * 1000;
   return {
-    user: (id, load) =>
-      cache.aside({ cache: 'user', scope: userKey(id), key: userKey(id), ttlMs }, () => load()),
+    user: (id, load) => cache.aside({ cache: 'user', scope: userKey(id), key: userKey(id), ttlMs }, load),
     invalidate: (id) => cache.invalidate({ scopes: [userKey(id)], keys: [userKey(id)] }),
   };
 }
