@@ -522,7 +522,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
   checkUrl(r, 'DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:']);
   const migrationUrl = r.secret(
     'DATABASE_MIGRATION_URL',
-    'PostgreSQL connection string of the migrations (`npm run db:migrate`, `db:migrate:production`, so `deploy.sh`): the owner role (shipshape_owner) straight to PostgreSQL — never PgBouncer, whose transaction pooling breaks the migrator’s session lock. Unset: DATABASE_URL. The service itself never uses it.',
+    'PostgreSQL connection string of the migrations and the logical backups (`npm run db:migrate`, `db:migrate:production`, so `deploy.sh`, and `db:backup`): the owner role (shipshape_owner) straight to PostgreSQL — never PgBouncer, whose transaction pooling breaks the migrator’s session lock and pg_dump’s session settings. Unset: DATABASE_URL. The service itself never uses it.',
   );
   checkUrl(r, 'DATABASE_MIGRATION_URL', migrationUrl, ['postgres:', 'postgresql:']);
   if (migrationUrl !== undefined && databaseUrl === undefined)

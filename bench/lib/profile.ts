@@ -5,8 +5,15 @@ import { readFileSync } from 'node:fs';
  * innermost frame that belongs to one — walking from the leaf towards the root past frames of no
  * part (V8 builtins, Node's fs and timers…) — so JSON.stringify inside pino counts as the log line,
  * Node's header validation as headers, and the socket write of a reply sent from the cache hook as
- * Node's HTTP, not as the cache. Idle time is left out; divided by the requests in the window.
+ * Node's HTTP, not as the cache. Socket work is the exception: Node's stream and socket frames
+ * under a database or Redis client (pg's writev of each query) are that client's round trip, not
+ * the HTTP server's, so they count as the client's part. Idle time is left out; divided by the
+ * requests in the window.
  */
+const socketIo = 'Node HTTP parsing and socket I/O';
+const database = 'database (pg, kysely, SQLite)';
+const redisClient = 'Redis client';
+
 const parts: ReadonlyArray<readonly [string, (url: string, fn: string) => boolean]> = [
   [
     'log line',
@@ -29,13 +36,13 @@ const parts: ReadonlyArray<readonly [string, (url: string, fn: string) => boolea
   ['cache', (u) => /dist\/infra\/cache\/|dist\/modules\/products\/products\.cache/.test(u)],
   ['auth', (u) => /dist\/modules\/auth\//.test(u)],
   [
-    'database (pg, kysely, SQLite)',
+    database,
     (u) =>
       /\/(pg|pg-protocol|pg-pool|kysely|better-sqlite3)\/|dist\/db\/|dist\/infra\/(database|database-deadline|replicas|read-your-writes)\.js/.test(
         u,
       ),
   ],
-  ['Redis client', (u) => /\/ioredis\/|dist\/infra\/redis\.js/.test(u)],
+  [redisClient, (u) => /\/ioredis\/|dist\/infra\/redis\.js/.test(u)],
   ['route handler and serialisation', (u) => /dist\/modules\/|fast-json-stringify|dist\/lib\//.test(u)],
   [
     'Fastify (routing, hooks, reply)',
@@ -44,7 +51,7 @@ const parts: ReadonlyArray<readonly [string, (url: string, fn: string) => boolea
       /dist\/(app|infra\/http|infra\/lifecycle)/.test(u),
   ],
   [
-    'Node HTTP parsing and socket I/O',
+    socketIo,
     (u) =>
       /^node:(_http|net|internal\/(stream|http|net))/.test(u) || /^node:(stream|internal\/streams)/.test(u),
   ],
@@ -88,15 +95,21 @@ export function profileBudget(path: string, requests: number): Budget {
       if (frame !== undefined) names.push([frame.url, frame.functionName]);
     }
     const leaf = names[0]?.[1] ?? '';
+    const partAt = (u: string, fn: string) => parts.find(([, test]) => test(u, fn))?.[0];
     let part: string | null = 'other (V8, native, Node internals)';
     if (leaf === '(idle)') part = null;
     else {
-      search: for (const [u, fn] of names) {
-        for (const [name, test] of parts) {
-          if (test(u, fn)) {
-            part = name;
-            break search;
-          }
+      const found = names.findIndex(([u, fn]) => partAt(u, fn) !== undefined);
+      if (found !== -1) {
+        const [u, fn] = names[found] ?? ['', ''];
+        part = partAt(u, fn) ?? part;
+        if (part === socketIo) {
+          // Whose socket: a client's round trip further out claims it.
+          const client = names
+            .slice(found + 1)
+            .map(([outer, outerFn]) => partAt(outer, outerFn))
+            .find((p) => p === database || p === redisClient);
+          if (client !== undefined) part = client;
         }
       }
     }

@@ -1,11 +1,15 @@
 import { loadConfig } from '../config.js';
 import { BackupError, backup } from '../ops/backup.js';
-import { CliError, parseCliArgs } from './run.js';
+import { CliError, forMigrations, parseCliArgs } from './run.js';
 
 /**
- * `npm run db:backup` (decision 0072): the configured database (DATABASE_URL, else SQLITE_PATH) as
- * an age-encrypted logical dump and a checksum manifest; with --textfile, the success time for
- * node-exporter's textfile collector (the BackupTooOld alert reads it).
+ * `npm run db:backup` (decision 0072): the configured database as an age-encrypted logical dump and a
+ * checksum manifest; with --textfile, the success time for node-exporter's textfile collector (the
+ * BackupTooOld alert reads it). The database is the migrations' connection when one is set
+ * (DATABASE_MIGRATION_URL, decision 0111: the owner, straight to PostgreSQL), else DATABASE_URL,
+ * else SQLITE_PATH. A server's DATABASE_URL is the app role through PgBouncer in transaction
+ * mode, where pg_dump's session settings (`statement_timeout = 0` among them) may land on another
+ * server connection than its dump, and the role's 10 s statement timeout would then end a long one.
  */
 const args = parseCliArgs({
   usage:
@@ -26,7 +30,7 @@ const args = parseCliArgs({
 });
 
 try {
-  const config = loadConfig();
+  const config = forMigrations(loadConfig());
   const source = config.database.url ?? config.database.sqlitePath;
   const recipients = (args.recipient ?? []) as string[];
   const recipientsFile = args['recipients-file'] as string | undefined;

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
-import { type Manifest, readManifest } from '../../src/ops/backup.js';
+import { describeTarget, type Manifest, readManifest } from '../../src/ops/backup.js';
 import { freePort } from '../harness/ports.js';
 import { createTestDatabase, type TestDatabase } from '../harness/postgres.js';
 import { inCi } from '../harness/services.js';
@@ -245,6 +245,19 @@ describe('db:backup and db:restore on PostgreSQL', {
     } finally {
       await empty.drop();
     }
+  });
+
+  test('with DATABASE_MIGRATION_URL set, the dump reads there (the owner, straight to PostgreSQL), not DATABASE_URL', async () => {
+    // A server's DATABASE_URL is the app role through PgBouncer; here it points at a closed port,
+    // so the backup succeeds only by the migrations' connection (decision 0111).
+    const run = await cli('db-backup', ['--recipient', keys.recipient, '--out', join(dir, 'owner')], {
+      DATABASE_URL: `postgres://shipshape_nobody@127.0.0.1:${await freePort()}/nothing`,
+      DATABASE_MIGRATION_URL: sourceUrl,
+    });
+    assert.equal(run.status, 0, run.stderr);
+    const manifest = readManifest(/manifest: (.+)/.exec(run.stdout)?.[1]?.trim() ?? '');
+    assert.equal(manifest.tables.orders?.rows, (await orderIds(sourceUrl)).length);
+    assert.equal(manifest.source, describeTarget(sourceUrl));
   });
 });
 
