@@ -87,7 +87,7 @@ export function accountsRoutes(
         response: { 202: accepted, ...problemResponses(401, 429) },
       },
       config: { rateLimit: authLimit },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request, reply) => {
       await accounts.resendVerification(deps, authOf(request).userId);

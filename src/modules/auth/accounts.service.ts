@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
+import type { FastifyRequest, preValidationAsyncHookHandler } from 'fastify';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { Config, VerifiedAction } from '../../config.js';
@@ -223,8 +223,11 @@ export async function resendVerification(deps: AccountsDeps, userId: string): Pr
   await startEmailVerification(deps, user);
 }
 
-/** preHandler after `authenticate`: 403 EMAIL_NOT_VERIFIED when the action needs a verified email. */
-export function requireVerifiedEmail(deps: AccountsDeps, action: VerifiedAction): preHandlerAsyncHookHandler {
+/** preValidation hook after `authenticate`: 403 EMAIL_NOT_VERIFIED when the action needs a verified email. */
+export function requireVerifiedEmail(
+  deps: AccountsDeps,
+  action: VerifiedAction,
+): preValidationAsyncHookHandler {
   return async (request: FastifyRequest) => {
     if (!deps.config.verificationRequiredFor.includes(action)) return;
     if (request.auth === null) throw new UnauthenticatedError();

@@ -165,7 +165,7 @@ export function authRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: Ra
         security: [{ bearerAuth: [] }],
         response: { 204: noContent, ...problemResponses(401) },
       },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request, reply) => {
       await authService.logoutAll(deps, authOf(request).userId);
@@ -183,7 +183,7 @@ export function authRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: Ra
         security: [{ bearerAuth: [] }],
         response: { 200: SessionsResponse, ...problemResponses(401) },
       },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request) => {
       const auth = authOf(request);
@@ -202,7 +202,7 @@ export function authRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: Ra
         params: SessionIdParams,
         response: { 204: noContent, ...problemResponses(400, 401, 404) },
       },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request, reply) => {
       await authService.revokeOwnSession(deps, authOf(request).userId, request.params.id.toLowerCase());

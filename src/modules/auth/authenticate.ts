@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
+import type { FastifyReply, FastifyRequest, preValidationAsyncHookHandler } from 'fastify';
 import type { AuthContext } from '../../infra/http/auth-context.js';
 import { ForbiddenError, UnauthenticatedError } from '../../lib/errors.js';
 import type { UserRole } from '../users/users.table.js';
@@ -6,13 +6,16 @@ import type { AuthDeps } from './auth.deps.js';
 import { findSession } from './sessions.repository.js';
 
 /**
- * preHandler that requires `Authorization: Bearer <access token>` and sets `request.auth`.
+ * preValidation hook that requires `Authorization: Bearer <access token>` and sets `request.auth`.
+ * It runs before the route's schema validation, so a caller without a valid token gets 401 and
+ * learns nothing of what the route accepts (a 400 would list the fields it expects); only the
+ * app-wide checks of every request (JSON syntax, text that cannot be stored) come first.
  * Per request: one HMAC verification and two Map lookups (revoked? known?); a database read the
  * first time this instance sees a session, and while the revocation list cannot vouch for itself
  * (polling has failed for a moment). A session the database does not have, or that belongs to
  * another user than the token names, ends the request like a revoked one: fail closed.
  */
-export function authenticate(deps: AuthDeps): preHandlerAsyncHookHandler {
+export function authenticate(deps: AuthDeps): preValidationAsyncHookHandler {
   return async (request: FastifyRequest) => {
     const header = request.headers.authorization;
     if (header === undefined || !header.startsWith('Bearer ') || header.length <= 7) {
@@ -31,8 +34,8 @@ export function authenticate(deps: AuthDeps): preHandlerAsyncHookHandler {
   };
 }
 
-/** preHandler to run after `authenticate`: 403 unless the caller has the role. */
-export function requireRole(role: UserRole): preHandlerAsyncHookHandler {
+/** preValidation hook after `authenticate`: 403 unless the caller has the role, before any 400. */
+export function requireRole(role: UserRole): preValidationAsyncHookHandler {
   return async (request: FastifyRequest, _reply: FastifyReply) => {
     if (request.auth === null) throw new UnauthenticatedError();
     if (request.auth.role !== role) throw new ForbiddenError('This needs the admin role.');

@@ -59,7 +59,7 @@ export function flagsRoutes(scope: FastifyInstance, auth: AuthDeps, db: Db, flag
         security,
         response: { 200: FlagsResponse, ...problemResponses(401, 403) },
       },
-      preHandler: adminOnly,
+      preValidation: adminOnly,
     },
     async () => ({ items: (await flags.list(db)).map(toFlag) }),
   );
@@ -78,7 +78,7 @@ export function flagsRoutes(scope: FastifyInstance, auth: AuthDeps, db: Db, flag
         body: FlagStateSchema,
         response: { 200: FlagSchema, ...problemResponses(400, 401, 403, 404) },
       },
-      preHandler: adminOnly,
+      preValidation: adminOnly,
     },
     async (request) => {
       const key = flagKey(request.params.key);
@@ -99,7 +99,7 @@ export function flagsRoutes(scope: FastifyInstance, auth: AuthDeps, db: Db, flag
         params: FlagKeyParams,
         response: { 200: FlagSchema, ...problemResponses(400, 401, 403, 404) },
       },
-      preHandler: adminOnly,
+      preValidation: adminOnly,
     },
     async (request) => {
       const key = flagKey(request.params.key);

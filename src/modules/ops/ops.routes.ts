@@ -48,7 +48,7 @@ export function opsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: OpsDeps)
         security: [{ bearerAuth: [] }],
         response: { 200: OpsSnapshotSchema },
       },
-      preHandler: adminOnly,
+      preValidation: adminOnly,
     },
     async (): Promise<OpsSnapshot> => {
       const [requests, durations, inFlight, cache, poolMax, poolInUse, poolIdle, poolWaiting] =

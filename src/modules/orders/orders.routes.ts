@@ -126,7 +126,7 @@ export function ordersRoutes(
         body: CreateOrderBody,
         response: { 201: OrderSchema, ...problemResponses(400, 401, 403, 409, 422, 503) },
       },
-      preHandler:
+      preValidation:
         deps.requireVerifiedEmail === undefined ? requireAuth : [requireAuth, deps.requireVerifiedEmail],
     },
     async (request, reply) => {
@@ -164,7 +164,7 @@ export function ordersRoutes(
         querystring: ListOrdersQuery,
         response: { 200: pageSchema(OrderSchema), ...problemResponses(400, 401, 403) },
       },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request) =>
       reads.read(request, (db) => ordersService.listOrders(db, authOf(request), request.query)),
@@ -181,7 +181,7 @@ export function ordersRoutes(
         params: OrderIdParams,
         response: { 200: OrderSchema, ...problemResponses(400, 401, 404) },
       },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request) =>
       reads.read(request, (db) =>
@@ -201,7 +201,7 @@ export function ordersRoutes(
         params: OrderIdParams,
         response: { 200: OrderSchema, ...problemResponses(400, 401, 404, 409) },
       },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request) => {
       const caller = authOf(request);
@@ -228,7 +228,7 @@ export function ordersRoutes(
         body: UpdateOrderBody,
         response: { 200: OrderSchema, ...problemResponses(400, 401, 403, 404, 409) },
       },
-      preHandler: [requireAuth, requireRole('admin')],
+      preValidation: [requireAuth, requireRole('admin')],
     },
     async (request) => ordersService.transition(deps, request.params.id.toLowerCase(), request.body.status),
   );

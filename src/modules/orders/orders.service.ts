@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { preHandlerAsyncHookHandler } from 'fastify';
+import type { preValidationAsyncHookHandler } from 'fastify';
 import type { Db, Engine, Queryable } from '../../db/database.js';
 import type { AuthContext } from '../../infra/http/auth-context.js';
 import { AppError, ErrorCode, ForbiddenError, NotFoundError, ValidationError } from '../../lib/errors.js';
@@ -31,7 +31,7 @@ export interface OrdersDeps {
   /** Checkout rules behind feature flags (`checkout-unit-limit`). */
   readonly flags: FeatureFlags;
   /** Set when placing orders needs a verified email (EMAIL_VERIFICATION_REQUIRED_FOR=orders). */
-  readonly requireVerifiedEmail?: preHandlerAsyncHookHandler;
+  readonly requireVerifiedEmail?: preValidationAsyncHookHandler;
 }
 
 export class InsufficientStockError extends AppError {

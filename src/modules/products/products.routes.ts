@@ -119,7 +119,7 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
         body: CreateProductBody,
         response: { 201: ProductSchema, ...problemResponses(400, 401, 403, 409) },
       },
-      preHandler: adminOnly,
+      preValidation: adminOnly,
     },
     async (request, reply) => {
       const row = await productsService.createProduct(deps.db, request.body);
@@ -143,7 +143,7 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
         body: UpdateProductBody,
         response: { 200: ProductSchema, ...problemResponses(400, 401, 403, 404, 409) },
       },
-      preHandler: adminOnly,
+      preValidation: adminOnly,
     },
     async (request) => {
       const id = request.params.id.toLowerCase();
@@ -165,7 +165,7 @@ export function productsRoutes(scope: FastifyInstance, auth: AuthDeps, deps: Cat
         params: ProductIdParams,
         response: { 204: noContent, ...problemResponses(400, 401, 403, 404) },
       },
-      preHandler: adminOnly,
+      preValidation: adminOnly,
     },
     async (request, reply) => {
       const id = request.params.id.toLowerCase();

@@ -39,7 +39,7 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
         security,
         response: { 200: UserSchema, ...problemResponses(401) },
       },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request) => usersService.getMe(deps, authOf(request).userId),
   );
@@ -56,7 +56,7 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
         response: { 200: UserSchema, ...problemResponses(400, 401, 409, 429) },
       },
       config: { rateLimit: authLimit },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request) => {
       const user = await usersService.updateProfile(deps, authOf(request).userId, request.body);
@@ -77,7 +77,7 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
         body: ChangePasswordBody,
         response: { 204: noContent, ...problemResponses(400, 401, 403, 429) },
       },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request, reply) => {
       await usersService.changePassword(
@@ -100,7 +100,7 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
         security,
         response: { 204: noContent, ...problemResponses(401, 409) },
       },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request, reply) => {
       await usersService.deactivate(deps, authOf(request).userId);
@@ -119,7 +119,7 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
         querystring: ListUsersQuery,
         response: { 200: pageSchema(UserSchema), ...problemResponses(400, 401, 403) },
       },
-      preHandler: adminOnly,
+      preValidation: adminOnly,
     },
     async (request) => usersService.listUsers(deps.db, request.query),
   );
@@ -135,7 +135,7 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
         params: UserIdParams,
         response: { 200: UserSchema, ...problemResponses(400, 401, 404) },
       },
-      preHandler: requireAuth,
+      preValidation: requireAuth,
     },
     async (request) => {
       const auth = authOf(request);
@@ -158,7 +158,7 @@ export function usersRoutes(scope: FastifyInstance, deps: AuthDeps, authLimit: R
         body: AdminUpdateBody,
         response: { 200: UserSchema, ...problemResponses(400, 401, 403, 404, 409) },
       },
-      preHandler: adminOnly,
+      preValidation: adminOnly,
     },
     async (request) =>
       usersService.toUser(
