@@ -73,6 +73,9 @@ export function httpGet(url: string, timeoutMs = 5000): Promise<{ status: number
   });
 }
 
+/** Thrown by a `waitFor` check when waiting longer cannot help (the process it waits for exited). */
+export class GiveUp extends Error {}
+
 /** Polls until `check` returns true; a generous deadline, because the machine may be busy. */
 export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 90_000) {
   const deadline = Date.now() + timeoutMs;
@@ -81,6 +84,7 @@ export async function waitFor(what: string, check: () => Promise<boolean> | bool
     try {
       if (await check()) return;
     } catch (err) {
+      if (err instanceof GiveUp) throw err;
       lastError = err;
     }
     if (Date.now() > deadline) {

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Component, ServerRecord, StackState } from '../types.js';
-import { freePort, isAlive, killAndWait, waitFor } from '../util.js';
+import { freePort, GiveUp, isAlive, killAndWait, waitFor } from '../util.js';
 
 /**
  * `--autoscale`: one `npm run autoscale -- --actuator pm2` process per PM2 app server (decision
@@ -133,7 +133,7 @@ export function autoscaler(options: AutoscaleOptions): Component {
       for (const monitor of rec.monitors)
         await waitFor(`the ${monitor.server} autoscaler's first decision (see ${monitor.log})`, () => {
           if (!isAlive(monitor.pid))
-            throw new Error(
+            throw new GiveUp(
               `the ${monitor.server} autoscaler exited: ${readFileSync(monitor.log, 'utf8').slice(-2000)}`,
             );
           return existsSync(monitor.statusFile);

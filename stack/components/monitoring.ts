@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   postgresExporterQueries,
@@ -10,7 +10,7 @@ import {
   type TargetGroup,
 } from '../../src/ops/monitoring.js';
 import type { Component, ServerRecord, StackState } from '../types.js';
-import { freePort, httpGet, isAlive, killAndWait, waitFor } from '../util.js';
+import { freePort, GiveUp, httpGet, isAlive, killAndWait, waitFor } from '../util.js';
 import { autoscaleBounds } from './autoscaler.js';
 
 /** Debian's binaries (scripts/install-ops-tools.sh installs them). */
@@ -48,6 +48,16 @@ export interface MonitoringStatus {
 }
 
 const url = (port: number | undefined) => `http://127.0.0.1:${port ?? 0}`;
+
+/** The last lines a daemon wrote to its log after `from` (bytes), on one line: why it exited. */
+function logTail(file: string, from: number, lines = 5): string {
+  try {
+    const text = readFileSync(file).subarray(from).toString('utf8').trim();
+    return text === '' ? '(its log is empty)' : text.split('\n').slice(-lines).join(' | ');
+  } catch {
+    return '(no log)';
+  }
+}
 
 function record(state: StackState): MonitoringRecord | undefined {
   return state.components.monitoring as MonitoringRecord | undefined;
@@ -130,122 +140,146 @@ export function monitoring(): Component {
       const rec: MonitoringRecord = { dir, prometheusDir: join(dir, 'prometheus'), daemons: {} };
       state.components.monitoring = rec;
       ctx.save();
-      const names: Daemon[] = [
-        'webhook',
-        'alertmanager',
-        'node',
-        'postgres',
-        'redis',
-        'nginx',
-        'blackbox',
-        'prometheus',
-      ];
       const ports = {} as Record<Daemon, number>;
-      for (const name of names) ports[name] = await freePort();
 
-      const start = async (name: Daemon, bin: string, args: string[], env: NodeJS.ProcessEnv = {}) => {
-        const log = openSync(join(dir, 'logs', `${name}.log`), 'a');
-        const child = spawn(bin, args, {
-          detached: true,
-          stdio: ['ignore', log, log],
-          env: { ...process.env, ...env },
-          cwd: dir,
-        });
-        closeSync(log);
-        child.unref();
-        rec.daemons[name] = { port: ports[name], pid: child.pid ?? null };
-        ctx.save();
+      /**
+       * Starts one daemon on a free port and waits until `path` answers 200. A port is free when
+       * picked, not when bound: a connection or another test may take it in between. A daemon that
+       * exits with its address in use starts again on another port (three tries); one that exits for
+       * any other reason ends the wait at once, with the end of its log in the error.
+       */
+      const launch = async (
+        name: Daemon,
+        path: string,
+        spawnArgs: (port: number) => readonly [bin: string, args: string[], env?: NodeJS.ProcessEnv],
+      ) => {
+        const logFile = join(dir, 'logs', `${name}.log`);
+        for (let attempt = 1; ; attempt++) {
+          ports[name] = await freePort();
+          const [bin, args, env = {}] = spawnArgs(ports[name]);
+          const log = openSync(logFile, 'a');
+          const from = fstatSync(log).size;
+          const child = spawn(bin, args, {
+            detached: true,
+            stdio: ['ignore', log, log],
+            env: { ...process.env, ...env },
+            cwd: dir,
+          });
+          closeSync(log);
+          child.unref();
+          const pid = child.pid ?? null;
+          rec.daemons[name] = { port: ports[name], pid };
+          ctx.save();
+          try {
+            await waitFor(
+              `${name} to answer on 127.0.0.1:${ports[name]}${path} (log: ${logFile})`,
+              async () => {
+                if (!isAlive(pid)) throw new GiveUp(`${name} exited: ${logTail(logFile, from)}`);
+                return (await httpGet(`${url(ports[name])}${path}`)).status === 200;
+              },
+            );
+            return;
+          } catch (err) {
+            const portTaken = /address already in use|EADDRINUSE/i.test(logTail(logFile, from));
+            if (!(err instanceof GiveUp) || !portTaken || attempt === 3) throw err;
+            ctx.log(`monitoring: ${name}'s port ${ports[name]} was taken meanwhile; another one`);
+          }
+        }
       };
-      const ready = (name: Daemon, path: string) =>
-        waitFor(
-          `${name} to answer on 127.0.0.1:${ports[name]}${path} (log: ${join(dir, 'logs', `${name}.log`)})`,
-          async () => {
-            const pid = rec.daemons[name]?.pid ?? null;
-            if (!isAlive(pid)) throw new Error(`${name} exited`);
-            return (await httpGet(`${url(ports[name])}${path}`)).status === 200;
-          },
-        );
 
       const alertsLog = join(dir, 'alerts.jsonl');
-      await start('webhook', process.execPath, [
-        join(ctx.root, 'dist', 'cli', 'alert-webhook.js'),
-        '--host',
-        '127.0.0.1',
-        '--port',
-        String(ports.webhook),
-        '--log',
-        alertsLog,
+      // GET /alerts lists what it received (an empty list at first).
+      await launch('webhook', '/alerts', (port) => [
+        process.execPath,
+        [
+          join(ctx.root, 'dist', 'cli', 'alert-webhook.js'),
+          '--host',
+          '127.0.0.1',
+          '--port',
+          String(port),
+          '--log',
+          alertsLog,
+        ],
       ]);
       const amConfig = renderAlertmanager(join(dir, 'alertmanager'), {
         webhookUrl: url(ports.webhook),
         fast: true,
       });
-      await start('alertmanager', monitoringBins.alertmanager, [
-        `--config.file=${amConfig}`,
-        `--storage.path=${join(dir, 'alertmanager', 'data')}`,
-        `--web.listen-address=127.0.0.1:${ports.alertmanager}`,
-        // A single instance: no gossip port on every interface.
-        '--cluster.listen-address=',
-        '--log.level=warn',
+      await launch('alertmanager', '/-/ready', (port) => [
+        monitoringBins.alertmanager,
+        [
+          `--config.file=${amConfig}`,
+          `--storage.path=${join(dir, 'alertmanager', 'data')}`,
+          `--web.listen-address=127.0.0.1:${port}`,
+          // A single instance: no gossip port on every interface.
+          '--cluster.listen-address=',
+          '--log.level=warn',
+        ],
       ]);
       // Only the collectors the rules and the dashboard read (systemd and friends are slow here).
-      await start('node', monitoringBins.node, [
-        `--web.listen-address=127.0.0.1:${ports.node}`,
-        '--collector.disable-defaults',
-        '--collector.cpu',
-        '--collector.filesystem',
-        '--collector.loadavg',
-        '--collector.meminfo',
-        '--collector.netdev',
+      await launch('node', '/metrics', (port) => [
+        monitoringBins.node,
+        [
+          `--web.listen-address=127.0.0.1:${port}`,
+          '--collector.disable-defaults',
+          '--collector.cpu',
+          '--collector.filesystem',
+          '--collector.loadavg',
+          '--collector.meminfo',
+          '--collector.netdev',
+        ],
       ]);
       const database = state.databases.find((d) => d.role === 'primary' && d.url.startsWith('postgres'));
       if (database === undefined) throw new Error('the monitoring component needs a PostgreSQL database');
       const dsn = new URL(database.url);
       dsn.searchParams.set('sslmode', 'disable');
-      await start(
-        'postgres',
+      await launch('postgres', '/metrics', (port) => [
         monitoringBins.postgres,
-        [
-          `--web.listen-address=127.0.0.1:${ports.postgres}`,
-          `--extend.query-path=${postgresExporterQueries}`,
-        ],
+        [`--web.listen-address=127.0.0.1:${port}`, `--extend.query-path=${postgresExporterQueries}`],
         { DATA_SOURCE_NAME: dsn.toString() },
-      );
-      if (state.redis === null) throw new Error('the monitoring component needs Redis');
-      await start('redis', monitoringBins.redis, [
-        '-web.listen-address',
-        `127.0.0.1:${ports.redis}`,
-        '-redis.addr',
-        state.redis.url,
       ]);
-      if (state.nginx === null) throw new Error('the monitoring component needs nginx');
-      await start('nginx', monitoringBins.nginx, [
-        '-web.listen-address',
-        `127.0.0.1:${ports.nginx}`,
-        '-nginx.scrape-uri',
-        `http://127.0.0.1:${state.nginx.statusPort}/stub_status`,
+      const redis = state.redis;
+      if (redis === null) throw new Error('the monitoring component needs Redis');
+      await launch('redis', '/metrics', (port) => [
+        monitoringBins.redis,
+        ['-web.listen-address', `127.0.0.1:${port}`, '-redis.addr', redis.url],
       ]);
-      await start('blackbox', monitoringBins.blackbox, [
-        `--config.file=${renderBlackbox(join(dir, 'blackbox'), { caFile: state.caFile })}`,
-        `--web.listen-address=127.0.0.1:${ports.blackbox}`,
+      const nginx = state.nginx;
+      if (nginx === null) throw new Error('the monitoring component needs nginx');
+      await launch('nginx', '/metrics', (port) => [
+        monitoringBins.nginx,
+        [
+          '-web.listen-address',
+          `127.0.0.1:${port}`,
+          '-nginx.scrape-uri',
+          `http://127.0.0.1:${nginx.statusPort}/stub_status`,
+        ],
       ]);
-      const promConfig = renderPrometheus(rec.prometheusDir, {
-        // Short enough to see a change within seconds, light enough for a laptop.
-        interval: '5s',
-        targets: targets(state, ports),
+      await launch('blackbox', '/metrics', (port) => [
+        monitoringBins.blackbox,
+        [
+          `--config.file=${renderBlackbox(join(dir, 'blackbox'), { caFile: state.caFile })}`,
+          `--web.listen-address=127.0.0.1:${port}`,
+        ],
+      ]);
+      // Last: its configuration names every other daemon's port, and its own (it scrapes itself).
+      await launch('prometheus', '/-/ready', (port) => {
+        ports.prometheus = port;
+        const promConfig = renderPrometheus(rec.prometheusDir, {
+          // Short enough to see a change within seconds, light enough for a laptop.
+          interval: '5s',
+          targets: targets(state, ports),
+        });
+        return [
+          monitoringBins.prometheus,
+          [
+            `--config.file=${promConfig}`,
+            `--storage.tsdb.path=${join(rec.prometheusDir, 'data')}`,
+            `--web.listen-address=127.0.0.1:${port}`,
+            '--log.level=warn',
+          ],
+        ];
       });
-      await start('prometheus', monitoringBins.prometheus, [
-        `--config.file=${promConfig}`,
-        `--storage.tsdb.path=${join(rec.prometheusDir, 'data')}`,
-        `--web.listen-address=127.0.0.1:${ports.prometheus}`,
-        '--log.level=warn',
-      ]);
-      // GET /alerts lists what it received (an empty list at first).
-      await ready('webhook', '/alerts');
-      await ready('alertmanager', '/-/ready');
-      for (const name of ['node', 'postgres', 'redis', 'nginx', 'blackbox'] as const)
-        await ready(name, '/metrics');
-      await ready('prometheus', '/-/ready');
       ctx.log(`monitoring: Prometheus ${url(ports.prometheus)}, Alertmanager ${url(ports.alertmanager)}`);
       ctx.log(`monitoring: alerts go to ${url(ports.webhook)} (${alertsLog})`);
     },

@@ -10,7 +10,7 @@ import {
 } from '../../src/ops/pgbouncer.js';
 import { chownToPostgres } from '../postgres-cluster.js';
 import type { Component, StackState } from '../types.js';
-import { freePort, isAlive, killAndWait, waitFor } from '../util.js';
+import { freePort, GiveUp, isAlive, killAndWait, waitFor } from '../util.js';
 import {
   databaseName,
   psqlObjects,
@@ -124,7 +124,7 @@ export function pgbouncer(): Component {
       }
       await waitFor(`pgbouncer to answer on 127.0.0.1:${rec.port} (log: ${rec.log})`, () => {
         if (!isAlive(pidOf(rec)) && pidOf(rec) !== null)
-          throw new Error(`pgbouncer exited:\n${readLog(rec)}`);
+          throw new GiveUp(`pgbouncer exited:\n${readLog(rec)}`);
         return showPools(ctx.state) !== null;
       });
       const app = new URL(`postgres://127.0.0.1:${rec.port}/${databaseName}`);
