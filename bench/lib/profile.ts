@@ -95,23 +95,16 @@ export function profileBudget(path: string, requests: number): Budget {
       if (frame !== undefined) names.push([frame.url, frame.functionName]);
     }
     const leaf = names[0]?.[1] ?? '';
-    const partAt = (u: string, fn: string) => parts.find(([, test]) => test(u, fn))?.[0];
     let part: string | null = 'other (V8, native, Node internals)';
     if (leaf === '(idle)') part = null;
     else {
-      const found = names.findIndex(([u, fn]) => partAt(u, fn) !== undefined);
-      if (found !== -1) {
-        const [u, fn] = names[found] ?? ['', ''];
-        part = partAt(u, fn) ?? part;
-        if (part === socketIo) {
-          // Whose socket: a client's round trip further out claims it.
-          const client = names
-            .slice(found + 1)
-            .map(([outer, outerFn]) => partAt(outer, outerFn))
-            .find((p) => p === database || p === redisClient);
-          if (client !== undefined) part = client;
-        }
-      }
+      // The part of each frame, leaf first: the innermost frame with one decides.
+      const framesParts = names.map(([u, fn]) => parts.find(([, test]) => test(u, fn))?.[0]);
+      const found = framesParts.findIndex((p) => p !== undefined);
+      part = framesParts[found] ?? part;
+      // Whose socket: a client's round trip further out claims it.
+      if (part === socketIo)
+        part = framesParts.slice(found + 1).find((p) => p === database || p === redisClient) ?? part;
     }
     partOf.set(id, part);
     return part;

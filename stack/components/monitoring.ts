@@ -264,7 +264,6 @@ export function monitoring(): Component {
       ]);
       // Last: its configuration names every other daemon's port, and its own (it scrapes itself).
       await launch('prometheus', '/-/ready', (port) => {
-        ports.prometheus = port;
         const promConfig = renderPrometheus(rec.prometheusDir, {
           // Short enough to see a change within seconds, light enough for a laptop.
           interval: '5s',
