@@ -24,7 +24,35 @@ function findTests(dir) {
 const args = process.argv.slice(2);
 const files = args.filter((a) => !a.startsWith('-'));
 const flags = args.filter((a) => a.startsWith('-'));
-const targets = files.length > 0 ? files : findTests(join(root, 'test')).sort();
+// The files that take minutes start first (longest first, from CI runs with both cores hogged:
+// the launch sequence ~440 s each, the scale-stage stacks ~260 s, the container build 100 s warm and
+// 640 s on a machine without the base image): scripts/test-files.mjs starts files in the order given, and the
+// run must not end with one long file alone while the other slots sit idle. Ordering only; every
+// file runs either way, and a name here that no longer exists fails the run so the list stays true.
+const longestFirst = [
+  'test/ops/container.test.ts',
+  'test/ops/deploy-launch.test.ts',
+  'test/ops/deploy-rollback.test.ts',
+  'test/stack/growth.test.ts',
+  'test/ops/deploy-canary.test.ts',
+  'test/chaos/chaos.test.ts',
+  'test/pm2/cluster.test.ts',
+  'test/ops/deploy-guards.test.ts',
+  'test/ops/monitoring-live.test.ts',
+  'test/stack/autoscale.test.ts',
+  'test/ops/prometheus-rules.test.ts',
+  'test/bench.test.ts',
+];
+function allTests() {
+  const found = findTests(join(root, 'test')).sort();
+  const missing = longestFirst.filter((file) => !found.includes(file));
+  if (missing.length > 0) {
+    console.error(`test.mjs: longestFirst names files that do not exist: ${missing.join(', ')}`);
+    process.exit(2);
+  }
+  return [...longestFirst, ...found.filter((file) => !longestFirst.includes(file))];
+}
+const targets = files.length > 0 ? files : allTests();
 
 // Test files that share a `npm run stack` stage (test/support/stack.ts sharedStack) bring it up
 // lazily in this directory; every one of them is taken down here, after the last file.
@@ -34,28 +62,37 @@ const run = startRun();
 // nginx's workers (nobody, when the stacks run as root) must reach their webroot and temp dirs.
 chmodSync(sharedStacks, 0o755);
 
-const result = spawnSync(
-  process.execPath,
-  [
-    '--import',
-    'tsx',
-    '--test',
-    '--test-reporter=spec',
-    `--test-concurrency=${process.env.TEST_CONCURRENCY ?? 3}`,
-    // Generous: a test that waits for a condition must not be failed by a busy machine (CI shares two
-    // cores). Node 20 applies it to each test file as a whole: the launch-sequence files take about
-    // 5 minutes on a quiet machine and over 10 with both cores hogged, and the container file builds
-    // its base image on a machine that has none (5 minutes of debootstrap under load).
-    '--test-timeout=1200000',
-    ...flags,
-    ...targets,
-  ],
-  {
-    stdio: 'inherit',
-    cwd: root,
-    env: { ...process.env, ...run.env, NODE_ENV: 'test', SHIPSHAPE_SHARED_STACKS: sharedStacks },
+// Generous: a test that waits for a condition must not be failed by a busy machine (CI shares two
+// cores). Node 20 applies it to each test file as a whole: the launch-sequence files take about
+// 5 minutes on a quiet machine and over 10 with both cores hogged, and the container file builds
+// its base image on a machine that has none (5 minutes of debootstrap under load).
+const testTimeoutMs = 1_200_000;
+const concurrency = process.env.TEST_CONCURRENCY ?? '3';
+// The full run goes through scripts/test-files.mjs (node's run() API keeps the longest-first order;
+// `node --test` sorts its files by name); a narrowed run takes `node --test` and any of its flags.
+const runnerArgs =
+  args.length === 0
+    ? ['scripts/test-files.mjs', ...targets]
+    : [
+        '--test',
+        '--test-reporter=spec',
+        `--test-concurrency=${concurrency}`,
+        `--test-timeout=${testTimeoutMs}`,
+        ...flags,
+        ...targets,
+      ];
+const result = spawnSync(process.execPath, ['--import', 'tsx', ...runnerArgs], {
+  stdio: 'inherit',
+  cwd: root,
+  env: {
+    ...process.env,
+    ...run.env,
+    NODE_ENV: 'test',
+    SHIPSHAPE_SHARED_STACKS: sharedStacks,
+    TEST_CONCURRENCY: concurrency,
+    TEST_TIMEOUT_MS: String(testTimeoutMs),
   },
-);
+});
 
 let teardownFailed = false;
 for (const entry of readdirSync(sharedStacks)) {
