@@ -49,11 +49,34 @@ function render(state: StackState, record: NginxRecord): void {
   );
 }
 
-/** `nginx -t` then a reload (new workers with the new config; old ones finish their requests). */
+/** The master's children, its workers (Linux: /proc/<pid>/task/<pid>/children). */
+function workerPids(master: number): number[] {
+  try {
+    return readFileSync(`/proc/${master}/task/${master}/children`, 'utf8')
+      .split(/\s+/)
+      .filter((pid) => pid !== '')
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * `nginx -t` then a reload, done once the old workers have exited. Until then both generations
+ * accept new connections (the old ones until they act on the master's QUIT, then they finish their
+ * requests), so a client could still get the old certificate or upstreams (seen: the first
+ * request after the ACME suite put the local certificate back failed verification, although a
+ * connection just before had been served the new one).
+ */
 export async function reloadNginx(record: NginxRecord): Promise<void> {
   const check = spawnSync(nginxBin, ['-t', '-q', '-c', record.config], { encoding: 'utf8' });
   if (check.status !== 0) throw new Error(`nginx -t failed:\n${check.stderr}`);
+  const master = nginxPid(record);
+  const old = master === null ? [] : workerPids(master);
   await run(nginxBin, ['-s', 'reload', '-c', record.config]);
+  await waitFor("nginx's workers of the previous configuration to exit", () =>
+    old.every((pid) => !isAlive(pid)),
+  );
 }
 
 /** Points the edge at another certificate (e.g. certbot's live/<name>/ files) and reloads. */

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { loadConfig } from '../../src/config.js';
 import {
   type NginxSite,
   NginxSiteError,
@@ -145,6 +146,17 @@ describe('deploy/nginx: rendered configs load in real nginx', { skip: skipUnless
     assert.doesNotMatch(proxy, /proxy_add_x_forwarded_for/);
     assert.match(proxy, /proxy_next_upstream error timeout;/);
     assert.doesNotMatch(proxy, /non_idempotent/);
+    // nginx gives up on a silent server only after a working one would have answered (its request
+    // budget, then a COMMIT's round-trip deadline: statement timeout + 1 s; decision 0110), and
+    // still has time to try another server then (a GET that met a hung server is answered).
+    const seconds = (name: string) => Number(new RegExp(`${name} (\\d+)s;`).exec(proxy)?.[1] ?? Number.NaN);
+    const defaults = loadConfig({}).database;
+    const slowestAnswerMs = defaults.requestBudgetMs + defaults.statementTimeoutMs + 1000;
+    assert.ok(
+      seconds('proxy_read_timeout') * 1000 > slowestAnswerMs,
+      'read timeout above the app’s slowest answer',
+    );
+    assert.ok(seconds('proxy_next_upstream_timeout') > seconds('proxy_read_timeout'));
     assert.doesNotMatch(`${text}${proxy}`, /Access-Control-Allow/, 'guide correction 3: CORS is the app’s');
     const tlsSnippet = files['snippets/tls-intermediate.conf'] ?? '';
     assert.match(tlsSnippet, /ssl_protocols TLSv1\.2 TLSv1\.3;/);

@@ -44,6 +44,14 @@ function accessLog(status: StackStatus): Map<string, AccessLine> {
 
 const run = promisify(execFile);
 
+/** nginx's proxy_read_timeout as shipped (the stack renders the same snippet), ms. */
+const readTimeoutMs =
+  Number(
+    /proxy_read_timeout (\d+)s;/.exec(
+      readFileSync(new URL('../../deploy/nginx/snippets/proxy.conf', import.meta.url), 'utf8'),
+    )?.[1] ?? Number.NaN,
+  ) * 1000;
+
 /** The server that finally answered (nginx lists every one it tried: "a:1, b:2"). */
 const lastUpstream = (line: AccessLine | undefined) => line?.upstream_addr.split(',').at(-1)?.trim() ?? '';
 
@@ -381,7 +389,7 @@ export function failoverSuites(env: () => GrowthEnv): void {
       );
       console.log(figures.at(-1));
     });
-    test('a fault proxy between nginx and app-1 — slow, sliced, reset, refused: a request fails only when the fault cut it on app-1, and a POST’s retry is answered once', async () => {
+    test('a fault proxy between nginx and app-1 — slow, sliced, reset, refused, hung: a request fails only when the fault cut it on app-1 or a POST met the hang (504 after the read timeout), and a POST’s retry is answered once', async () => {
       const { status, https, ca } = env();
       const config = status.nginx?.config ?? '';
       const original = readFileSync(config, 'utf8');
@@ -426,6 +434,11 @@ export function failoverSuites(env: () => GrowthEnv): void {
         await proxy.down();
         await hold('app-1 refuses connections', 3000, () => proxy.up());
         await waitUntilRouted([proxy.address]);
+        // Hung: app-1 accepts and never answers (stopped, its event loop stuck), held past nginx's
+        // proxy_read_timeout so that nginx gives up on what it sent there.
+        const hung = proxy.add({ type: 'timeout', timeoutMs: 0 });
+        await hold('app-1 hung (accepts, never answers)', readTimeoutMs + 3000, () => proxy.remove(hung));
+        await waitUntilRouted([proxy.address]);
         const count = load.count();
         await waitFor('traffic after the faults', () => load.count() >= count + 60, 60_000);
         const outcomes = await load.stop();
@@ -439,8 +452,29 @@ export function failoverSuites(env: () => GrowthEnv): void {
         // slices when the reset came: CI saw a POST so), nginx can only close the client's
         // connection, and its log holds the status it had passed on.
         const cutting = phases.filter((p) => p.name.includes('reset') || p.name.includes('refuses'));
+        const hungPhase = phases.find((p) => p.name.includes('hung'));
+        // Sent while app-1 was hung (or just before, still in flight when the fault came).
+        const startedInHang = (o: Outcome) =>
+          hungPhase !== undefined && o.at - o.ms >= hungPhase.from - 2000 && o.at - o.ms <= hungPhase.to;
+        const firstUpstream = (o: Outcome) => log.get(o.requestId)?.upstream_addr.split(',')[0]?.trim() ?? '';
+        // nginx gave up on the hung app-1 after its read timeout, and never later than that: a GET
+        // went on to another server (answered), a POST it had sent there is a 504 (never resent).
+        const metHang = outcomes.filter(
+          (o) => startedInHang(o) && firstUpstream(o) === proxy.address && o.ms >= readTimeoutMs - 1000,
+        );
+        assert.ok(metHang.length > 0, "no request waited for nginx's read timeout on the hung app-1");
+        for (const o of outcomes.filter(startedInHang))
+          assert.ok(o.ms <= readTimeoutMs + 10_000, `waited past nginx's read timeout: ${JSON.stringify(o)}`);
         const failures = outcomes.filter(failed);
-        for (const o of failures) {
+        for (const o of failures.filter(startedInHang)) {
+          const logged = log.get(o.requestId)?.status ?? 0;
+          assert.ok(
+            (o.method === 'POST' && o.status === 504) || (o.status === null && logged > 0 && logged < 500),
+            `only a POST sent to the hung app-1 fails (504), or an answer it had begun: ${JSON.stringify(o)}`,
+          );
+          assert.equal(lastUpstream(log.get(o.requestId)), proxy.address, JSON.stringify(o));
+        }
+        for (const o of failures.filter((f) => !startedInHang(f))) {
           assert.ok(o.status === 502 || o.status === null, JSON.stringify(o));
           if (o.status === null) {
             const logged = log.get(o.requestId)?.status ?? 0;
@@ -459,9 +493,10 @@ export function failoverSuites(env: () => GrowthEnv): void {
             `a request failed while app-1 was only slow: ${JSON.stringify(o)} ${JSON.stringify(phases)}`,
           );
         }
+        const cutFailures = failures.filter((o) => !startedInHang(o));
         assert.ok(
-          failures.length <= 2 * clients.length,
-          `${failures.length} failed: at most one per client per cut`,
+          cutFailures.length <= 2 * clients.length,
+          `${cutFailures.length} failed: at most one per client per cut`,
         );
         const postFailures = failures.filter((o) => o.method === 'POST');
         const getFailures = failures.filter((o) => o.method === 'GET');
@@ -474,6 +509,12 @@ export function failoverSuites(env: () => GrowthEnv): void {
           const onApp1 = during.filter((o) => lastUpstream(log.get(o.requestId)) === proxy.address).length;
           return `${p.name}: ${during.length} requests (${onApp1} answered by app-1), ${during.filter(failed).length} failed`;
         });
+        const hangGets = metHang.filter((o) => o.method === 'GET');
+        const hangPosts = metHang.filter((o) => o.method === 'POST');
+        perPhase.push(
+          `sent to the hung app-1: ${hangGets.length} GETs (${hangGets.filter((o) => o.status === 200).length} answered by another server, after ${hangGets.map((o) => o.ms).join(', ')} ms), ` +
+            `${hangPosts.length} POSTs (${hangPosts.filter((o) => o.status === 504).length} × 504)`,
+        );
         figures.push(
           `faults between nginx and app-1: ${outcomes.length} requests ${JSON.stringify(summary(outcomes))}; ` +
             `${perPhase.join('; ')}; failed GETs ${getFailures.length}, failed POSTs ${postFailures.length}, ${failures.filter((o) => o.status === null).length} of all failures cut mid-answer (in flight on app-1 ` +

@@ -20,6 +20,8 @@ export interface Outcome {
   readonly requestId: string;
   /** ms since the load started, when the answer (or error) came. */
   readonly at: number;
+  /** How long the client waited for it, ms. */
+  readonly ms: number;
   readonly status: number | null;
   readonly error?: string;
   readonly client: number;
@@ -55,6 +57,7 @@ export function startEdgeLoad(options: {
       const requestId = `${options.tag}-${index}-${i}`;
       const key = post ? `${options.tag}-${index}-${randomUUID()}` : undefined;
       const headers: Record<string, string> = { 'x-request-id': requestId };
+      const sent = Date.now();
       if (post) {
         headers.authorization = `Bearer ${client.accessToken}`;
         headers['idempotency-key'] = key as string;
@@ -74,6 +77,7 @@ export function startEdgeLoad(options: {
           method: post ? 'POST' : 'GET',
           requestId,
           at: Date.now() - started,
+          ms: Date.now() - sent,
           status: res.status,
           client: index,
           ...(key === undefined ? {} : { idempotencyKey: key }),
@@ -84,6 +88,7 @@ export function startEdgeLoad(options: {
           method: post ? 'POST' : 'GET',
           requestId,
           at: Date.now() - started,
+          ms: Date.now() - sent,
           status: null,
           error: (err as NodeJS.ErrnoException).code ?? (err as Error).message,
           client: index,
