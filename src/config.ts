@@ -146,6 +146,8 @@ export interface Config {
     readonly graceMs: number;
     readonly timeoutMs: number;
   };
+  /** ms the event loop may stall before the process kills itself (0: off; src/infra/watchdog.ts). */
+  readonly watchdogMs: number;
   readonly commerce: {
     readonly currency: string;
   };
@@ -861,6 +863,15 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     120_000,
     'After SIGTERM, keep serving (readiness failing, `Connection: close`) this long before closing the listener.',
   );
+  const watchdogMs = r.int(
+    'EVENT_LOOP_WATCHDOG_MS',
+    10_000,
+    0,
+    600_000,
+    'A process whose event loop has not run for this long is stuck: it logs `event_loop_stalled` and kills itself (SIGKILL) so the process manager starts a fresh one. Off with a debugger attached. 0: off.',
+  );
+  if (watchdogMs > 0 && watchdogMs < 1000)
+    r.problem('EVENT_LOOP_WATCHDOG_MS must be 0 (off) or at least 1000');
   const shutdownTimeoutMs = r.int(
     'SHUTDOWN_TIMEOUT_MS',
     10_000,
@@ -1181,6 +1192,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
       lockoutMaxSeconds: Math.max(lockoutMaxSeconds, lockoutBaseSeconds),
     },
     shutdown: { graceMs: shutdownGraceMs, timeoutMs: shutdownTimeoutMs },
+    watchdogMs,
     commerce: { currency },
     cache: {
       enabled: cacheEnabled ?? true,

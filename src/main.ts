@@ -1,5 +1,6 @@
 import { type Config, ConfigError, loadConfig } from './config.js';
 import { StartupError } from './infra/startup.js';
+import { startEventLoopWatchdog } from './infra/watchdog.js';
 import { startServer } from './server.js';
 
 /** Process entry: configuration → server. A bad configuration exits 1 with one line per problem. */
@@ -11,6 +12,9 @@ try {
   process.stderr.write(`${err.message}\n`);
   process.exit(1);
 }
+
+// A stuck event loop kills the process, so that its connections close and a fresh one starts.
+startEventLoopWatchdog(config.watchdogMs);
 
 startServer(config).catch((err: unknown) => {
   // A failure with a known fix is one line; anything else keeps its stack for the bug report.

@@ -6,6 +6,7 @@ import { createLogger } from './infra/logger.js';
 import { createMailer } from './infra/mail/mailer.js';
 import { createMemoryCounterStore, createRedisCounterStore } from './infra/rate-limit/counter-store.js';
 import { createRedis } from './infra/redis.js';
+import { startEventLoopWatchdog } from './infra/watchdog.js';
 import { createAccountsDeps, createQueue, createWorker, enqueueCacheWarmUp } from './jobs/runtime.js';
 import { registerQueueGauge } from './jobs/worker.js';
 import { createAuthDeps } from './modules/auth/auth.deps.js';
@@ -133,6 +134,8 @@ try {
   process.stderr.write(`${err.message}\n`);
   process.exit(1);
 }
+// A stuck event loop would keep its jobs leased until the leases run out: die and be restarted.
+startEventLoopWatchdog(config.watchdogMs);
 run(config).catch((err: unknown) => {
   process.stderr.write(
     `Worker start-up failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
