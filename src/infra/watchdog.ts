@@ -16,10 +16,6 @@ import { Worker } from 'node:worker_threads';
  * count again: only a loop that stalls while the process runs is killed.
  */
 
-export interface Watchdog {
-  stop(): void;
-}
-
 // Runs in the worker thread. Plain JavaScript (eval'd): it must work from dist/ and under tsx alike.
 const threadSource = `
 const { workerData } = require('node:worker_threads');
@@ -30,9 +26,8 @@ let seen = Atomics.load(beats, 0);
 let lastWake = Date.now();
 let stalledFor = 0;
 for (;;) {
-  // Slot 1 is never written: this is a sleep that only stop() (which sets slot 2) interrupts.
+  // Slot 1 is never written: this is a sleep of checkMs that needs no event loop.
   Atomics.wait(beats, 1, 0, checkMs);
-  if (Atomics.load(beats, 2) !== 0) break;
   const now = Date.now();
   const slept = now - lastWake;
   lastWake = now;
@@ -60,28 +55,22 @@ for (;;) {
 `;
 
 /**
- * Starts the watchdog, or nothing when `stallMs` is 0 or a debugger is attached (a breakpoint
- * stops the loop on purpose).
+ * Starts the watchdog for the rest of the process's life (its timer and thread never keep the
+ * process alive), unless `stallMs` is 0 or a debugger is attached (a breakpoint stops the loop on
+ * purpose).
  */
-export function startEventLoopWatchdog(stallMs: number): Watchdog | undefined {
-  if (stallMs <= 0 || inspectorUrl() !== undefined) return undefined;
+export function startEventLoopWatchdog(stallMs: number): void {
+  if (stallMs <= 0 || inspectorUrl() !== undefined) return;
   const checkMs = Math.max(50, Math.min(1000, Math.floor(stallMs / 10)));
-  const shared = new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT);
+  const shared = new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT);
   const beats = new Int32Array(shared);
   const beat = setInterval(() => Atomics.add(beats, 0, 1), checkMs);
   beat.unref();
   const thread = new Worker(threadSource, {
     eval: true,
     workerData: { shared, stallMs, checkMs, pid: process.pid },
-    // Its own small heap: it holds three numbers.
+    // Its own small heap: it holds a few numbers.
     resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 1 },
   });
   thread.unref();
-  return {
-    stop() {
-      clearInterval(beat);
-      Atomics.store(beats, 2, 1);
-      Atomics.notify(beats, 1);
-    },
-  };
 }

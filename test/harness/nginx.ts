@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { inCi } from './services.js';
 
 export const nginxBin = process.env.NGINX_BIN ?? '/usr/sbin/nginx';
@@ -31,4 +32,11 @@ export function checkNginxConfig(confPath: string): NginxCheck {
   const output = `${result.stdout ?? ''}${result.stderr ?? ''}`;
   const problems = output.split('\n').filter((line) => /\[(warn|emerg|crit|alert|error)\]/.test(line));
   return { ok: result.status === 0 && problems.length === 0, problems, output };
+}
+
+const shippedProxyConf = new URL('../../deploy/nginx/snippets/proxy.conf', import.meta.url);
+
+/** A `<name> <n>s;` directive of the shipped deploy/nginx/snippets/proxy.conf (or of `text`), in seconds. */
+export function proxySeconds(name: string, text = readFileSync(shippedProxyConf, 'utf8')): number {
+  return Number(new RegExp(`${name} (\\d+)s;`).exec(text)?.[1] ?? Number.NaN);
 }

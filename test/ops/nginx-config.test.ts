@@ -13,7 +13,7 @@ import {
   renderNginx,
   writeNginx,
 } from '../../src/ops/nginx.js';
-import { checkNginxConfig, skipUnlessNginx } from '../harness/nginx.js';
+import { checkNginxConfig, proxySeconds, skipUnlessNginx } from '../harness/nginx.js';
 
 const root = new URL('../..', import.meta.url).pathname;
 const fixtures = join(root, 'test', 'fixtures', 'nginx');
@@ -149,7 +149,7 @@ describe('deploy/nginx: rendered configs load in real nginx', { skip: skipUnless
     // nginx gives up on a silent server only after a working one would have answered (its request
     // budget, then a COMMIT's round-trip deadline: statement timeout + 1 s; decision 0110), and
     // still has time to try another server then (a GET that met a hung server is answered).
-    const seconds = (name: string) => Number(new RegExp(`${name} (\\d+)s;`).exec(proxy)?.[1] ?? Number.NaN);
+    const seconds = (name: string) => proxySeconds(name, proxy);
     const defaults = loadConfig({}).database;
     const slowestAnswerMs = defaults.requestBudgetMs + defaults.statementTimeoutMs + 1000;
     assert.ok(

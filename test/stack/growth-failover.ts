@@ -13,7 +13,7 @@ import { serverAction } from '../../stack/stack.js';
 import type { StackStatus } from '../../stack/types.js';
 import { waitFor } from '../../stack/util.js';
 import { startFaultProxy } from '../harness/fault-proxy.js';
-import { nginxBin } from '../harness/nginx.js';
+import { nginxBin, proxySeconds } from '../harness/nginx.js';
 import { captureLogs, testConfig } from '../helper.js';
 import { type EdgeClient, failed, type Outcome, orderBody, startEdgeLoad } from '../support/edge-load.js';
 import { edgeRequest } from '../support/stack.js';
@@ -45,12 +45,7 @@ function accessLog(status: StackStatus): Map<string, AccessLine> {
 const run = promisify(execFile);
 
 /** nginx's proxy_read_timeout as shipped (the stack renders the same snippet), ms. */
-const readTimeoutMs =
-  Number(
-    /proxy_read_timeout (\d+)s;/.exec(
-      readFileSync(new URL('../../deploy/nginx/snippets/proxy.conf', import.meta.url), 'utf8'),
-    )?.[1] ?? Number.NaN,
-  ) * 1000;
+const readTimeoutMs = proxySeconds('proxy_read_timeout') * 1000;
 
 /** The server that finally answered (nginx lists every one it tried: "a:1, b:2"). */
 const lastUpstream = (line: AccessLine | undefined) => line?.upstream_addr.split(',').at(-1)?.trim() ?? '';
@@ -466,7 +461,9 @@ export function failoverSuites(env: () => GrowthEnv): void {
         for (const o of outcomes.filter(startedInHang))
           assert.ok(o.ms <= readTimeoutMs + 10_000, `waited past nginx's read timeout: ${JSON.stringify(o)}`);
         const failures = outcomes.filter(failed);
-        for (const o of failures.filter(startedInHang)) {
+        const hangFailures = failures.filter(startedInHang);
+        const cutFailures = failures.filter((o) => !startedInHang(o));
+        for (const o of hangFailures) {
           const logged = log.get(o.requestId)?.status ?? 0;
           assert.ok(
             (o.method === 'POST' && o.status === 504) || (o.status === null && logged > 0 && logged < 500),
@@ -474,7 +471,7 @@ export function failoverSuites(env: () => GrowthEnv): void {
           );
           assert.equal(lastUpstream(log.get(o.requestId)), proxy.address, JSON.stringify(o));
         }
-        for (const o of failures.filter((f) => !startedInHang(f))) {
+        for (const o of cutFailures) {
           assert.ok(o.status === 502 || o.status === null, JSON.stringify(o));
           if (o.status === null) {
             const logged = log.get(o.requestId)?.status ?? 0;
@@ -493,7 +490,6 @@ export function failoverSuites(env: () => GrowthEnv): void {
             `a request failed while app-1 was only slow: ${JSON.stringify(o)} ${JSON.stringify(phases)}`,
           );
         }
-        const cutFailures = failures.filter((o) => !startedInHang(o));
         assert.ok(
           cutFailures.length <= 2 * clients.length,
           `${cutFailures.length} failed: at most one per client per cut`,
