@@ -24,7 +24,12 @@ export interface DataCheck {
   readonly sessions: number;
 }
 
-export async function checkData(topology: Topology, intents: readonly OrderIntent[]): Promise<DataCheck> {
+/** What the check needs of the topology: the primary, and the customers and products the load used. */
+export type CheckedData = Pick<Topology, 'databaseUrl' | 'products'> & {
+  readonly customers: readonly { readonly userId: string }[];
+};
+
+export async function checkData(topology: CheckedData, intents: readonly OrderIntent[]): Promise<DataCheck> {
   const problems: string[] = [];
   const userIds = topology.customers.map((c) => c.userId);
   const client = new pg.Client({ connectionString: topology.databaseUrl, connectionTimeoutMillis: 30_000 });

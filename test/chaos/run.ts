@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { send } from '../support/load.js';
 import { checkData } from './check.js';
 import { type Attempt, failureKinds, type Kind, type OrderIntent, startChaosLoad } from './load.js';
-import type { Scenario } from './scenarios.js';
+import type { FaultSeen, Scenario } from './scenarios.js';
 import type { Topology } from './topology.js';
 
 /** One line of the chaos table. */
@@ -16,6 +16,8 @@ export interface ChaosRow {
    * (cache hits among them), and order attempts (each retry its own attempt). Null: none started.
    */
   readonly p99FaultMs: { readonly reads: number | null; readonly orders: number | null };
+  /** The longest attempt of the scenario, answered or not, ms: its margin to the hang limit. */
+  readonly slowestMs: number;
   /** From the heal until the last failed attempt ended, ms; null: failures went on to the end. */
   readonly recoverMs: number | null;
   /** The data check's problems (empty: passed). */
@@ -40,6 +42,42 @@ function p99(values: number[]): number | null {
 }
 
 const isFailure = (a: Attempt) => failureKinds.includes(a.kind);
+
+/**
+ * Polls /ready while the fault is on and keeps every `check: state` pair it reports (a poll that
+ * gets no answer within 2 s is skipped: the poller never holds the scenario up).
+ */
+function watchReady(port: number): { stop(): Promise<ReadonlySet<string>> } {
+  const seen = new Set<string>();
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const answer = send(port, { method: 'GET', path: '/ready' }).catch(() => undefined);
+      const res = await Promise.race([answer, sleep(2000).then(() => undefined)]);
+      try {
+        const checks =
+          res === undefined ? {} : (JSON.parse(res.body) as { checks?: Record<string, string> }).checks;
+        for (const [check, state] of Object.entries(checks ?? {})) seen.add(`${check}: ${state}`);
+      } catch {
+        // not JSON: nothing to keep
+      }
+      await sleep(200);
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      return seen;
+    },
+  };
+}
+
+const cutCounts = (topology: Topology): FaultSeen['cut'] => ({
+  postgres: topology.proxies.postgres.stats().cut,
+  redis: topology.proxies.redis.stats().cut,
+  pgbouncer: topology.proxies.pgbouncer.stats().cut,
+});
 
 /** Waits (generously) until the service answers /ready again, between scenarios. */
 async function untilReady(topology: Topology): Promise<void> {
@@ -75,11 +113,20 @@ export async function runScenario(
   const unexpected: string[] = [];
   let healAt = 0;
   let faultAt = 0;
+  let ready: ReadonlySet<string> = new Set();
+  const cut = { before: cutCounts(topology), after: cutCounts(topology) };
   try {
     await sleep(options.long ? 5000 : 500);
     faultAt = Date.now();
-    await scenario.inject(topology);
-    await sleep(faultMs);
+    cut.before = cutCounts(topology);
+    const readiness = watchReady(topology.port);
+    try {
+      await scenario.inject(topology);
+      await sleep(faultMs);
+    } finally {
+      ready = await readiness.stop();
+    }
+    cut.after = cutCounts(topology);
     await scenario.heal(topology);
     healAt = Date.now();
     // After the heal: at least a few seconds, then until two quiet seconds (or a minute passes).
@@ -144,6 +191,19 @@ export async function runScenario(
         `${slow.length} failed writes took longer than ${within} ms (slowest ${Math.max(...slow.map((a) => a.end - a.start))} ms)`,
       );
   }
+  if (scenario.effect !== undefined) {
+    const seen: FaultSeen = {
+      during: inFault,
+      ready,
+      cut: {
+        postgres: cut.after.postgres - cut.before.postgres,
+        redis: cut.after.redis - cut.before.redis,
+        pgbouncer: cut.after.pgbouncer - cut.before.pgbouncer,
+      },
+    };
+    const missing = await scenario.effect(seen, topology);
+    if (missing !== null) unexpected.push(`the fault had no visible effect: ${missing}`);
+  }
   const open = load.intents.filter((i) => !i.done);
   if (open.length > 0)
     unexpected.push(`${open.length} orders without a definitive answer after a minute of retries`);
@@ -154,6 +214,7 @@ export async function runScenario(
     requests: attempts.length,
     failed,
     p99FaultMs: { reads: p99(latencies(['catalog', 'product'])), orders: p99(latencies(['order'])) },
+    slowestMs: Math.max(0, ...attempts.map((a) => a.end - a.start)),
     recoverMs: unexpected.includes('still failing a minute after the heal')
       ? null
       : lastFailure === 0
@@ -164,7 +225,7 @@ export async function runScenario(
     orders: { acknowledged: load.intents.filter((i) => i.acknowledged.length > 0).length, open: open.length },
   };
   options.log(
-    `chaos: ${row.scenario}: ${row.requests} requests, failed ${JSON.stringify(row.failed)}, p99 reads ${row.p99FaultMs.reads} ms, orders ${row.p99FaultMs.orders} ms, recovered ${row.recoverMs} ms, data ${row.data.length === 0 ? 'ok' : row.data.join('; ')}${row.unexpected.length > 0 ? `, UNEXPECTED: ${row.unexpected.join('; ')}` : ''}`,
+    `chaos: ${row.scenario}: ${row.requests} requests, failed ${JSON.stringify(row.failed)}, p99 reads ${row.p99FaultMs.reads} ms, orders ${row.p99FaultMs.orders} ms, slowest ${row.slowestMs} ms, recovered ${row.recoverMs} ms, data ${row.data.length === 0 ? 'ok' : row.data.join('; ')}${row.unexpected.length > 0 ? `, UNEXPECTED: ${row.unexpected.join('; ')}` : ''}`,
   );
   return row;
 }
@@ -191,6 +252,7 @@ export function formatTable(rows: readonly ChaosRow[]): string {
     'failed by kind',
     'p99 reads (fault)',
     'p99 orders (fault)',
+    'slowest attempt',
     'time to recover',
     'data check',
   ];
@@ -206,6 +268,7 @@ export function formatTable(rows: readonly ChaosRow[]): string {
       failed === '' ? 'none' : failed,
       ms(r.p99FaultMs.reads),
       ms(r.p99FaultMs.orders),
+      ms(r.slowestMs),
       seconds(r.recoverMs),
       verdict,
     ];

@@ -1,7 +1,8 @@
-import { renameSync, rmSync, symlinkSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Toxic } from '../harness/fault-proxy.js';
 import { waitUntil } from '../harness/wait.js';
+import type { Attempt } from './load.js';
 import type { Topology } from './topology.js';
 
 /**
@@ -24,7 +25,82 @@ export interface Scenario {
   };
   inject(t: Topology): Promise<void>;
   heal(t: Topology): Promise<void>;
+  /**
+   * After the heal: what shows the fault really reached the service — a scenario whose fault
+   * changed nothing (an app that bypassed the proxy, a kill that missed) proves nothing. Returns
+   * null when the effect was seen, else what was missing. Only the baseline has none.
+   */
+  effect?(seen: FaultSeen, t: Topology): Promise<string | null>;
 }
+
+/** What the run saw while the fault was on (from the inject until the heal). */
+export interface FaultSeen {
+  /** Attempts started while the fault was on. */
+  readonly during: readonly Attempt[];
+  /** Every `check: state` pair /ready reported while the fault was on (for example `cache: degraded`). */
+  readonly ready: ReadonlySet<string>;
+  /** Connections each fault proxy reset or closed while the fault was on. */
+  readonly cut: Readonly<Record<keyof Topology['proxies'], number>>;
+}
+
+type Effect = NonNullable<Scenario['effect']>;
+
+const databaseOps = new Set(['login', 'refresh', 'order']);
+const durations = (attempts: readonly Attempt[]) =>
+  attempts.map((a) => a.end - a.start).sort((a, b) => a - b);
+
+/** Some request needing the database was refused with 503 + Retry-After (it could not be served). */
+const refused: Effect = async (seen) =>
+  seen.during.some((a) => a.kind === '503' && databaseOps.has(a.op))
+    ? null
+    : 'no request that needs the database was answered 503 while it could not serve';
+
+/** Completed orders (five round trips each) took at least the added latency, as a median. */
+const ordersSlowed =
+  (latencyMs: number): Effect =>
+  async (seen) => {
+    const orders = durations(seen.during.filter((a) => a.op === 'order' && a.kind === 'ok'));
+    const median = orders[Math.floor(orders.length / 2)];
+    if (median === undefined) return 'no order completed while the fault was on';
+    return median >= latencyMs
+      ? null
+      : `orders completed in a median ${median} ms, under the ${latencyMs} ms added to every round trip`;
+  };
+
+/** Some request needing the database waited at least this long (the fault held its answer). */
+const heldFor =
+  (ms: number): Effect =>
+  async (seen) => {
+    const slowest = durations(seen.during.filter((a) => databaseOps.has(a.op))).at(-1) ?? 0;
+    return slowest >= ms
+      ? null
+      : `no request that needs the database waited ${ms} ms (slowest ${slowest} ms)`;
+  };
+
+/** The proxy reset or closed connections of the service's. */
+const cutBy =
+  (proxy: keyof FaultSeen['cut']): Effect =>
+  async (seen) =>
+    seen.cut[proxy] > 0 ? null : `the ${proxy} fault proxy cut no connection`;
+
+/** /ready reported this `check: state` pair at least once. */
+const readyShowed =
+  (pair: string): Effect =>
+  async (seen) =>
+    seen.ready.has(pair) ? null : `/ready never reported ${pair} (saw ${[...seen.ready].join(', ')})`;
+
+/** Any one of the effects seen is enough; the problem names what each missed. */
+const anyOf =
+  (...effects: Effect[]): Effect =>
+  async (seen, t) => {
+    const missed: string[] = [];
+    for (const effect of effects) {
+      const problem = await effect(seen, t);
+      if (problem === null) return null;
+      missed.push(problem);
+    }
+    return missed.join('; and ');
+  };
 
 const toxics = new Map<string, Toxic>();
 
@@ -32,12 +108,14 @@ function toxicScenario(
   name: string,
   proxy: keyof Topology['proxies'],
   spec: Parameters<Topology['proxies']['postgres']['add']>[0],
+  effect: Effect,
   faultMs = { short: 3000, long: 30_000 },
   setup?: Scenario['setup'],
 ): Scenario {
   return {
     name,
     faultMs,
+    effect,
     ...(setup === undefined ? {} : { setup }),
     async inject(t) {
       toxics.set(name, t.proxies[proxy].add(spec));
@@ -50,9 +128,16 @@ function toxicScenario(
 }
 
 /** A fault between the workers and PgBouncer (they are pointed at it first). */
-function pgbouncerScenario(name: string, spec: Parameters<typeof toxicScenario>[2]): Scenario {
-  return toxicScenario(name, 'pgbouncer', spec, undefined, (t) => t.databaseVia('pgbouncer'));
+function pgbouncerScenario(
+  name: string,
+  spec: Parameters<typeof toxicScenario>[2],
+  effect: Effect,
+): Scenario {
+  return toxicScenario(name, 'pgbouncer', spec, effect, undefined, (t) => t.databaseVia('pgbouncer'));
 }
+
+/** A fault held 3 s: a request that met it waited most of that, or was refused by its deadline. */
+const heldOrRefused = anyOf(refused, heldFor(2000));
 
 /** PM2 log files of the workers (out_file and log_file), pointed at /dev/full: every write is ENOSPC. */
 const logFiles = ['out.log', 'combined.log'];
@@ -64,49 +149,63 @@ export const scenarios: readonly Scenario[] = [
     async inject() {},
     async heal() {},
   },
-  toxicScenario('PostgreSQL +200 ms latency', 'postgres', { type: 'latency', latencyMs: 200, jitterMs: 20 }),
-  toxicScenario('PostgreSQL +2 s latency', 'postgres', { type: 'latency', latencyMs: 2000, jitterMs: 100 }),
+  toxicScenario(
+    'PostgreSQL +200 ms latency',
+    'postgres',
+    { type: 'latency', latencyMs: 200, jitterMs: 20 },
+    ordersSlowed(200),
+  ),
+  toxicScenario(
+    'PostgreSQL +2 s latency',
+    'postgres',
+    { type: 'latency', latencyMs: 2000, jitterMs: 100 },
+    heldFor(2000),
+  ),
   {
     name: 'PostgreSQL down',
     faultMs: { short: 3000, long: 5000 },
+    effect: refused,
     inject: (t) => t.proxies.postgres.down(),
     heal: (t) => t.proxies.postgres.up(),
   },
-  toxicScenario('PostgreSQL hung (accepts, never answers)', 'postgres', { type: 'timeout', timeoutMs: 0 }),
-  toxicScenario('PostgreSQL connections reset', 'postgres', { type: 'reset_peer', timeoutMs: 0 }),
+  toxicScenario(
+    'PostgreSQL hung (accepts, never answers)',
+    'postgres',
+    { type: 'timeout', timeoutMs: 0 },
+    heldOrRefused,
+  ),
+  toxicScenario(
+    'PostgreSQL connections reset',
+    'postgres',
+    { type: 'reset_peer', timeoutMs: 0 },
+    cutBy('postgres'),
+  ),
   {
     name: 'primary killed, replica present',
     faultMs: { short: 3000, long: 30_000 },
     // The pool's connect timeout (2 s) bounds a write's wait for the dead primary.
     expect: { readsContinue: true, writesFailWithinMs: 4000 },
+    effect: refused,
     inject: (t) => t.postgres.primary.crash(),
     heal: (t) => t.postgres.primary.restart(),
   },
-  toxicScenario('Redis connections reset', 'redis', { type: 'reset_peer', timeoutMs: 0 }),
-  toxicScenario('Redis hung (accepts, never answers)', 'redis', { type: 'timeout', timeoutMs: 0 }),
+  toxicScenario('Redis connections reset', 'redis', { type: 'reset_peer', timeoutMs: 0 }, cutBy('redis')),
+  // Nothing fails for the clients when Redis does (the service carries on without it): the
+  // evidence is the service's own view of its cache.
+  toxicScenario(
+    'Redis hung (accepts, never answers)',
+    'redis',
+    { type: 'timeout', timeoutMs: 0 },
+    readyShowed('cache: degraded'),
+  ),
   {
     name: 'Redis down',
     faultMs: { short: 3000, long: 30_000 },
+    effect: anyOf(cutBy('redis'), readyShowed('cache: degraded')),
     inject: (t) => t.proxies.redis.down(),
     heal: (t) => t.proxies.redis.up(),
   },
-  {
-    name: 'app worker kill -9',
-    dropsClientConnections: true,
-    faultMs: { short: 3000, long: 30_000 },
-    async inject(t) {
-      const [victim] = await t.app.workers();
-      if (victim === undefined) throw new Error('no PM2 worker to kill');
-      process.kill(victim.pid, 'SIGKILL');
-    },
-    async heal(t) {
-      await waitUntil(async () => (await t.app.workers()).filter((w) => w.status === 'online').length === 2, {
-        timeoutMs: 120_000,
-        intervalMs: 200,
-        what: 'PM2 to restart the killed worker',
-      });
-    },
-  },
+  killWorker(),
   {
     name: 'log disk full (ENOSPC)',
     faultMs: { short: 3000, long: 30_000 },
@@ -126,6 +225,21 @@ export const scenarios: readonly Scenario[] = [
       }
       await t.app.pm2('reloadLogs');
     },
+    // Lines written while the disk was full were dropped and counted: the warning comes with the
+    // first line that can be written again.
+    async effect(_seen, t) {
+      const path = join(t.app.logDir, 'out.log');
+      try {
+        await waitUntil(async () => readFileSync(path, 'utf8').includes('"event":"log_lines_dropped"'), {
+          timeoutMs: 60_000,
+          intervalMs: 250,
+          what: 'the log_lines_dropped warning',
+        });
+        return null;
+      } catch {
+        return `no log_lines_dropped warning in ${path} a minute after the disk had room again`;
+      }
+    },
   },
   {
     // Last: from here on the workers reach the primary through PgBouncer (a reload each way would
@@ -134,12 +248,47 @@ export const scenarios: readonly Scenario[] = [
     name: 'PgBouncer restarted',
     faultMs: { short: 3000, long: 30_000 },
     setup: (t) => t.databaseVia('pgbouncer'),
+    effect: refused,
     inject: (t) => t.pgbouncer.kill(),
     heal: (t) => t.pgbouncer.start(),
   },
   // Through PgBouncer too (set up by the scenario before): a pooler that accepts and never
   // answers, and one whose connections are reset — the round-trip deadline and the pool's
   // reconnect must hold the same way as with PostgreSQL itself.
-  pgbouncerScenario('PgBouncer hung (accepts, never answers)', { type: 'timeout', timeoutMs: 0 }),
-  pgbouncerScenario('PgBouncer connections reset', { type: 'reset_peer', timeoutMs: 0 }),
+  pgbouncerScenario(
+    'PgBouncer hung (accepts, never answers)',
+    { type: 'timeout', timeoutMs: 0 },
+    heldOrRefused,
+  ),
+  pgbouncerScenario('PgBouncer connections reset', { type: 'reset_peer', timeoutMs: 0 }, cutBy('pgbouncer')),
 ];
+
+/** kill -9 of one PM2 worker; the heal waits for PM2 to have two online again. */
+function killWorker(): Scenario {
+  let victim: number | undefined;
+  return {
+    name: 'app worker kill -9',
+    dropsClientConnections: true,
+    faultMs: { short: 3000, long: 30_000 },
+    async inject(t) {
+      const [worker] = await t.app.workers();
+      if (worker === undefined) throw new Error('no PM2 worker to kill');
+      victim = worker.pid;
+      process.kill(worker.pid, 'SIGKILL');
+    },
+    async heal(t) {
+      await waitUntil(async () => (await t.app.workers()).filter((w) => w.status === 'online').length === 2, {
+        timeoutMs: 120_000,
+        intervalMs: 200,
+        what: 'PM2 to restart the killed worker',
+      });
+    },
+    // The two online workers are not the one killed: PM2 started a new process.
+    async effect(_seen, t) {
+      const pids = (await t.app.workers()).map((w) => w.pid);
+      return victim !== undefined && !pids.includes(victim)
+        ? null
+        : `the killed worker ${victim} is still among PM2's workers (${pids.join(', ')})`;
+    },
+  };
+}

@@ -263,10 +263,12 @@ describe('product reads and orders while Redis fails (guide correction 14)', {
         assert.equal(res.statusCode, 200);
       }
       // Each request makes at most a couple of Redis calls (rate limit, cache) before the breaker
-      // opens; each gives up after REDIS_COMMAND_TIMEOUT_MS (250 ms).
-      assert.ok(Math.max(...durations) < 800, `durations: ${durations.join(', ')} ms`);
+      // opens; each gives up after REDIS_COMMAND_TIMEOUT_MS (250 ms). The bounds tell a timeout from
+      // a hang, and an open breaker from none (a request that waits on Redis takes ≥ 250 ms), with
+      // room for a loaded machine.
+      assert.ok(Math.max(...durations) < 2 * 250 + 1000, `durations: ${durations.join(', ')} ms`);
       assert.ok(
-        durations.slice(-5).every((ms) => ms < 100),
+        durations.slice(-5).every((ms) => ms < 250),
         `durations: ${durations.join(', ')} ms`,
       );
       assert.equal((await ready()).checks.cache, 'degraded');
