@@ -554,7 +554,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     0,
     0,
     10_000,
-    'Processes per app server (PM2 workers) for the connection budget; 0: the number of usable cores (what PM2’s `instances: max` starts).',
+    'Processes per app server that open a pool (PM2 workers, and `npm run worker` processes if any) for the connection budget; 0: the number of usable cores (what PM2’s `instances: max` starts).',
   );
   const budgetReserved = r.int(
     'DATABASE_BUDGET_RESERVED',

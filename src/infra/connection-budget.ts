@@ -51,13 +51,31 @@ export class ConnectionBudgetError extends Error {
   }
 }
 
+/**
+ * This process's share in words: its pool to the primary and one pool of the same size to each
+ * replica. A replica needs no check of its own: a hot standby refuses to run with a smaller
+ * `max_connections` than its primary's, so a layout that fits the primary fits each replica.
+ */
+function share(config: Config['database']): string {
+  const replicas = config.replicas.urls.length;
+  return `this process opens at most ${config.poolMax}${replicas === 0 ? '' : ` to the primary and ${config.poolMax} to each of ${replicas} ${replicas === 1 ? 'replica' : 'replicas'}`}`;
+}
+
 /** Reads the server's limits, states this process's share, and warns or refuses when the layout cannot fit. */
 export async function checkConnectionBudget(
   db: Db,
   config: Config['database'],
   logger: Logger,
 ): Promise<Budget | undefined> {
-  if (config.budget.onOverflow === 'off') return undefined;
+  if (config.budget.onOverflow === 'off') {
+    // Behind PgBouncer the pooler's own limits bound the server's connections; the share still
+    // tells the operator what this process asks of the pooler.
+    logger.info(
+      { poolMax: config.poolMax },
+      `connection budget: ${share(config)}; not checked against max_connections (DATABASE_BUDGET_CHECK=off: a pooler's limits apply)`,
+    );
+    return undefined;
+  }
   const { rows } = await sql<{ max: number; reserved: number }>`
     select current_setting('max_connections')::int as max,
            current_setting('superuser_reserved_connections')::int as reserved`.execute(db);
@@ -74,7 +92,7 @@ export async function checkConnectionBudget(
   );
   const fields = { needed: budget.needed, available: budget.available, poolMax: config.poolMax };
   if (budget.fits) {
-    logger.info(fields, `connection budget: this process opens at most ${config.poolMax}; ${budget.summary}`);
+    logger.info(fields, `connection budget: ${share(config)}; ${budget.summary}`);
   } else if (config.budget.onOverflow === 'refuse') {
     throw new ConnectionBudgetError(budget);
   } else {

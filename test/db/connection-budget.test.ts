@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ConnectionBudgetError, connectionBudget } from '../../src/infra/connection-budget.js';
-import { buildTestApp, captureLogs, skipEngine } from '../helper.js';
+import {
+  ConnectionBudgetError,
+  checkConnectionBudget,
+  connectionBudget,
+} from '../../src/infra/connection-budget.js';
+import { buildTestApp, captureLogs, skipEngine, testConfig } from '../helper.js';
+import { createProduct } from '../products/support.js';
+import { createAdmin, registerUser } from '../support/accounts.js';
 
 describe('connection budget (arithmetic)', () => {
   test('a layout that fits, and one that does not, with every number in the summary', () => {
@@ -15,6 +21,27 @@ describe('connection budget (arithmetic)', () => {
     assert.equal(
       over.summary,
       'pool 10 × 4 workers × 3 servers = 120 + 10 reserved = 130 > 97 (max_connections 100 − 3 for superusers)',
+    );
+  });
+});
+
+describe('connection budget (the share stated)', () => {
+  test('behind PgBouncer (check off) the share is still stated, replicas included, without asking the server', async () => {
+    const logs = captureLogs();
+    const config = testConfig({
+      DATABASE_URL: 'postgres://127.0.0.1:1/none',
+      DATABASE_REPLICA_URLS: 'postgres://127.0.0.1:2/none,postgres://127.0.0.1:3/none',
+      DATABASE_POOL_MAX: '7',
+      DATABASE_BUDGET_CHECK: 'off',
+    });
+    // No database: with the check off nothing is asked of the server.
+    const budget = await checkConnectionBudget(undefined as never, config.database, logs.logger);
+    assert.equal(budget, undefined);
+    const line = logs.lines.find((l) => String(l.msg).startsWith('connection budget:'));
+    assert.ok(line, logs.text());
+    assert.equal(
+      line.msg,
+      "connection budget: this process opens at most 7 to the primary and 7 to each of 2 replicas; not checked against max_connections (DATABASE_BUDGET_CHECK=off: a pooler's limits apply)",
     );
   });
 });
@@ -60,25 +87,48 @@ describe('connection budget at start-up, and a pool that never waits forever', {
     );
   });
 
-  test('pool exhausted → 503 with Retry-After after the bounded wait, never a hang', async () => {
+  test('pool exhausted → 503 with Retry-After after the bounded wait, never a hang (a read and an order)', async () => {
+    const waitMs = 1500;
     const app = await buildTestApp({
       engine: 'postgres',
-      env: { DATABASE_POOL_MAX: '2', DATABASE_CONNECT_TIMEOUT_MS: '300', CACHE_ENABLED: 'false' },
+      env: { DATABASE_POOL_MAX: '2', DATABASE_CONNECT_TIMEOUT_MS: String(waitMs), CACHE_ENABLED: 'false' },
     });
     try {
+      const admin = await createAdmin(app);
+      const customer = await registerUser(app);
+      const product = await createProduct(app, admin);
       let release = () => {};
       const gate = new Promise<void>((resolve) => {
         release = resolve;
       });
       const held = [1, 2].map(() => app.database.db.connection().execute(() => gate));
-      // Both connections are checked out before the request comes.
+      // Both connections are checked out before the requests come.
       while ((app.database.poolStats()?.idle ?? 0) > 0 || (app.database.poolStats()?.total ?? 0) < 2) {
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
-      const res = await app.inject({ method: 'GET', url: '/api/products' });
-      assert.equal(res.statusCode, 503, res.body);
-      assert.equal(res.headers['retry-after'], '1');
-      assert.equal(res.json().code, 'SERVICE_UNAVAILABLE');
+      const requests = [
+        { method: 'GET' as const, url: '/api/products' },
+        {
+          method: 'POST' as const,
+          url: '/api/orders',
+          headers: { authorization: `Bearer ${customer.accessToken}` },
+          payload: { items: [{ productId: product.id, quantity: 1 }] },
+        },
+      ];
+      for (const request of requests) {
+        const started = Date.now();
+        const res = await app.inject(request);
+        const took = Date.now() - started;
+        assert.equal(res.statusCode, 503, `${request.method}: ${res.body}`);
+        assert.equal(res.headers['retry-after'], '1');
+        assert.equal(res.json().code, 'SERVICE_UNAVAILABLE');
+        // It waited the bounded wait once — not less (no wait), not twice (a second wait for a
+        // connection after the first failed), with room for a loaded machine.
+        assert.ok(
+          took >= waitMs - 50 && took < 2 * waitMs - 200,
+          `${request.method} answered after ${took} ms`,
+        );
+      }
       release();
       await Promise.all(held);
       const after = await app.inject({ method: 'GET', url: '/api/products' });
