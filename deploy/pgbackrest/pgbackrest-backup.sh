@@ -6,6 +6,9 @@
 # The textfile is written only on success, atomically (a temp file renamed into place), so an old
 # timestamp means every run since has failed. pgBackRest reads its configuration from
 # /etc/pgbackrest/ (or PGBACKREST_CONFIG / PGBACKREST_CONFIG_INCLUDE_PATH).
+# A backup goes to one repository (repo1 unless --repo): with an off-host repo2 configured, set
+# SHIPSHAPE_PGBACKREST_REPOS="1 2" in the service's environment (a drop-in) to back up to each in
+# turn; the success time is recorded only when every one succeeded.
 set -eu
 
 type=${1:-}
@@ -19,7 +22,15 @@ esac
 stanza=${SHIPSHAPE_PGBACKREST_STANZA:-shipshape}
 textfile_dir=${SHIPSHAPE_TEXTFILE_DIR:-/var/lib/prometheus/node-exporter}
 
-pgbackrest --stanza="$stanza" --type="$type" backup
+repos=${SHIPSHAPE_PGBACKREST_REPOS:-}
+
+if [ -z "$repos" ]; then
+  pgbackrest --stanza="$stanza" --type="$type" backup
+else
+  for repo in $repos; do
+    pgbackrest --stanza="$stanza" --repo="$repo" --type="$type" backup
+  done
+fi
 
 if [ -d "$textfile_dir" ]; then
   prom="$textfile_dir/pgbackrest-$type.prom"

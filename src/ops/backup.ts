@@ -7,6 +7,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmSync,
@@ -29,6 +30,14 @@ import pg from 'pg';
  * `npm run db:restore` checks the ciphertext, decrypts, checks the plaintext, restores, then
  * recomputes every table's checksum in the target and fails on any difference.
  */
+
+/**
+ * The role that owns the tables in production (deploy/postgres/roles.sql, decision 0071). A restore
+ * creates every object as it (`pg_restore --role`), so the default privileges database.sql sets for
+ * it grant the restored tables to the service's and the reporting roles; objects created by anyone
+ * else (postgres) would be invisible to them.
+ */
+export const ownerRole = 'shipshape_owner';
 
 export const manifestFormat = 'shipshape-backup/1';
 
@@ -79,6 +88,10 @@ export interface RestoreResult {
   readonly tables: number;
   readonly rows: number;
   readonly seconds: number;
+  /** PostgreSQL: the role the restored objects belong to (ownerRole, or the connecting one without it). */
+  readonly owner?: string;
+  /** Something the operator must know about the result (a restore without the production roles). */
+  readonly note?: string;
 }
 
 const isPostgres = (target: string) => /^postgres(ql)?:\/\//.test(target);
@@ -357,6 +370,45 @@ async function decrypt(
   }
 }
 
+/**
+ * Whom a PostgreSQL restore creates its objects as. Where the production roles exist, always
+ * ownerRole — whichever role --into connects as (a superuser, or the owner itself) — and only into a
+ * database prepared by database.sql (its default privileges are what grant the restored tables to
+ * the others): both are checked before anything is restored. Without the roles (a scratch database
+ * on a developer's or a check server), the connecting role, with a note saying the result has no
+ * grants.
+ */
+async function restoreOwner(
+  client: pg.Client,
+  target: string,
+): Promise<{ role?: string; currentUser: string; note?: string }> {
+  const { rows } = await client.query<{ me: string; exists: boolean }>(
+    'SELECT current_user AS me, EXISTS (SELECT FROM pg_roles WHERE rolname = $1) AS exists',
+    [ownerRole],
+  );
+  const me = rows[0]?.me ?? '';
+  if (rows[0]?.exists !== true)
+    return {
+      currentUser: me,
+      note: `no role ${ownerRole} in ${target}: the restored tables belong to ${me} and are granted to nobody — fine to check a backup, not for the service (create the roles with deploy/postgres/roles.sql and run database.sql in the database first)`,
+    };
+  const { rows: checks } = await client.query<{ member: boolean; defaults: boolean }>(
+    `SELECT pg_has_role(current_user, $1, 'MEMBER') AS member,
+            EXISTS (SELECT FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace
+                     WHERE d.defaclrole = to_regrole($1) AND n.nspname = 'public' AND d.defaclobjtype = 'r') AS defaults`,
+    [ownerRole],
+  );
+  if (checks[0]?.member !== true)
+    throw new BackupError(
+      `${me} cannot act as ${ownerRole} in ${target}: connect --into as ${ownerRole} or a superuser, so the restored tables belong to ${ownerRole}`,
+    );
+  if (checks[0]?.defaults !== true)
+    throw new BackupError(
+      `${target} has the role ${ownerRole} but not its default privileges: run deploy/postgres/database.sql in it (as a superuser) before restoring, or the restored tables would be granted to nobody`,
+    );
+  return { role: ownerRole, currentUser: me };
+}
+
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now();
   const manifest = readManifest(options.manifest);
@@ -376,6 +428,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   try {
     const plain = join(scratch, 'dump');
     let restored: Record<string, TableDigest>;
+    let result: Pick<RestoreResult, 'owner' | 'note'> = {};
     if (manifest.engine === 'postgres') {
       const client = new pg.Client({ connectionString: options.into });
       await client.connect();
@@ -388,15 +441,20 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           throw new BackupError(
             `${describeTarget(options.into)} is not empty (${existing} tables): restore into an empty database, or pass --force to replace its contents`,
           );
+        const owner = await restoreOwner(client, describeTarget(options.into));
         await decrypt(manifest, encrypted, options.identityFile, plain);
         if ((await sha256File(plain)) !== manifest.plaintextSha256)
           throw new BackupError('the decrypted dump does not match the manifest: not restored');
         const { url, env } = libpq(options.into);
+        // The backup's owners and grants are the source's (maybe a database without the roles):
+        // none are restored; the objects are created as `owner` and get the target's default
+        // privileges (database.sql), or none at all in a database without the roles.
         const args = [
           '--exit-on-error',
           '--single-transaction',
           '--no-owner',
           '--no-privileges',
+          ...(owner.role === undefined ? [] : [`--role=${owner.role}`]),
           '--dbname',
           url,
         ];
@@ -408,6 +466,10 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         restored = await postgresDigests(client);
         await client.query('COMMIT');
+        result = {
+          owner: owner.role ?? owner.currentUser,
+          ...(owner.note === undefined ? {} : { note: owner.note }),
+        };
       } finally {
         await client.end().catch(() => {});
       }
@@ -436,7 +498,12 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     if (problems.length > 0)
       throw new BackupError(`restored, but the tables differ from the backup: ${problems.join('; ')}`);
     const rows = Object.values(restored).reduce((n, t) => n + t.rows, 0);
-    return { tables: Object.keys(restored).length, rows, seconds: (performance.now() - started) / 1000 };
+    return {
+      tables: Object.keys(restored).length,
+      rows,
+      seconds: (performance.now() - started) / 1000,
+      ...result,
+    };
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
@@ -448,32 +515,120 @@ export interface PitrOptions {
   readonly config: string;
   /** As PostgreSQL reckons it, with the zone offset: `2026-12-02 14:05:00.123+00`. */
   readonly targetTime: string;
-  /** The data directory to restore into, when not the stanza's pg1-path. */
+  /** The data directory to restore into, when not the stanza's pg1-path (an empty one: a check cluster). */
   readonly pgPath?: string;
+  /** Overwrite a non-empty data directory in place (pgBackRest --delta). */
+  readonly force?: boolean;
+}
+
+export interface PitrResult {
+  readonly seconds: number;
+  /** The data directory restored into. */
+  readonly pgPath: string;
+  /** It held files, rewritten in place (--force). */
+  readonly overwritten: boolean;
+  /** Not the stanza's own data directory: the restored cluster's archiving is off. */
+  readonly scratch: boolean;
+}
+
+/**
+ * The stanza's pg1-path as pgBackRest would read it: PGBACKREST_PG1_PATH, else the configuration
+ * file and the include directory (`[stanza:restore]`, `[stanza]`, `[global:restore]`, `[global]`,
+ * in that order of precedence). Undefined when none names it.
+ */
+function stanzaPgPath(config: string, includeDir: string, stanza: string): string | undefined {
+  const fromEnv = process.env.PGBACKREST_PG1_PATH;
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  const files = [config];
+  if (existsSync(includeDir))
+    for (const name of readdirSync(includeDir).sort())
+      if (name.endsWith('.conf')) files.push(join(includeDir, name));
+  const found = new Map<string, string>();
+  for (const file of files) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new BackupError(`cannot read the pgBackRest configuration ${file}: ${(err as Error).message}`);
+    }
+    let section = '';
+    for (const raw of text.split('\n')) {
+      const line = raw.trim();
+      const header = /^\[(.+)\]$/.exec(line);
+      if (header) section = header[1] ?? '';
+      else {
+        const value = /^pg1-path\s*=\s*(.+)$/.exec(line)?.[1];
+        if (value !== undefined) found.set(section, value.trim());
+      }
+    }
+  }
+  for (const section of [`${stanza}:restore`, stanza, 'global:restore', 'global']) {
+    const value = found.get(section);
+    if (value !== undefined) return value;
+  }
+  return undefined;
+}
+
+/** What a data directory holds, for a refusal: the entries and, if it is one, PostgreSQL's version. */
+function dataDirectoryEntries(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new BackupError(
+      `cannot look into ${path} (${(err as Error).message}): run db:restore --pitr as root or postgres`,
+    );
+  }
 }
 
 /**
  * Point-in-time recovery with pgBackRest: restores the newest backup taken before the target into
- * the (stopped) cluster's data directory, `--delta` (only changed files are rewritten), and sets
- * recovery to stop before the first transaction committed after the target, then promote (the
- * default would pause there). The proof that recovery reached the target is PostgreSQL's log line
- * "recovery stopping before commit of transaction …" once the server starts.
+ * a stopped cluster's data directory and sets recovery to stop before the first transaction
+ * committed after the target, then promote (the default would pause there). The proof that
+ * recovery reached the target is PostgreSQL's log line "recovery stopping before commit of
+ * transaction …" once the server starts.
+ *
+ * A data directory that holds anything is refused unless `force`, like a logical restore into a
+ * non-empty database: pgBackRest's `--delta` (passed only then) rewrites every file that differs
+ * from the backup and deletes the rest, so the cluster there is gone. Into another directory than
+ * the stanza's pg1-path (`pgPath`, a scratch cluster to check a point before restoring the real
+ * one), archiving is turned off in the restored cluster (`--archive-mode=off`): once promoted it
+ * would push WAL of a new timeline into the same repository as the primary.
  */
-export async function pitrRestore(options: PitrOptions): Promise<{ seconds: number }> {
+export async function pitrRestore(options: PitrOptions): Promise<PitrResult> {
   const started = performance.now();
   if (!/[+-]\d\d(:?\d\d)?$|Z$/.test(options.targetTime.trim()))
     throw new BackupError(
       `--target-time needs a zone offset (e.g. "2026-12-02 14:05:00+00"): ${options.targetTime}`,
     );
+  // The passphrase lives beside the file (conf.d/cipher.conf), not in it.
+  const includeDir = join(dirname(options.config), 'conf.d');
+  const stanzaPath = stanzaPgPath(options.config, includeDir, options.stanza);
+  const pgPath = options.pgPath ?? stanzaPath;
+  if (pgPath === undefined)
+    throw new BackupError(
+      `${options.config} names no pg1-path for the stanza ${options.stanza}: pass --pg-path DIR`,
+    );
+  const scratch = stanzaPath === undefined ? false : resolve(pgPath) !== resolve(stanzaPath);
+  const entries = dataDirectoryEntries(pgPath);
+  if (entries.length > 0 && options.force !== true) {
+    const version = entries.includes('PG_VERSION')
+      ? `the data directory of a PostgreSQL ${readFileSync(join(pgPath, 'PG_VERSION'), 'utf8').trim()} cluster`
+      : 'files';
+    throw new BackupError(
+      `${pgPath} is not empty (${version}, ${entries.length} entries): the restore would overwrite it in place (pgBackRest --delta rewrites every file that differs from the backup and deletes the others). Pass --force to replace that cluster, or --pg-path with an empty directory to restore a copy beside it`,
+    );
+  }
+  const overwritten = entries.length > 0;
   const args = [
     `--config=${options.config}`,
-    // The passphrase lives beside the file (conf.d/cipher.conf), not in it.
-    `--config-include-path=${join(dirname(options.config), 'conf.d')}`,
+    `--config-include-path=${includeDir}`,
     `--stanza=${options.stanza}`,
-    '--delta',
+    ...(overwritten ? ['--delta'] : []),
     '--type=time',
     `--target=${options.targetTime}`,
     '--target-action=promote',
+    ...(scratch ? ['--archive-mode=off'] : []),
     ...(options.pgPath === undefined ? [] : [`--pg1-path=${options.pgPath}`]),
     'restore',
   ];
@@ -484,5 +639,5 @@ export async function pitrRestore(options: PitrOptions): Promise<{ seconds: numb
       : ['pgbackrest', args];
   const run = await collect(spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] }), true);
   if (run.code !== 0) throw new BackupError(`pgbackrest restore failed: ${run.stderr.trim()}`);
-  return { seconds: (performance.now() - started) / 1000 };
+  return { seconds: (performance.now() - started) / 1000, pgPath, overwritten, scratch };
 }

@@ -9,7 +9,8 @@ import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import { describeTarget, type Manifest, readManifest } from '../../src/ops/backup.js';
 import { freePort } from '../harness/ports.js';
-import { createTestDatabase, type TestDatabase } from '../harness/postgres.js';
+import { createTestDatabase, startThrowawayPostgres, type TestDatabase } from '../harness/postgres.js';
+import { createRoles, databaseSql, psqlFile, roleNames, withCredentials } from '../harness/roles.js';
 import { inCi } from '../harness/services.js';
 import { waitUntil } from '../harness/wait.js';
 import { buildTestApp, skipEngine, testDatabaseEnv } from '../helper.js';
@@ -22,7 +23,9 @@ import { type Account, createAdmin, registerUser } from '../support/accounts.js'
  * the real commands: orders placed, a backup, more orders; the backup restored into a scratch
  * database has exactly the rows of backup time (counts and checksums per table), a wrong key and a
  * damaged file are refused with a clear message, a non-empty target needs --force, and the success
- * time reaches Prometheus through node-exporter's textfile collector.
+ * time reaches Prometheus through node-exporter's textfile collector. Restored into a cluster with
+ * the production roles (roles.sql, database.sql), the tables belong to shipshape_owner whoever
+ * restores them, so the service's role writes them and reporting reads them.
  */
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -191,6 +194,100 @@ describe('db:backup and db:restore on PostgreSQL', {
     const restored = await orderIds(scratch.url);
     assert.deepEqual(restored, atBackup, 'exactly the orders placed before the backup');
     assert.equal((await orderIds(sourceUrl)).length, 25);
+    // The machine's server has no production roles: restored as the connecting role, and said so.
+    assert.match(run.stdout, /note: no role shipshape_owner in .*granted to nobody/);
+  });
+
+  test('restored into a cluster with the production roles: owned by shipshape_owner, the app writes, reporting reads', async () => {
+    // Roles are cluster-wide: a cluster of our own (trust on loopback, so role passwords do not matter).
+    const cluster = await startThrowawayPostgres();
+    try {
+      createRoles(cluster.url);
+      const admin = new pg.Client({ connectionString: cluster.url });
+      await admin.connect();
+      for (const name of ['shipshape', 'unprepared', 'other']) await admin.query(`CREATE DATABASE ${name}`);
+      await admin.end();
+      const db = (name: string, role = 'postgres') => withCredentials(cluster.url, role, 'unused', name);
+      psqlFile(db('shipshape'), databaseSql);
+      psqlFile(db('other'), databaseSql);
+
+      // Without database.sql the restored tables would be granted to nobody: refused, nothing restored.
+      const unprepared = await cli(
+        'db-restore',
+        ['--from', manifestPath, '--into', db('unprepared'), '--identity', keys.identity],
+        {},
+      );
+      assert.equal(unprepared.status, 1);
+      assert.match(
+        unprepared.stderr,
+        /has the role shipshape_owner but not its default privileges: run deploy\/postgres\/database\.sql/,
+      );
+      assert.equal(await tableCount(db('unprepared')), 0);
+      // A role that cannot become the owner is refused too (its tables would be its own).
+      const asApp = await cli(
+        'db-restore',
+        ['--from', manifestPath, '--into', db('other', roleNames.app), '--identity', keys.identity],
+        {},
+      );
+      assert.equal(asApp.status, 1);
+      assert.match(asApp.stderr, /shipshape_app cannot act as shipshape_owner/);
+      assert.equal(await tableCount(db('other')), 0);
+
+      // The runbook's order: roles, database.sql, then the restore, here as the superuser.
+      const run = await cli(
+        'db-restore',
+        ['--from', manifestPath, '--into', db('shipshape'), '--identity', keys.identity],
+        {},
+      );
+      assert.equal(run.status, 0, run.stderr);
+      assert.match(run.stdout, /every table matches the manifest/);
+      assert.match(run.stdout, /the restored tables belong to shipshape_owner/);
+      assert.doesNotMatch(run.stdout, /note:/);
+      const superuser = new pg.Client({ connectionString: db('shipshape') });
+      await superuser.connect();
+      const { rows: owners } = await superuser.query<{ owner: string }>(
+        "SELECT DISTINCT tableowner AS owner FROM pg_tables WHERE schemaname = 'public'",
+      );
+      await superuser.end();
+      assert.deepEqual(owners, [{ owner: roleNames.owner }]);
+
+      const app = new pg.Client({ connectionString: db('shipshape', roleNames.app) });
+      const reporting = new pg.Client({ connectionString: db('shipshape', roleNames.reporting) });
+      await app.connect();
+      await reporting.connect();
+      try {
+        assert.deepEqual(
+          (await app.query<{ id: string }>('SELECT id FROM orders ORDER BY id')).rows.map((r) => r.id),
+          atBackup,
+        );
+        await app.query(
+          `INSERT INTO products (id, sku, name, description, price, stock)
+           VALUES ('00000000-0000-4000-8000-00000000b001', 'RESTORED-1', 'n', 'd', '1.00', 1)`,
+        );
+        await app.query("UPDATE products SET stock = stock + 1 WHERE sku = 'RESTORED-1'");
+        await app.query("DELETE FROM products WHERE sku = 'RESTORED-1'");
+        // Still only rows: the tables are the owner's, not the app's.
+        await assert.rejects(app.query('DROP TABLE order_items'), /must be owner/);
+        const tables = (
+          await reporting.query<{ name: string }>(
+            "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+          )
+        ).rows.map((r) => r.name);
+        assert.ok(tables.length >= 4, tables.join());
+        for (const table of tables) await reporting.query(`SELECT * FROM ${table} LIMIT 1`);
+        assert.equal(
+          (await reporting.query<{ n: number }>('SELECT count(*)::int AS n FROM orders')).rows[0]?.n,
+          atBackup.length,
+        );
+        await reporting.query('SET default_transaction_read_only = off');
+        await assert.rejects(reporting.query('DELETE FROM orders'), /permission denied/);
+      } finally {
+        await app.end();
+        await reporting.end();
+      }
+    } finally {
+      cluster.destroy();
+    }
   });
 
   test('a non-empty target is refused unless --force', async () => {

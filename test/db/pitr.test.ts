@@ -5,6 +5,7 @@ import {
   chmodSync,
   chownSync,
   copyFileSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -16,7 +17,13 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { startThrowawayPostgres, type ThrowawayPostgres } from '../harness/postgres.js';
+import { freePort } from '../harness/ports.js';
+import {
+  asPostgresUser,
+  pgBinDir,
+  startThrowawayPostgres,
+  type ThrowawayPostgres,
+} from '../harness/postgres.js';
 import { inCi } from '../harness/services.js';
 import { waitUntil } from '../harness/wait.js';
 
@@ -26,6 +33,9 @@ import { waitUntil } from '../harness/wait.js';
  * committed, the time T, order B committed; the cluster stopped and restored by
  * `npm run db:restore -- --pitr --target-time T` → A is there, B is not, and PostgreSQL's log says
  * recovery stopped before B's commit (the proof that the target was reached, not just a restore).
+ * First the same point restored into an empty directory beside it, started as a check cluster of
+ * its own with archiving off; then the stopped cluster's own directory, refused without --force
+ * (nothing touched), restored in place with it.
  */
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -188,10 +198,22 @@ describe('point-in-time recovery with pgBackRest', { skip: missing }, () => {
       )?.[1],
     );
     assert.ok(at >= before && at <= Date.now() / 1000 + 1, recorded);
+    // A differential as the schedule takes it with more than one repository (each named in turn).
+    asPostgres([
+      'env',
+      `PGBACKREST_CONFIG=${config}`,
+      `PGBACKREST_CONFIG_INCLUDE_PATH=${join(dir, 'conf.d')}`,
+      `SHIPSHAPE_TEXTFILE_DIR=${join(dir, 'textfile')}`,
+      'SHIPSHAPE_PGBACKREST_REPOS=1',
+      script,
+      'diff',
+    ]);
+    assert.match(readFileSync(join(dir, 'textfile', 'pgbackrest-diff.prom'), 'utf8'), /type="diff"\} \d+$/m);
     const info = pgbackrest('info');
     assert.match(info, /status: ok/);
     assert.match(info, /cipher: aes-256-cbc/);
     assert.match(info, /full backup:/);
+    assert.match(info, /diff backup:/);
 
     const url = cluster.url;
     // pgBackRest records a backup's stop time in whole seconds, and restores to T only from a
@@ -222,7 +244,75 @@ describe('point-in-time recovery with pgBackRest', { skip: missing }, () => {
     // Every WAL segment up to B archived (check switches the segment and waits for it).
     pgbackrest('check');
 
+    // A check first, while the cluster runs: the point restored into an empty directory beside it.
+    const check = join(dir, 'check');
+    mkdirSync(check, { mode: 0o700 });
+    if (process.getuid?.() === 0)
+      chownSync(check, Number(execFileSync('id', ['-u', 'postgres']).toString().trim()), 0);
+    const copy = await restoreCli([
+      '--pitr',
+      '--target-time',
+      target,
+      '--config',
+      config,
+      '--pg-path',
+      check,
+    ]);
+    assert.equal(copy.code, 0, copy.out);
+    assert.match(copy.out, /archiving is off in the restored cluster/);
+    const checkPort = await freePort();
+    const pgCtl = (...args: string[]) => asPostgresUser(join(pgBinDir(), 'pg_ctl'), ['-D', check, ...args]);
+    const checkLog = join(dir, 'check.log');
+    const startedCheck = pgCtl(
+      ...[
+        '-o',
+        `-p ${checkPort} -k ${dir} -c listen_addresses=127.0.0.1`,
+        '-l',
+        checkLog,
+        '-w',
+        '-t',
+        '120',
+        'start',
+      ],
+    );
+    assert.equal(startedCheck.status, 0, startedCheck.output);
+    try {
+      const checkUrl = `postgres://postgres@127.0.0.1:${checkPort}/postgres`;
+      await waitUntil(
+        async () =>
+          (await query<{ r: boolean }>(checkUrl, 'SELECT pg_is_in_recovery() AS r'))[0]?.r === false,
+        { timeoutMs: 120_000, what: 'the check cluster recovered and promoted' },
+      );
+      assert.deepEqual(await query(checkUrl, 'SELECT id, note FROM drill_orders ORDER BY id'), [
+        { id: 1, note: 'before T' },
+      ]);
+      // Promoted on a new timeline: it must not push that into the primary's repository.
+      assert.equal(
+        (await query<{ a: string }>(checkUrl, "SELECT current_setting('archive_mode') AS a"))[0]?.a,
+        'off',
+      );
+      assert.match(readFileSync(checkLog, 'utf8'), /recovery stopping before commit of transaction \d+/);
+    } finally {
+      pgCtl('-m', 'immediate', '-w', '-t', '120', 'stop');
+      rmSync(check, { recursive: true, force: true });
+    }
+    // The primary still runs on its own data, B included.
+    assert.equal((await query(url, 'SELECT id FROM drill_orders')).length, 2);
+
     cluster.stop();
+    // Its own data directory holds a cluster: refused without --force, and nothing is touched.
+    const autoConf = join(cluster.dataDir, 'postgresql.auto.conf');
+    const untouched = readFileSync(autoConf, 'utf8');
+    const refused = await restoreCli(['--pitr', '--target-time', target, '--config', config]);
+    assert.equal(refused.code, 1, refused.out);
+    assert.ok(
+      refused.out.includes(`${cluster.dataDir} is not empty (the data directory of a PostgreSQL `),
+      refused.out,
+    );
+    assert.match(refused.out, /would overwrite it in place .*Pass --force/);
+    assert.equal(readFileSync(autoConf, 'utf8'), untouched, 'no recovery settings written');
+    assert.ok(!existsSync(join(cluster.dataDir, 'recovery.signal')), 'no recovery.signal');
+
     const started = performance.now();
     const restore = await restoreCli([
       '--pitr',
@@ -232,8 +322,11 @@ describe('point-in-time recovery with pgBackRest', { skip: missing }, () => {
       config,
       '--pg-path',
       cluster.dataDir,
+      '--force',
     ]);
     assert.equal(restore.code, 0, restore.out);
+    assert.match(restore.out, /in place/);
+    assert.doesNotMatch(restore.out, /archiving is off/);
     cluster.start();
     await waitUntil(
       async () => (await query<{ r: boolean }>(url, 'SELECT pg_is_in_recovery() AS r'))[0]?.r === false,
@@ -251,6 +344,57 @@ describe('point-in-time recovery with pgBackRest', { skip: missing }, () => {
     console.log(`PITR drill: restored to ${target} and promoted in ${seconds.toFixed(1)} s`);
     // The restored cluster takes writes again (promoted, not paused at the target).
     await query(url, "INSERT INTO drill_orders VALUES (3, 'after the restore')");
+  });
+
+  test('the off-host repo2, uncommented as the file says, is a configuration pgBackRest takes', async () => {
+    const shipped = readFileSync(join(root, 'deploy/pgbackrest/pgbackrest.conf'), 'utf8');
+    const repo2 = shipped.replace(/^#(repo2-[\w-]+=)/gm, '$1');
+    assert.match(shipped, /must also be off this host/i);
+    assert.ok((repo2.match(/^repo2-/gm) ?? []).length >= 8, 'the commented repo2 settings');
+    assert.match(repo2, /^repo2-cipher-type=aes-256-cbc$/m);
+    const offHost = join(dir, 'off-host');
+    mkdirSync(join(offHost, 'conf.d'), { recursive: true });
+    writeFileSync(
+      join(offHost, 'pgbackrest.conf'),
+      renderIni(repo2, {
+        global: {
+          'repo1-path': join(offHost, 'repo'),
+          'spool-path': join(offHost, 'spool'),
+          'log-path': join(offHost, 'log'),
+        },
+      }),
+    );
+    // The secrets conf.d/cipher.conf holds, per the file's comment.
+    writeFileSync(
+      join(offHost, 'conf.d', 'cipher.conf'),
+      '[global]\nrepo1-cipher-pass=one\nrepo2-cipher-pass=two\nrepo2-s3-key=key\nrepo2-s3-key-secret=secret\n',
+    );
+    // The bucket is a closed port here: every option is accepted, and repo2 is reached for.
+    const port = await freePort();
+    let out: string;
+    try {
+      out = execFileSync(
+        'pgbackrest',
+        [
+          `--config=${join(offHost, 'pgbackrest.conf')}`,
+          `--config-include-path=${join(offHost, 'conf.d')}`,
+          '--stanza=shipshape',
+          '--repo2-s3-endpoint=127.0.0.1',
+          `--repo2-storage-port=${port}`,
+          '--repo2-s3-uri-style=path',
+          '--io-timeout=1',
+          '--log-level-file=off',
+          'info',
+        ],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+    } catch (err) {
+      const e = err as { stdout?: string; stderr?: string };
+      out = `${e.stdout ?? ''}${e.stderr ?? ''}`;
+    }
+    assert.doesNotMatch(out, /invalid option|requires option/i);
+    assert.match(out, /repo2: error/);
+    assert.match(out, new RegExp(`127\\.0\\.0\\.1:${port}`));
   });
 
   test('a target time without a zone offset is refused before anything is touched', async () => {

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { pgbouncerBinary, startPgbouncer } from '../harness/pgbouncer.js';
 import { startThrowawayPostgres, type ThrowawayPostgres } from '../harness/postgres.js';
 import {
   createRoles,
@@ -23,15 +25,53 @@ import { selfSignedCertificate } from '../harness/tls.js';
  * migration creates) and writes none, and the shipped pg_hba.conf admits only the named roles, with
  * SCRAM, refusing the rest — the superuser over TCP included — and from other hosts over TLS only
  * (the cluster has `ssl = on` with a self-signed certificate, as Debian's has its snakeoil one).
+ * The VPC is a stand-in that is not loopback's line: 127.0.0.2/32, connected to from that address;
+ * 127.0.0.3 is a host outside it, 127.0.0.1 this host (PgBouncer, the ops tools).
  */
 
 const shippedHba = fileURLToPath(new URL('../../deploy/postgres/pg_hba.conf', import.meta.url));
 const database = 'shipshape';
+const vpcHost = '127.0.0.2';
+const outsideHost = '127.0.0.3';
 
-async function connect(url: string): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: url });
+/** A socket that connects from `localAddress` (any 127/8 address is this machine's on Linux). */
+function from(localAddress: string): () => Socket {
+  return () => {
+    const socket = new Socket();
+    const connect = socket.connect.bind(socket);
+    // node-postgres calls connect(port, host); the source address needs the options form.
+    socket.connect = ((port: number, host: string) =>
+      connect({ port, host, localAddress })) as Socket['connect'];
+    return socket;
+  };
+}
+
+async function connect(url: string, source?: string): Promise<pg.Client> {
+  const client = new pg.Client({
+    connectionString: url,
+    ...(source === undefined ? {} : { stream: from(source) }),
+  });
   await client.connect();
   return client;
+}
+
+/** Whether a connection is admitted, and with TLS: 'tls', 'clear', or the server's refusal. */
+async function admitted(url: string, source?: string): Promise<string> {
+  let client: pg.Client;
+  try {
+    client = await connect(url, source);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  try {
+    const { rows } = await client.query<{ ssl: boolean; addr: string }>(
+      'SELECT ssl, host(client_addr) AS addr FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE pid = pg_backend_pid()',
+    );
+    assert.equal(rows[0]?.addr, source ?? '127.0.0.1', 'the server saw the intended source address');
+    return rows[0]?.ssl === true ? 'tls' : 'clear';
+  } finally {
+    await client.end();
+  }
 }
 
 async function sqlState(client: pg.Client, text: string): Promise<string> {
@@ -86,11 +126,11 @@ describe('database roles and pg_hba.conf', () => {
     );
     for (const row of columns.rows) firstColumn.set(row.table_name, row.column_name);
     await owner.end();
-    // From here on the shipped rules, with the VPC as loopback (the only addresses a test has).
-    writeFileSync(
-      join(cluster.dir, 'pg_hba.conf'),
-      readFileSync(shippedHba, 'utf8').replaceAll('10.20.0.0/20', '127.0.0.0/8'),
-    );
+    // From here on the shipped rules, with the VPC as one loopback address other than this host's
+    // 127.0.0.1, so that a loopback line and a VPC line never stand in for each other.
+    const shipped = readFileSync(shippedHba, 'utf8');
+    assert.match(shipped, /10\.20\.0\.0\/20/);
+    writeFileSync(join(cluster.dir, 'pg_hba.conf'), shipped.replaceAll('10.20.0.0/20', `${vpcHost}/32`));
     const superuser = await connect(cluster.url);
     await superuser.query(`ALTER SYSTEM SET hba_file = '${join(cluster.dir, 'pg_hba.conf')}'`);
     await superuser.end();
@@ -129,7 +169,7 @@ describe('database roles and pg_hba.conf', () => {
     await assert.rejects(connect(as('replication', database)), /pg_hba\.conf rejects connection/);
   });
 
-  test('pg_hba.conf: other hosts over TLS only (hostssl); on-host lines without', async () => {
+  test('pg_hba.conf: the VPC over TLS only (app, reporting, the owner), other hosts never, this host without TLS', async () => {
     // Every line that admits an address beyond this host is hostssl.
     for (const line of readFileSync(shippedHba, 'utf8').split('\n')) {
       const [type, , , address, method] = line.trim().split(/\s+/);
@@ -137,23 +177,64 @@ describe('database roles and pg_hba.conf', () => {
       if (address === '127.0.0.1/32' || address === '::1/128') assert.equal(type, 'host', line);
       else assert.equal(type, 'hostssl', line);
     }
-    // Reporting has only its VPC line (here 127.0.0.0/8): refused in clear, admitted over TLS.
-    await assert.rejects(
-      connect(as('reporting', database, false)),
-      /pg_hba\.conf rejects connection|no pg_hba\.conf entry.*no encryption/,
-    );
-    const reporting = await connect(as('reporting'));
-    try {
-      const { rows } = await reporting.query<{ ssl: boolean }>(
-        'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
+    const refused = /pg_hba\.conf rejects connection|no pg_hba\.conf entry/;
+    // From the VPC, over TLS: the service (replica reads), reporting, and the owner — the deploy's
+    // migrations and db:backup run from the app servers straight to PostgreSQL (decision 0111).
+    for (const role of ['app', 'reporting', 'owner'] as const) {
+      assert.equal(await admitted(as(role), vpcHost), 'tls', `${role} from the VPC over TLS`);
+      assert.match(
+        await admitted(as(role, database, false), vpcHost),
+        refused,
+        `${role} from the VPC in clear`,
       );
-      assert.equal(rows[0]?.ssl, true);
-    } finally {
-      await reporting.end();
     }
-    // The service through its on-host line (PgBouncer's, on loopback): no TLS needed.
-    const app = await connect(as('app', database, false));
-    await app.end();
+    // Nothing else from the VPC: the monitor and the superuser are for this host only.
+    assert.match(await admitted(as('monitor'), vpcHost), refused);
+    assert.match(await admitted(as('monitor', 'postgres'), vpcHost), refused);
+    assert.match(await admitted(`${cluster.url}?sslmode=no-verify`, vpcHost), refused);
+    // A host outside the VPC: nobody, TLS or not.
+    for (const role of ['app', 'reporting', 'owner', 'monitor'] as const)
+      for (const tls of [true, false])
+        assert.match(
+          await admitted(as(role, database, tls), outsideHost),
+          /pg_hba\.conf rejects connection for host "127\.0\.0\.3"/,
+          `${role} from outside (tls ${tls})`,
+        );
+    // This host (PgBouncer's pools, the ops tools): no TLS needed — reporting included, its pool
+    // in PgBouncer logs in from here.
+    for (const role of ['app', 'reporting', 'owner'] as const)
+      assert.equal(await admitted(as(role, database, false)), 'clear', `${role} on loopback`);
+    assert.equal(await admitted(as('monitor', 'postgres', false)), 'clear');
+  });
+
+  test('reporting through the shipped PgBouncer, on this host: its own pool logs in', {
+    skip:
+      pgbouncerBinary() === undefined ? 'pgbouncer is not installed: scripts/install-ops-tools.sh' : false,
+  }, async () => {
+    const bouncer = await startPgbouncer({
+      upstream: { host: '127.0.0.1', port: cluster.port },
+      users: [
+        { name: 'pgbouncer_admin', password: 'admin-test-password' },
+        { name: roleNames.reporting, password: rolePasswords.reporting },
+        { name: roleNames.app, password: rolePasswords.app },
+      ],
+    });
+    try {
+      for (const role of [roleNames.reporting, roleNames.app]) {
+        const client = await connect(bouncer.url(role, database));
+        try {
+          const { rows } = await client.query<{ who: string; addr: string }>(
+            'SELECT current_user AS who, host(inet_client_addr()) AS addr',
+          );
+          assert.deepEqual(rows[0], { who: role, addr: '127.0.0.1' });
+          assert.equal(await sqlState(client, 'SELECT count(*) FROM orders'), 'ok');
+        } finally {
+          await client.end();
+        }
+      }
+    } finally {
+      await bouncer.stop();
+    }
   });
 
   test('the service’s role: reads and writes rows, and nothing else', async () => {
