@@ -37,13 +37,20 @@ export function createAccountsDeps(input: {
   queue: JobQueue;
   logger: Logger;
 }): AccountsDeps {
+  const { jwtSecret, jwtNextSecrets, jwtPreviousSecrets } = input.config.auth;
   return {
     auth: input.auth,
     config: input.config.accounts,
     counters: input.counters,
     queue: input.queue,
-    // Derived from the access-token key: one secret to manage; rotating it voids pending links.
-    tokenKey: accountTokenKey(input.config.auth.jwtSecret),
+    // Derived from the access-token key ring: one set of secrets to manage. New tokens come from
+    // the current secret. The mail job recomputes a token from its id, possibly on a process at
+    // another step of a rolling rotation than the one that stored the token's hash, so it tries
+    // every key of the ring against that hash (accounts.service.ts tokenFor). A link already mailed
+    // needs no key (its use checks only the hash); a queued mail whose key has left the ring fails
+    // and is dead-lettered rather than mailing a link that cannot work.
+    tokenKey: accountTokenKey(jwtSecret),
+    tokenKeys: [...new Set([jwtSecret, ...jwtNextSecrets, ...jwtPreviousSecrets])].map(accountTokenKey),
     logger: input.logger,
   };
 }
@@ -61,20 +68,25 @@ export function createQueue(config: Config, traceParent?: () => string | undefin
  * would have stored. Shared by every server with Redis; with the in-process cache it warms the
  * process that answered.
  */
-async function warmUpCache(baseUrl: string, pages: number, logger: Logger): Promise<void> {
+async function warmUpCache(
+  baseUrl: string,
+  pages: number,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<void> {
+  // Each read ends after 10 s, or as soon as this worker loses the job's lease (another runs it).
+  const bounded = () => AbortSignal.any([signal, AbortSignal.timeout(10_000)]);
   let cursor: string | undefined;
   let loaded = 0;
   for (let page = 0; page < pages; page++) {
     const url = new URL('/api/products', baseUrl);
     url.searchParams.set('limit', '100');
     if (cursor !== undefined) url.searchParams.set('cursor', cursor);
-    const response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+    const response = await fetch(url, { signal: bounded() });
     if (!response.ok) throw new Error(`cache warm-up: GET ${url.pathname} answered ${response.status}`);
     const body = (await response.json()) as { items: Array<{ id: string }>; nextCursor: string | null };
     for (const item of body.items.slice(0, 20)) {
-      const product = await fetch(new URL(`/api/products/${item.id}`, baseUrl), {
-        signal: AbortSignal.timeout(10_000),
-      });
+      const product = await fetch(new URL(`/api/products/${item.id}`, baseUrl), { signal: bounded() });
       await product.arrayBuffer();
       loaded++;
     }
@@ -94,7 +106,8 @@ export function jobHandlers(input: {
   return {
     [accountJobs.passwordReset]: async ({ job }) =>
       runPasswordResetJob(accounts, job.id, jobPayload<{ email: string }>(job).email),
-    [accountJobs.mail]: async ({ job }) => deliverAccountMail(accounts, mailer, jobPayload<AccountMail>(job)),
+    [accountJobs.mail]: async ({ job, signal }) =>
+      deliverAccountMail(accounts, mailer, jobPayload<AccountMail>(job), signal),
     [maintenanceJobs.idempotencyCleanup]: async ({ logger }) => {
       const removed = await deleteExpiredIdempotencyKeys(db);
       if (removed > 0) logger.info({ removed }, 'expired idempotency keys removed');
@@ -103,8 +116,8 @@ export function jobHandlers(input: {
       const removed = await deleteExpiredSessionsAndJobs(db, config.jobs.retentionHours);
       logger.info({ event: 'cleanup', ...removed }, 'expired sessions, tokens and old jobs removed');
     },
-    [maintenanceJobs.cacheWarmUp]: async ({ logger }) =>
-      warmUpCache(config.jobs.warmUpUrl, config.jobs.warmUpPages, logger),
+    [maintenanceJobs.cacheWarmUp]: async ({ logger, signal }) =>
+      warmUpCache(config.jobs.warmUpUrl, config.jobs.warmUpPages, logger, signal),
   };
 }
 

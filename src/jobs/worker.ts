@@ -1,10 +1,10 @@
 import { hostname } from 'node:os';
-import { sql } from 'kysely';
+import { sql, type Updateable } from 'kysely';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Config } from '../config.js';
 import type { Db, Engine } from '../db/database.js';
-import type { JobRow } from './jobs.table.js';
+import type { JobRow, JobsTable } from './jobs.table.js';
 
 export interface JobContext {
   readonly job: JobRow;
@@ -15,6 +15,20 @@ export interface JobContext {
    * accepted — may have happened already (decision 0098).
    */
   readonly takenOver: boolean;
+  /**
+   * Aborted when this worker lost the job's lease (a renewal found the job held by another worker,
+   * which runs it again): a handler checks it before anything outside the database — a mail — so
+   * the job's effect happens once, by its holder. Its reason is a LeaseLostError.
+   */
+  readonly signal: AbortSignal;
+}
+
+/** The reason of a job's signal when its worker lost the lease. */
+export class LeaseLostError extends Error {
+  constructor(jobId: string) {
+    super(`the lease of job ${jobId} was lost: another worker holds it`);
+    this.name = 'LeaseLostError';
+  }
 }
 
 /** last_error of a job claimed after its previous attempt's lease ran out (set by the claim). */
@@ -127,8 +141,9 @@ const errorText = (err: unknown) =>
 
 /**
  * A worker: claims due jobs (and running ones whose lease expired: their worker died), runs their
- * handlers `concurrency` at a time, renews the lease while a handler runs, and records the outcome
- * only if it still holds the job (the attempt number fences a worker that lost its lease). A
+ * handlers `concurrency` at a time, renews the lease while a handler runs, and records (and counts)
+ * the outcome only if it still holds the job (the attempt number fences a worker that lost its
+ * lease; a renewal that finds the job taken aborts the handler's signal and stops renewing). A
  * failure is retried after a backoff; after `maxAttempts` the job is `dead` (the dead letters,
  * kept for `JOBS_RETENTION_HOURS`). Recurring jobs are enqueued once per interval by key, so any
  * number of workers make one run per interval.
@@ -191,37 +206,55 @@ export function createJobWorker(input: {
       .execute();
   };
 
-  /** Updates the job only while this worker still holds this attempt of it. */
-  const held = (job: JobRow) =>
-    db
+  /**
+   * Updates the job only while this worker still holds this attempt of it; true when it did (no
+   * row: another worker took the job over after the lease ran out, and that attempt is the job's).
+   */
+  const updateHeld = async (job: JobRow, changes: Updateable<JobsTable>): Promise<boolean> => {
+    const result = await db
       .updateTable('jobs')
+      .set(changes)
       .where('id', '=', job.id)
       .where('locked_by', '=', id)
-      .where('attempts', '=', job.attempts);
+      .where('attempts', '=', job.attempts)
+      .executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  };
 
+  const leaseLost = (job: JobRow, when: string) =>
+    logger.warn(
+      { event: 'job_lease_lost', jobId: job.id, job: job.name, attempt: job.attempts, when },
+      'job lease lost to another worker: this attempt records nothing',
+    );
+
+  /** Records the outcome, and counts it only when it was recorded (the new holder counts its own). */
   const finish = async (job: JobRow, error: unknown): Promise<void> => {
     const now = new Date();
     if (error === undefined) {
-      await held(job)
-        .set({ state: 'succeeded', finished_at: now.toISOString(), locked_until: null, last_error: null })
-        .execute();
+      const recorded = await updateHeld(job, {
+        state: 'succeeded',
+        finished_at: now.toISOString(),
+        locked_until: null,
+        last_error: null,
+      });
+      if (!recorded) return leaseLost(job, 'finish');
       metrics.finished.inc({ name: job.name, result: 'succeeded' });
       return;
     }
     const dead = job.attempts >= job.max_attempts;
     const text = errorText(error);
-    await held(job)
-      .set(
-        dead
-          ? { state: 'dead', finished_at: now.toISOString(), locked_until: null, last_error: text }
-          : {
-              state: 'queued',
-              run_at: new Date(now.getTime() + backoffMs(config.backoffBaseMs, job.attempts)).toISOString(),
-              locked_until: null,
-              last_error: text,
-            },
-      )
-      .execute();
+    const recorded = await updateHeld(
+      job,
+      dead
+        ? { state: 'dead', finished_at: now.toISOString(), locked_until: null, last_error: text }
+        : {
+            state: 'queued',
+            run_at: new Date(now.getTime() + backoffMs(config.backoffBaseMs, job.attempts)).toISOString(),
+            locked_until: null,
+            last_error: text,
+          },
+    );
+    if (!recorded) return leaseLost(job, 'finish');
     metrics.finished.inc({ name: job.name, result: dead ? 'dead' : 'failed' });
     logger[dead ? 'error' : 'warn'](
       {
@@ -256,11 +289,20 @@ export function createJobWorker(input: {
       await finish(job, new Error(`no handler for job "${job.name}"`));
       return;
     }
+    const lease = new AbortController();
     const renew = setInterval(
       () => {
-        held(job)
-          .set({ locked_until: new Date(Date.now() + leaseMs).toISOString() })
-          .execute()
+        updateHeld(job, { locked_until: new Date(Date.now() + leaseMs).toISOString() })
+          .then((renewed) => {
+            // No row: another worker claimed the job after the lease ran out (this process was
+            // paused or starved past it). Stop renewing and tell the handler to stop before any
+            // side effect; the new holder runs the job. A failed renewal (database error) is no
+            // such proof: the next one tries again.
+            if (renewed || lease.signal.aborted) return;
+            clearInterval(renew);
+            leaseLost(job, 'renewal');
+            lease.abort(new LeaseLostError(job.id));
+          })
           .catch((err: unknown) => jobLogger.warn({ err }, 'could not renew the job lease'));
       },
       Math.max(500, leaseMs / 3),
@@ -270,7 +312,7 @@ export function createJobWorker(input: {
     const started = process.hrtime.bigint();
     let failure: unknown;
     try {
-      await runner(job, () => handler({ job, logger: jobLogger, takenOver }));
+      await runner(job, () => handler({ job, logger: jobLogger, takenOver, signal: lease.signal }));
     } catch (err) {
       failure = err ?? new Error('job failed');
     } finally {

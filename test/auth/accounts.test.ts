@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
+import { createJobQueue } from '../../src/jobs/queue.js';
 import { startSmtpServer, type TestSmtpServer } from '../harness/smtp.js';
 import { waitUntil } from '../harness/wait.js';
 import { buildTestApp, engines, skipEngine, type TestDatabaseEnv, testDatabaseEnv } from '../helper.js';
@@ -213,6 +214,146 @@ for (const engine of engines) {
         400,
       );
       assert.equal((await confirmReset(a, 'A'.repeat(43), 'whatever password it is')).statusCode, 400);
+    });
+
+    const changeEmail = async (app: FastifyInstance, accessToken: string, email: string) => {
+      const res = await app.inject({
+        method: 'PATCH',
+        url: '/api/users/me',
+        headers: bearer(accessToken),
+        payload: { email },
+      });
+      assert.equal(res.statusCode, 200, res.body);
+    };
+    /** Asks for a reset and returns the token of the mail it sends. */
+    const resetToken = async (app: FastifyInstance, email: string) => {
+      const since = smtp.received.length;
+      assert.equal((await requestReset(app, email)).statusCode, 202);
+      return tokenIn(await smtp.waitForMail(email, { since, subject: /^Reset/ }), 'reset-password');
+    };
+    const jobState = async (id: string) =>
+      (await a.database.db.selectFrom('jobs').select('state').where('id', '=', id).executeTakeFirstOrThrow())
+        .state;
+
+    test('a reset link mailed before an email change is refused after it, like an invalid one', async () => {
+      const account = await registerUser(a);
+      const token = await resetToken(b, account.email);
+      // The owner moves to a new mailbox; whoever keeps the old one still has the link.
+      await changeEmail(a, account.accessToken, `moved-${account.email}`);
+      const refused = await confirmReset(b, token, 'the password of whoever kept the old mailbox');
+      assert.equal(refused.statusCode, 400);
+      assert.equal(refused.json().code, 'INVALID_TOKEN');
+      // Nothing changed: the owner's password and session still work.
+      assert.equal(await me(a, account.accessToken), 200);
+      assert.equal((await login(a, account.username, account.password)).statusCode, 200);
+      // A link mailed to the new address works.
+      const fresh = await resetToken(a, `moved-${account.email}`);
+      assert.equal((await confirmReset(a, fresh, 'the password after moving')).statusCode, 204);
+    });
+
+    test('a reset link mailed before a password change is refused after it', async () => {
+      const account = await registerUser(a);
+      const token = await resetToken(a, account.email);
+      const changed = await a.inject({
+        method: 'POST',
+        url: '/api/users/me/password',
+        headers: bearer(account.accessToken),
+        payload: { currentPassword: account.password, newPassword: 'the owner changed it first' },
+      });
+      assert.equal(changed.statusCode, 204, changed.body);
+      const refused = await confirmReset(b, token, 'the password of whoever has the mail');
+      assert.equal(refused.statusCode, 400);
+      assert.equal(refused.json().code, 'INVALID_TOKEN');
+      assert.equal((await login(b, account.username, 'the owner changed it first')).statusCode, 200);
+    });
+
+    test('a reset token stored for a previous address (its job read the account before the change) is neither mailed nor accepted', async () => {
+      const account = await registerUser(a);
+      const token = await resetToken(a, account.email);
+      const row = await a.database.db
+        .selectFrom('account_tokens')
+        .select('id')
+        .where('user_id', '=', account.user.id)
+        .where('purpose', '=', 'password_reset')
+        .executeTakeFirstOrThrow();
+      const newEmail = `elsewhere-${account.email}`;
+      await changeEmail(a, account.accessToken, newEmail);
+      // The race: the reset job had found the account under its old address, and stores its token
+      // (for that address, unspent) and queues the mail after the change committed.
+      await a.database.db
+        .updateTable('account_tokens')
+        .set({ used_at: null })
+        .where('id', '=', row.id)
+        .execute();
+      const since = smtp.received.length;
+      const queued = await createJobQueue({ maxAttempts: 3 }).enqueue(a.database.db, 'mail.account', {
+        kind: 'password-reset',
+        tokenId: row.id,
+      });
+      await waitUntil(async () => (await jobState(queued.id)) === 'succeeded', {
+        what: 'the mail job to run',
+      });
+      assert.deepEqual(
+        smtp.received.slice(since).filter((m) => m.to.includes(account.email)),
+        [],
+        'no reset mail to the previous address',
+      );
+      const refused = await confirmReset(a, token, 'the password of whoever kept the old mailbox');
+      assert.equal(refused.statusCode, 400);
+      assert.equal(refused.json().code, 'INVALID_TOKEN');
+      assert.equal(await me(a, account.accessToken), 200);
+    });
+
+    test('the same reset link used twice at once: exactly one 204', async () => {
+      const account = await registerUser(a);
+      const token = await resetToken(a, account.email);
+      const answers = await Promise.all([
+        confirmReset(a, token, 'the first of two at once'),
+        confirmReset(b, token, 'the second of two at once'),
+        confirmReset(a, token, 'the third of three at once'),
+      ]);
+      const codes = answers.map((r) => r.statusCode).sort();
+      assert.deepEqual(codes, [204, 400, 400], answers.map((r) => r.body).join('\n'));
+      for (const r of answers.filter((r) => r.statusCode === 400))
+        assert.equal(r.json().code, 'INVALID_TOKEN');
+      // Exactly one of the passwords is the account's now.
+      const logins = await Promise.all(
+        ['the first of two at once', 'the second of two at once', 'the third of three at once'].map(
+          async (password) => (await login(a, account.username, password)).statusCode,
+        ),
+      );
+      assert.deepEqual(logins.sort(), [200, 401, 401]);
+    });
+
+    test('after a reset the refresh token is refused too', async () => {
+      const account = await registerUser(a);
+      const refresh = (app: FastifyInstance) =>
+        app.inject({
+          method: 'POST',
+          url: '/api/auth/refresh',
+          payload: { refreshToken: account.refreshToken },
+        });
+      const token = await resetToken(a, account.email);
+      assert.equal((await confirmReset(a, token, 'a reset ends the refresh token')).statusCode, 204);
+      for (const app of [a, b]) assert.equal((await refresh(app)).statusCode, 401);
+    });
+
+    test('a verification link expires', async () => {
+      const since = smtp.received.length;
+      const account = await registerUser(a);
+      const token = tokenIn(await smtp.waitForMail(account.email, { since }), 'verify-email');
+      // Expire it (as EMAIL_VERIFICATION_TTL_SECONDS passing would).
+      await a.database.db
+        .updateTable('account_tokens')
+        .set({ expires_at: new Date(Date.now() - 1000).toISOString() })
+        .where('purpose', '=', 'verify_email')
+        .where('user_id', '=', account.user.id)
+        .execute();
+      const expired = await a.inject({ method: 'POST', url: '/api/auth/verify-email', payload: { token } });
+      assert.equal(expired.statusCode, 400);
+      assert.equal(expired.json().code, 'INVALID_TOKEN');
+      const meBody = (await a.inject({ url: '/api/users/me', headers: bearer(account.accessToken) })).json();
+      assert.equal(meBody.emailVerified, false);
     });
 
     test('no enumeration: the same answer and the same timing for known and unknown addresses', async () => {

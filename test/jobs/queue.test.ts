@@ -5,7 +5,13 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { JobRow } from '../../src/jobs/jobs.table.js';
 import { createJobQueue } from '../../src/jobs/queue.js';
-import { backoffMs, createJobMetrics, createJobWorker, type JobHandler } from '../../src/jobs/worker.js';
+import {
+  backoffMs,
+  createJobMetrics,
+  createJobWorker,
+  type JobHandler,
+  LeaseLostError,
+} from '../../src/jobs/worker.js';
 import { waitUntil } from '../harness/wait.js';
 import { buildTestApp, engines, skipEngine } from '../helper.js';
 
@@ -157,6 +163,119 @@ for (const engine of engines) {
       const after = await job(id);
       assert.equal(after.state, 'succeeded');
       assert.equal(after.locked_by, 'w2');
+      await app.database.db.deleteFrom('jobs').execute();
+    });
+
+    test('a worker whose lease was taken over learns it at its next renewal: its handler is aborted and it records and counts nothing', async () => {
+      const queue = createJobQueue({ maxAttempts: 5 });
+      const { id } = await queue.enqueue(app.database.db, 'test.effect', {});
+      const effects: string[] = [];
+      let w1Signal: AbortSignal | undefined;
+      let w2Finished = false;
+      const registry1 = new Registry();
+      const w1 = createJobWorker({
+        db: app.database.db,
+        engine,
+        // Renewals every second (lease / 3).
+        config: config({ leaseSeconds: 3 }),
+        handlers: {
+          'test.effect': async ({ signal }) => {
+            w1Signal = signal;
+            // Stalled (a slow SMTP server, a paused process) until another worker has done the job.
+            await waitUntil(() => w2Finished, { what: 'w2 to finish the job' });
+            await waitUntil(() => signal.aborted, { what: 'w1 to learn it lost the lease' });
+            // What the mail job does before it sends: this attempt is no longer the job's.
+            if (!signal.aborted) effects.push('w1');
+          },
+        },
+        metrics: createJobMetrics(registry1),
+        logger: silent,
+        id: 'w1',
+      });
+      const run1 = w1.runOnce();
+      await waitUntil(async () => (await job(id)).locked_by === 'w1', { what: 'w1 to hold the job' });
+      const registry2 = new Registry();
+      const w2 = createJobWorker({
+        db: app.database.db,
+        engine,
+        config: config({ leaseSeconds: 30 }),
+        handlers: { 'test.effect': async () => void effects.push('w2') },
+        metrics: createJobMetrics(registry2),
+        logger: silent,
+        id: 'w2',
+      });
+      // Its lease runs out (as if w1 had been paused past it), and w2 takes the job over. Again
+      // until w2 has it: a renewal by w1 landing between the two would give w1 a fresh lease.
+      await waitUntil(
+        async () => {
+          await app.database.db
+            .updateTable('jobs')
+            .set({ locked_until: new Date(Date.now() - 1000).toISOString() })
+            .where('id', '=', id)
+            .execute();
+          return (await w2.runOnce()) === 1;
+        },
+        { what: 'w2 to take the job over' },
+      );
+      w2Finished = true;
+      await run1;
+      assert.equal(w1Signal?.aborted, true);
+      assert.ok(w1Signal?.reason instanceof LeaseLostError, String(w1Signal?.reason));
+      assert.deepEqual(effects, ['w2'], 'the effect happened once, by the holder');
+      const done = await job(id);
+      assert.deepEqual([done.state, done.locked_by, done.attempts], ['succeeded', 'w2', 2]);
+      // One outcome in all: w2's. w1's fenced update matched no row, so it counted nothing.
+      assert.match(
+        await registry2.metrics(),
+        /^jobs_finished_total\{name="test.effect",result="succeeded"\} 1$/m,
+      );
+      assert.doesNotMatch(await registry1.metrics(), /^jobs_finished_total\{/m);
+      await app.database.db.deleteFrom('jobs').execute();
+    });
+
+    test('an outcome recorded after the lease was lost is not counted, whatever the handler did', async () => {
+      const queue = createJobQueue({ maxAttempts: 5 });
+      const ok = await queue.enqueue(app.database.db, 'test.ignores-signal', {});
+      const failing = await queue.enqueue(app.database.db, 'test.fails-late', {});
+      let release: () => void = () => {};
+      const stuck = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const registry1 = new Registry();
+      const w1 = createJobWorker({
+        db: app.database.db,
+        engine,
+        // A long lease: no renewal falls inside the test; only the final UPDATE meets the takeover.
+        config: config({ leaseSeconds: 60, concurrency: 2 }),
+        handlers: {
+          'test.ignores-signal': () => stuck,
+          'test.fails-late': async () => {
+            await stuck;
+            throw new Error('late failure');
+          },
+        },
+        metrics: createJobMetrics(registry1),
+        logger: silent,
+        id: 'w1',
+      });
+      const run1 = w1.runOnce();
+      await waitUntil(
+        async () => (await job(ok.id)).locked_by === 'w1' && (await job(failing.id)).locked_by === 'w1',
+        { what: 'w1 to hold both jobs' },
+      );
+      // Another worker claims both, as after an expired lease, and is running them now.
+      await app.database.db
+        .updateTable('jobs')
+        .set({ locked_by: 'w2', attempts: 2, locked_until: new Date(Date.now() + 60_000).toISOString() })
+        .where('id', 'in', [ok.id, failing.id])
+        .execute();
+      release();
+      await run1;
+      assert.doesNotMatch(await registry1.metrics(), /^jobs_finished_total\{/m);
+      for (const id of [ok.id, failing.id]) {
+        const row = await job(id);
+        assert.deepEqual([row.state, row.locked_by, row.last_error], ['running', 'w2', null]);
+      }
       await app.database.db.deleteFrom('jobs').execute();
     });
 

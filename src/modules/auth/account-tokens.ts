@@ -77,7 +77,10 @@ export async function consumeAccountToken(
     .executeTakeFirst();
 }
 
-/** Spends every other live token of the user for that purpose (a reset makes older links useless). */
+/**
+ * Spends every unspent token of the user for that purpose: after a reset, the account's other
+ * links; after an email or password change, every pending reset link (users.service.ts).
+ */
 export async function consumeOtherTokens(
   db: Queryable,
   userId: string,

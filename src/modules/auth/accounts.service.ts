@@ -21,7 +21,7 @@ import {
   hashAccountToken,
   insertAccountToken,
 } from './account-tokens.js';
-import type { AccountTokenPurpose } from './account-tokens.table.js';
+import type { AccountTokenPurpose, AccountTokenRow } from './account-tokens.table.js';
 import type { AuthDeps } from './auth.deps.js';
 import { lockoutKey } from './lockout.js';
 import { revokeSessions } from './sessions.repository.js';
@@ -47,7 +47,14 @@ export interface AccountsDeps {
   readonly config: Config['accounts'];
   readonly counters: CounterStore;
   readonly queue: JobQueue;
+  /** Makes every new token (from the current JWT secret). */
   readonly tokenKey: Buffer;
+  /**
+   * The keys from every secret of the JWT key ring, current first: the mail job finds among them
+   * the one that made the token whose hash is stored (during a rotation, the process that stored it
+   * may have had another current secret than the worker that mails it).
+   */
+  readonly tokenKeys: readonly Buffer[];
   readonly logger: Logger;
 }
 
@@ -62,6 +69,9 @@ export class InvalidTokenError extends AppError {
     );
   }
 }
+
+/** Addresses compare as the lookups do (`lower(email)`). */
+const sameAddress = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
 
 const hashed = (value: string) => createHash('sha256').update(value).digest('base64url').slice(0, 22);
 
@@ -130,7 +140,9 @@ export async function runPasswordResetJob(deps: AccountsDeps, jobId: string, ema
 /**
  * Sets the new password, spends the token (and every other reset link of the account) and revokes
  * every session — in one transaction, so a reset link works exactly once even when used twice at
- * the same moment. The password rules are those of registration.
+ * the same moment. The password rules are those of registration. A link works only while the
+ * account's address is the one it was mailed to: whoever keeps a previous mailbox must not take
+ * the account over (an email change also spends the links: users.service.ts updateProfile).
  */
 export async function confirmPasswordReset(
   deps: AccountsDeps,
@@ -141,7 +153,8 @@ export async function confirmPasswordReset(
   const found = await findLiveAccountToken(deps.auth.db, 'password_reset', token, now);
   if (found === undefined) throw new InvalidTokenError();
   const user = await usersRepository.findUserById(deps.auth.db, found.user_id);
-  if (user === undefined || user.deactivated_at !== null) throw new InvalidTokenError();
+  if (user === undefined || user.deactivated_at !== null || !sameAddress(user.email, found.email))
+    throw new InvalidTokenError();
   assertAcceptablePassword(newPassword, '/body/newPassword', user);
   const passwordHash = await deps.auth.passwords.hash(newPassword);
   const filter = { userId: user.id };
@@ -150,13 +163,20 @@ export async function confirmPasswordReset(
       const spent = await consumeAccountToken(trx, found.id, new Date().toISOString());
       if (spent === undefined) return undefined;
       await consumeOtherTokens(trx, user.id, 'password_reset', now);
-      // The link reached this mailbox: if it is still the account's address, it is verified too.
-      const verified =
-        user.email_verified_at === null && user.email.toLowerCase() === spent.email.toLowerCase();
-      const changed = await usersRepository.updateUser(trx, user.id, {
-        password_hash: passwordHash,
-        ...(verified ? { email_verified_at: now } : {}),
-      });
+      // The link reached the account's address (checked again in the UPDATE, which locks the row:
+      // an email change that committed after the read above makes it match nothing), so that
+      // address is verified too.
+      const changed = await trx
+        .updateTable('users')
+        .set({
+          password_hash: passwordHash,
+          ...(user.email_verified_at === null ? { email_verified_at: now } : {}),
+        })
+        .where('id', '=', user.id)
+        .where(sql`lower(email)`, '=', spent.email.toLowerCase())
+        .where('deactivated_at', 'is', null)
+        .returning('id')
+        .executeTakeFirst();
       if (changed === undefined) return undefined;
       const sessions = await revokeSessions(trx, deps.auth.engine, filter, 'password_reset');
       await enqueueMail(deps, trx, { kind: 'password-changed', userId: user.id, eventId: spent.id });
@@ -250,19 +270,47 @@ async function enqueueMail(deps: AccountsDeps, trx: Queryable, mail: AccountMail
   await deps.queue.enqueue(trx, accountJobs.mail, mail, { key });
 }
 
+/** A mail job whose token no key of the ring reproduces: failed (retried, then dead), never mailed. */
+export class TokenKeyMissingError extends Error {
+  constructor(tokenId: string) {
+    super(
+      `no key of the JWT secret ring reproduces account token ${tokenId} (made with a secret this process no longer has?)`,
+    );
+    this.name = 'TokenKeyMissingError';
+  }
+}
+
+/**
+ * The token mailed for a stored row: recomputed from its id with the key that made it. The key is
+ * found by the stored hash, trying each key of the ring, so a worker one step ahead of (or behind)
+ * the process that stored the token during a secret rotation still mails a link that works.
+ */
+function tokenFor(deps: AccountsDeps, purpose: AccountTokenPurpose, row: AccountTokenRow): string {
+  for (const key of deps.tokenKeys) {
+    const token = accountToken(key, purpose, row.id);
+    if (hashAccountToken(token) === row.token_hash) return token;
+  }
+  throw new TokenKeyMissingError(row.id);
+}
+
 /**
  * The mail job: renders and sends one account mail. The Message-ID comes from the token (or event)
  * id, so a rerun after a worker died mid-send sends the same message again, recognisably. A token
- * already used or expired by the time the job runs sends nothing.
+ * already used or expired by the time the job runs sends nothing, nor does one mailed to an
+ * address that is no longer the account's (its link would be refused: confirmPasswordReset). The
+ * signal is the worker's: aborted when this job's lease was lost to another worker, which then
+ * sends the mail itself, so this attempt must not send it too.
  */
 export async function deliverAccountMail(
   deps: AccountsDeps,
   mailer: Mailer,
   mail: AccountMail,
+  signal: AbortSignal,
 ): Promise<void> {
   if (mail.kind === 'password-changed') {
     const user = await usersRepository.findUserById(deps.auth.db, mail.userId);
     if (user === undefined) return;
+    signal.throwIfAborted();
     await mailer.send({
       to: user.email,
       messageId: `<password-changed-${mail.eventId}@shipshape>`,
@@ -281,11 +329,19 @@ export async function deliverAccountMail(
   }
   const user = await usersRepository.findUserById(deps.auth.db, row.user_id);
   if (user === undefined) return;
-  const token = accountToken(deps.tokenKey, purpose, row.id);
+  if (!sameAddress(user.email, row.email)) {
+    deps.logger.info(
+      { event: 'mail_skipped', tokenId: mail.tokenId, reason: 'address_changed' },
+      'the account changed its address before the mail: not sent',
+    );
+    return;
+  }
+  const token = tokenFor(deps, purpose, row);
   const page = mail.kind === 'password-reset' ? 'reset-password' : 'verify-email';
   // The storefront's page for it (hash route): the token stays in the fragment, which browsers
   // never send, so it reaches no server or proxy log.
   const link = `${deps.config.publicBaseUrl}/#/${page}?token=${token}`;
+  signal.throwIfAborted();
   await mailer.send({
     to: row.email,
     messageId: `<${mail.kind}-${row.id}@shipshape>`,

@@ -10,6 +10,7 @@ import {
   ValidationError,
 } from '../../lib/errors.js';
 import { decodeCursor, type Page, toPage } from '../../lib/pagination.js';
+import { consumeOtherTokens } from '../auth/account-tokens.js';
 import type { AuthDeps } from '../auth/auth.deps.js';
 import { isCommonPassword } from '../auth/common-passwords.js';
 import { lockoutKey } from '../auth/lockout.js';
@@ -131,6 +132,19 @@ export async function writingAccount<T>(
   }
 }
 
+/**
+ * Cancels the account's pending password-reset links, in the caller's transaction, before it
+ * touches the user row: a change of address or of password makes links mailed earlier useless
+ * (one that reached a previous address must not take the account over). Token rows first, as in
+ * accounts.service.ts confirmPasswordReset, so the two do not take the token and user rows in
+ * opposite orders (a deadlock); a link used at the same moment either commits first (the change
+ * then finds it spent) or finds it spent. (With several links pending, PostgreSQL may still have
+ * to abort one of the two as a deadlock victim: it fails whole, and nothing half-done remains.)
+ */
+async function cancelPasswordResets(trx: Queryable, userId: string): Promise<void> {
+  await consumeOtherTokens(trx, userId, 'password_reset', new Date().toISOString());
+}
+
 export async function updateProfile(
   deps: AuthDeps,
   userId: string,
@@ -141,10 +155,13 @@ export async function updateProfile(
   const newAddress = email !== undefined && email !== (await getUser(deps.db, userId)).email.toLowerCase();
   try {
     const updated = await writingAccount(deps, userId, () =>
-      usersRepository.updateUser(deps.db, userId, {
-        ...(email === undefined ? {} : { email }),
-        ...(newAddress ? { email_verified_at: null } : {}),
-        ...(changes.username === undefined ? {} : { username: changes.username }),
+      deps.db.transaction().execute(async (trx) => {
+        if (newAddress) await cancelPasswordResets(trx, userId);
+        return usersRepository.updateUser(trx, userId, {
+          ...(email === undefined ? {} : { email }),
+          ...(newAddress ? { email_verified_at: null } : {}),
+          ...(changes.username === undefined ? {} : { username: changes.username }),
+        });
       }),
     );
     if (updated === undefined) throw new NotFoundError('No such user.');
@@ -155,10 +172,10 @@ export async function updateProfile(
 }
 
 /**
- * Verifies the current password, stores the new one and ends every other session — in one
- * transaction whose first statement locks the user row, so a login that verified the old password
- * either committed its session before (and it is revoked here) or finds the hash changed (and
- * creates none): auth.service.ts startVerifiedSession.
+ * Verifies the current password, stores the new one, cancels pending reset links and ends every
+ * other session — in one transaction that locks the user row before it revokes, so a login that
+ * verified the old password either committed its session before (and it is revoked here) or finds
+ * the hash changed (and creates none): auth.service.ts startVerifiedSession.
  */
 export async function changePassword(
   deps: AuthDeps,
@@ -180,6 +197,8 @@ export async function changePassword(
   const filter = { userId: user.id, exceptSessionId: auth.sessionId };
   const revoked = await writingAccount(deps, user.id, () =>
     deps.db.transaction().execute(async (trx) => {
+      // Kept even if the password turns out changed meanwhile: that change cancelled them too.
+      await cancelPasswordResets(trx, user.id);
       const changed = await usersRepository.updateUserIfCurrent(
         trx,
         user.id,
