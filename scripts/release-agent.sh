@@ -282,10 +282,63 @@ cmd_reload() {
   die "reload: pm2 reload failed"
 }
 
+# How many API workers PM2 runs: worker i answers /ready and /metrics on METRICS_PORT + i. PM2's own
+# list when its daemon is up and runs the app (an autoscaler may have scaled it past the file's
+# count); otherwise PM2_INSTANCES resolved as PM2 resolves the ecosystem file's `instances` (God.js:
+# 'max' or 0 → os.cpus().length of the same Node, -k → that minus k, at least 1; N → N). Unset is
+# 'max', deploy/pm2/ecosystem.config.cjs's default. Anything else stops with the reason (an
+# unchecked value would fail the loop arithmetic under set -u, or probe a wrong number of ports).
+# Needs load_env first.
+worker_count() {
+  local spec=${PM2_INSTANCES:-max} n cpus listed
+  if [ "$spec" = max ]; then
+    n=0
+  elif [[ $spec =~ ^-?[0-9]{1,4}$ ]]; then
+    n=$((10#${spec#-}))
+    [ "${spec:0:1}" = - ] && n=$((-n))
+  else
+    die "PM2_INSTANCES=$spec in shared/.env: expected a number of workers, max (one per CPU, the default) or -N (one per CPU but N)"
+  fi
+  listed=$(pm2_listed_workers || true)
+  if [ -n "$listed" ]; then
+    printf '%s' "$listed"
+    return
+  fi
+  if ((n <= 0)); then
+    cpus=$("$node_bin" -p 'require("node:os").cpus().length')
+    n=$((cpus + n))
+    ((n >= 1)) || n=1
+  fi
+  printf '%s' "$n"
+}
+
+# The app's highest NODE_APP_INSTANCE + 1 in `pm2 jlist`, or nothing. Only when the daemon runs
+# (a live pid and its socket): `pm2 jlist` starts a daemon when there is none, which a probe must
+# not do. Bounded: a hung daemon must not hang the probe.
+pm2_listed_workers() {
+  local pid
+  [ -f current/node_modules/pm2/bin/pm2 ] && [ -S "$PM2_HOME/rpc.sock" ] || return 0
+  pid=$(cat "$PM2_HOME/pm2.pid" 2>/dev/null || true)
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 0
+  timeout 15 "$node_bin" current/node_modules/pm2/bin/pm2 jlist 2>/dev/null |
+    PM2_APP="${PM2_APP_NAME:-shipshape}" "$node_bin" -e '
+      let text = "";
+      process.stdin.setEncoding("utf8").on("data", (c) => (text += c)).on("end", () => {
+        // PM2 may print notices before the JSON line.
+        const line = text.split("\n").reverse().find((l) => l.startsWith("["));
+        let list = [];
+        try { list = JSON.parse(line ?? "[]"); } catch {}
+        const mine = list.filter((p) => p.name === process.env.PM2_APP);
+        if (mine.length > 0)
+          process.stdout.write(String(Math.max(...mine.map((p) => Number(p.pm2_env?.NODE_APP_INSTANCE ?? 0))) + 1));
+      });' || true
+}
+
 cmd_ready() {
   load_env
-  local n=${PM2_INSTANCES:-1} base=${METRICS_PORT:?METRICS_PORT must be set in shared/.env} host=${HOST:-127.0.0.1}
+  local n base=${METRICS_PORT:?METRICS_PORT must be set in shared/.env} host=${HOST:-127.0.0.1}
   [ "$host" = 0.0.0.0 ] && host=127.0.0.1
+  n=$(worker_count)
   local i code failed=0
   for ((i = 0; i < n; i++)); do
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$host:$((base + i))/ready" || true)
@@ -299,8 +352,9 @@ cmd_ready() {
 # is a restart): the deployer compares them (src/ops/delivery/watch.ts).
 cmd_metrics() {
   load_env
-  local n=${PM2_INSTANCES:-1} base=${METRICS_PORT:?} host=${HOST:-127.0.0.1} i
+  local n base=${METRICS_PORT:?} host=${HOST:-127.0.0.1} i
   [ "$host" = 0.0.0.0 ] && host=127.0.0.1
+  n=$(worker_count)
   for ((i = 0; i < n; i++)); do
     printf '### worker %s\n' "$i"
     curl -s --max-time 5 ${METRICS_TOKEN:+-H "authorization: Bearer $METRICS_TOKEN"} \
@@ -363,8 +417,9 @@ cmd_health() {
   else
     printf 'pm2\tnone\n'
   fi
-  local n=${PM2_INSTANCES:-1} base=${METRICS_PORT:-0} host=${HOST:-127.0.0.1} i
+  local n base=${METRICS_PORT:-0} host=${HOST:-127.0.0.1} i
   [ "$host" = 0.0.0.0 ] && host=127.0.0.1
+  n=$(worker_count)
   for ((i = 0; i < n && base > 0; i++)); do
     printf 'ready\t%s\t%s\n' "$i" "$(curl -s --max-time 5 "http://$host:$((base + i))/ready" | tr -d '\n\t' || true)"
   done

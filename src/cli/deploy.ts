@@ -46,7 +46,8 @@ const usage = `usage:
   --dry-run          print the plan and each server's state; change nothing
   --max-parallel N   servers switched at once after the canary (default 1)
   --lock-wait S      wait up to S seconds for another deploy's lock (default 0: refuse at once)
-  --force            rollback: switch even to a release older than an applied contract migration
+  --force            rollback: switch even to a release older than an applied contract migration,
+                     or when the target (--to=previous) means different releases on different servers
   --seconds S        monitor: the window (default 60); --interval S: one sample per S (default 5)
   --max-5xx-ratio R, --max-p95-ms N   monitor: the SLO (default: the file's sloMaxErrorRatio, sloMaxP95Ms)
 exit codes: 0 ok, 1 failed and rolled back (monitor: SLO breached), 2 usage/refused, 3 lock held,

@@ -26,7 +26,18 @@ export function laterLsn(a: LsnKey | undefined, b: LsnKey | undefined): LsnKey |
   return a >= b ? a : b;
 }
 
-/** Bytes between two positions (`to` − `from`), never negative. */
+/**
+ * A position no server reaches (the largest `pg_lsn`): "read from the primary". Handed out when the
+ * position of a write could not be read; it sorts after every real position, so it wins wherever
+ * the later requirement is kept (`laterLsn`, the per-user key in Redis).
+ */
+export const primaryOnlyLsn: LsnKey = 'ffffffffffffffff';
+
+/**
+ * Bytes between two positions (`to` − `from`), never negative: a distance, for lag. It cannot tell
+ * "caught up" from "ahead"; a replica ahead of its primary is on another timeline, and the health
+ * check compares the positions themselves for that (replica-health.ts).
+ */
 export function lsnDistance(from: LsnKey, to: LsnKey): number {
   const diff = BigInt(`0x${to}`) - BigInt(`0x${from}`);
   return diff > 0n ? Number(diff) : 0;

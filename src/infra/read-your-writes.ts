@@ -6,7 +6,7 @@ import type { Queryable } from '../db/database.js';
 import { secretsEqual } from '../lib/constant-time.js';
 import type { CacheFloor } from './cache/cache.js';
 import { afterCommit } from './database-deadline.js';
-import { isLsnKey, type LsnKey, laterLsn } from './lsn.js';
+import { isLsnKey, type LsnKey, laterLsn, primaryOnlyLsn } from './lsn.js';
 import type { RedisHandle } from './redis.js';
 import type { Freshness, ReplicaRouter } from './replicas.js';
 
@@ -22,6 +22,10 @@ import type { Freshness, ReplicaRouter } from './replicas.js';
  * read of theirs to the waiting path and the primary. An old position is harmless: every replica is
  * past it. Its lifetime is derived from the lag limits: a replica still in use has replayed
  * everything older than its time-lag limit, so after `ttlSeconds` no replica needs the token.
+ *
+ * When the position cannot be read after a write (the pool exhausted, the primary slow to answer),
+ * the token and the user's key carry `primaryOnlyLsn` instead: that client's reads go to the
+ * primary until the TTL, rather than to a replica that may not have the write (decision 0119).
  */
 
 export const readAfterHeader = 'shipshape-read-after';
@@ -160,8 +164,9 @@ export function createReadRouting(options: ReadRoutingOptions): ReadRouting & {
     try {
       lsn = await afterCommit(() => router.primaryLsn());
     } catch (err) {
-      request.log.warn({ err }, 'could not read the WAL position after a write; reads may lag it');
-      return;
+      // The write may have committed: without a position, only the primary is sure to have it.
+      request.log.warn({ err }, 'could not read the WAL position after a write; reads go to the primary');
+      lsn = primaryOnlyLsn;
     }
     const token = tokens.sign(lsn);
     reply.header(readAfterHeader, token);

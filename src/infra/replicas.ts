@@ -5,7 +5,8 @@ import type { Config } from '../config.js';
 import type { Db, Queryable } from '../db/database.js';
 import { classifyDbError } from '../lib/db-errors.js';
 import { createPostgresPool, withTimeout } from './database.js';
-import { isLsnKey, type LsnKey, lsnDistance, lsnKeyOf } from './lsn.js';
+import { isLsnKey, type LsnKey, lsnKeyOf, primaryOnlyLsn } from './lsn.js';
+import { assessReplica, createPrimaryHistory, type ReplicaState } from './replica-health.js';
 
 /**
  * Read routing over streaming replicas (decision 0030). Writes, transactions and `FOR UPDATE` never
@@ -16,7 +17,8 @@ import { isLsnKey, type LsnKey, lsnDistance, lsnKeyOf } from './lsn.js';
  * - a WAL position (an `LsnKey`): a replica only once it has replayed that position, checked on the
  *   very connection the read then uses (replay only moves forward on a running server), polling for
  *   at most `waitMs`; otherwise the primary;
- * - `'primary'`: the primary (the freshness needed is unknown).
+ * - `'primary'`, or the position no server reaches (`primaryOnlyLsn`: a write whose position could
+ *   not be read): the primary.
  *
  * A caller that prefers an older answer to none (the catalog) passes `onStale`: when the primary
  * cannot be reached, a read it would have had to serve — the freshness asked for is one no replica
@@ -25,14 +27,15 @@ import { isLsnKey, type LsnKey, lsnDistance, lsnKeyOf } from './lsn.js';
  * while the primary is away, so that answer is the newest any reachable server has.
  *
  * "Healthy" comes from a background check of each replica, at a jittered interval: a replica that
- * is unreachable, not in recovery (promoted, or the primary by mistake), paused, or behind by more
- * than the byte or time limit is skipped. With every replica out, the primary serves every read;
- * `/ready`, the log and the `db_replica_*` metrics say so.
+ * is unreachable, not in recovery (promoted, or the primary by mistake), paused, not streaming from
+ * the primary, replayed past the primary (another timeline), or behind by more than the byte or
+ * time limit is skipped (replica-health.ts, decision 0119). With every replica out, the primary
+ * serves every read; `/ready`, the log and the `db_replica_*` metrics say so.
  */
 
 export type Freshness = LsnKey | 'primary' | undefined;
 
-export type ReplicaState = 'starting' | 'up' | 'lagging' | 'paused' | 'not_standby' | 'down';
+export type { ReplicaState } from './replica-health.js';
 
 export interface ReplicaStatus {
   readonly name: string;
@@ -178,11 +181,31 @@ export function createReplicaRouter(
   });
   new Gauge({
     name: 'db_replica_lag_seconds',
-    help: 'Age of the last transaction the replica replayed while behind (0 when caught up), at the last check.',
+    help: 'Seconds the replica is at least behind the primary, at the last check: the age of the oldest primary position it has not replayed (0 when caught up).',
     labelNames: ['replica'],
     registers: [deps.registry],
     collect() {
       for (const r of replicas) if (r.lagSeconds !== undefined) this.set({ replica: r.name }, r.lagSeconds);
+    },
+  });
+  const states: readonly ReplicaState[] = [
+    'starting',
+    'up',
+    'lagging',
+    'not_streaming',
+    'diverged',
+    'paused',
+    'not_standby',
+    'down',
+  ];
+  new Gauge({
+    name: 'db_replica_state',
+    help: 'The state of each replica (1 for the current one): why a replica is skipped for reads.',
+    labelNames: ['replica', 'state'],
+    registers: [deps.registry],
+    collect() {
+      for (const r of replicas)
+        for (const state of states) this.set({ replica: r.name, state }, r.state === state ? 1 : 0);
     },
   });
   new Gauge({
@@ -196,6 +219,9 @@ export function createReplicaRouter(
 
   let stopped = false;
   let allOutLogged = false;
+  // The primary's flush positions seen by the checks: a replica's time lag without trusting its
+  // WAL receiver. Exact ages matter up to the time-lag limit; a minute more for the metric.
+  const history = createPrimaryHistory(options.maxLagSeconds * 1000 + 60_000);
   // When the primary last failed as unreachable (a routed read or the health check); undefined: it answers.
   let primaryFailedAt: number | undefined;
   // While it is this recent, reads that may be stale skip the primary: one try per second finds it back.
@@ -268,65 +294,69 @@ export function createReplicaRouter(
   async function check(replica: Replica): Promise<void> {
     const timeoutMs = Math.max(1000, Math.min(options.checkIntervalMs, 5000));
     try {
-      const [primaryLsn, result] = await withTimeout(
-        Promise.all([
-          // The primary unreachable is no reason to skip the replica: it is then the only server
-          // that can answer reads at all (chaos scenario "primary killed", issue 14).
-          withTimeout(primaryFlushLsn(), timeoutMs / 2, 'primary position').catch((err: unknown) => {
-            // Refused or gone, not merely slow: stale-tolerant reads stop waiting for it.
-            if (unreachable(err)) primaryUnreachable();
-            return undefined;
-          }),
-          sql<{
-            recovery: boolean;
-            replay: string | null;
-            receive: string | null;
-            paused: boolean;
-            since: number | null;
-          }>`
-            select pg_is_in_recovery() as recovery,
-                   pg_last_wal_replay_lsn()::text as replay,
-                   pg_last_wal_receive_lsn()::text as receive,
-                   case when pg_is_in_recovery() then pg_is_wal_replay_paused() else false end as paused,
-                   extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 as since`.execute(
-            replica.db,
-          ),
-        ]),
+      // The replica first, the primary after: on the primary's timeline the replica can then never
+      // be ahead of the primary's position (a standby receives only what its primary has flushed).
+      const checkedAt = Date.now();
+      const result = await withTimeout(
+        sql<{
+          recovery: boolean;
+          replay: string | null;
+          receive: string | null;
+          paused: boolean;
+          since: number | null;
+          streaming: boolean;
+        }>`
+          select pg_is_in_recovery() as recovery,
+                 pg_last_wal_replay_lsn()::text as replay,
+                 pg_last_wal_receive_lsn()::text as receive,
+                 case when pg_is_in_recovery() then pg_is_wal_replay_paused() else false end as paused,
+                 extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 as since,
+                 -- A row exists only while a receiver is connected; its status is NULL to roles
+                 -- without pg_read_all_stats (then the row is all there is to go by).
+                 exists (select 1 from pg_stat_wal_receiver
+                         where status is null or status = 'streaming') as streaming`.execute(replica.db),
         timeoutMs,
         'replica check',
       );
+      // The primary unreachable is no reason to skip the replica: it is then the only server
+      // that can answer reads at all (chaos scenario "primary killed", issue 14).
+      const primaryLsn = await withTimeout(primaryFlushLsn(), timeoutMs / 2, 'primary position').catch(
+        (err: unknown) => {
+          // Refused or gone, not merely slow: stale-tolerant reads stop waiting for it.
+          if (unreachable(err)) primaryUnreachable();
+          return undefined;
+        },
+      );
       const row = result.rows[0];
       const replay = lsnKeyOf(row?.replay);
-      if (row === undefined || !row.recovery || replay === undefined) {
-        replica.replayLsn = undefined;
-        setState(replica, 'not_standby', { reason: 'not in recovery: promoted, or not a standby' });
-        return;
-      }
-      replica.replayLsn = replay;
       if (primaryLsn !== undefined) primaryAnswered();
-      if (primaryLsn === undefined) {
-        // No write can commit while the primary is away, so the replica falls no further behind
-        // than it was: it keeps serving (a lagging one stays skipped), lag unknown until it returns.
-        replica.lagBytes = undefined;
-        replica.lagSeconds = undefined;
-        const detail = { primary: 'unreachable' };
-        if (row.paused) setState(replica, 'paused', detail);
-        else if (replica.state !== 'lagging') setState(replica, 'up', detail);
-        return;
-      }
-      const lagBytes = lsnDistance(replay, primaryLsn);
-      // On an idle primary the last replayed transaction is old although nothing is missing: time
-      // lag counts only while the replica has not applied all it has received (or is behind).
-      const receive = lsnKeyOf(row.receive);
-      const applied = lagBytes === 0 || (receive !== undefined && replay >= receive);
-      const lagSeconds = applied ? 0 : Math.max(0, row.since ?? 0);
-      replica.lagBytes = lagBytes;
-      replica.lagSeconds = lagSeconds;
-      const detail = { lagBytes, lagSeconds };
-      if (row.paused) setState(replica, 'paused', detail);
-      else if (lagBytes > options.maxLagBytes || lagSeconds > options.maxLagSeconds)
-        setState(replica, 'lagging', detail);
-      else setState(replica, 'up', detail);
+      const verdict = assessReplica(
+        {
+          recovery: row?.recovery === true,
+          replay,
+          receive: lsnKeyOf(row?.receive),
+          paused: row?.paused === true,
+          sinceLastReplay: row?.since ?? null,
+          streaming: row?.streaming === true,
+        },
+        primaryLsn === undefined || replay === undefined
+          ? undefined
+          : { flush: primaryLsn, unreplayedSeconds: history.unreplayedSeconds(replay, checkedAt) },
+        replica.state,
+        options,
+      );
+      if (primaryLsn !== undefined) history.record(primaryLsn, Date.now());
+      replica.replayLsn =
+        verdict.state === 'not_standby' || verdict.state === 'diverged' ? undefined : replay;
+      replica.lagBytes = verdict.lagBytes;
+      replica.lagSeconds = verdict.lagSeconds;
+      setState(replica, verdict.state, {
+        reason: verdict.reason,
+        ...(primaryLsn === undefined ? { primary: 'unreachable' } : {}),
+        ...(verdict.lagBytes === undefined ? {} : { lagBytes: verdict.lagBytes }),
+        ...(verdict.lagSeconds === undefined ? {} : { lagSeconds: verdict.lagSeconds }),
+        ...(verdict.state === 'diverged' ? { replayLsn: replay, primaryLsn } : {}),
+      });
     } catch (err) {
       if (replica.state !== 'down') logger.warn({ replica: replica.name, err }, 'replica check failed');
       markDown(replica, 'check failed');
@@ -399,7 +429,11 @@ export function createReplicaRouter(
     async read(freshness, work, onStale) {
       if (replicas.length === 0) return onPrimary('none_configured', work);
       const usable = shuffled(replicas.filter((r) => r.state === 'up'));
-      if (freshness === 'primary' || (freshness !== undefined && !isLsnKey(freshness)))
+      if (
+        freshness === 'primary' ||
+        freshness === primaryOnlyLsn ||
+        (freshness !== undefined && !isLsnKey(freshness))
+      )
         return onPrimaryOrStale('required', work, usable[0], onStale);
       if (usable.length === 0) return onPrimary('no_replica', work);
       if (freshness === undefined) {

@@ -1,7 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus as cpuList, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { contentHash } from '../../src/ops/delivery/artifact.js';
@@ -159,6 +169,120 @@ describe('release-agent.sh', () => {
     assert.deepEqual(left, [ids[1], ids[2], ids[4], ids[5], ids[6]]);
     assert.match(pruned.stdout, new RegExp(`pruned\t${ids[3]}`));
     assert.equal(existsSync(join(dir, 'releases', `.incoming-20261202T000000Z-abcdef0`)), false);
+  });
+});
+
+describe('release-agent.sh: how many workers ready, metrics and health probe', () => {
+  // Worker i answers on METRICS_PORT + i. Port 1 and up: nothing listens there, so curl is refused at
+  // once; what counts is how many workers each command names.
+  let app: string;
+  // PM2 (God.js) counts os.cpus(); the agent asks the same Node.
+  const cpus = cpuList().length;
+  const id = '20261201T090000Z-aaaaaaa';
+
+  before(() => {
+    app = mkdtempSync(join(tmpdir(), 'shipshape-agent-workers-'));
+    mkdirSync(join(app, 'releases', id, 'node_modules', 'pm2', 'bin'), { recursive: true });
+    symlinkSync(join('releases', id), join(app, 'current'));
+    mkdirSync(join(app, 'shared', 'pm2'), { recursive: true });
+  });
+  after(() => rmSync(app, { recursive: true, force: true }));
+
+  /** shared/.env with these lines (PM2_INSTANCES among them or not). */
+  const envWith = (...lines: string[]) =>
+    writeFileSync(
+      join(app, 'shared', '.env'),
+      [`NODE_BIN=${process.execPath}`, 'METRICS_PORT=1', 'HOST=127.0.0.1', ...lines, ''].join('\n'),
+      { mode: 0o600 },
+    );
+  const counts = () => {
+    const ready = run(app, 'ready');
+    const metrics = run(app, 'metrics');
+    const health = run(app, 'health');
+    return {
+      ready: (ready.stdout.match(/^worker\t/gm) ?? []).length,
+      metrics: (metrics.stdout.match(/^### worker /gm) ?? []).length,
+      health: (health.stdout.match(/^ready\t/gm) ?? []).length,
+      codes: [ready.code, metrics.code, health.code],
+      stderr: ready.stderr + metrics.stderr + health.stderr,
+    };
+  };
+  const all = (n: number) => ({ ready: n, metrics: n, health: n });
+
+  test('PM2_INSTANCES as PM2 resolves it: max and unset (the ecosystem default) → one per CPU, 0 too; -1 → CPUs − 1 (at least 1); 2 → 2', () => {
+    assert.ok(cpus >= 1);
+    const ecosystem = readFileSync(new URL('../../deploy/pm2/ecosystem.config.cjs', import.meta.url), 'utf8');
+    assert.match(
+      ecosystem,
+      /const instances = process\.env\.PM2_INSTANCES \|\| 'max';/,
+      'the default the agent follows',
+    );
+    for (const [lines, want] of [
+      [['PM2_INSTANCES=max'], cpus],
+      [[], cpus],
+      [['PM2_INSTANCES='], cpus],
+      [['PM2_INSTANCES=0'], cpus],
+      [['PM2_INSTANCES=-1'], Math.max(1, cpus - 1)],
+      [[`PM2_INSTANCES=-${cpus + 3}`], 1],
+      [['PM2_INSTANCES=2'], 2],
+      [['PM2_INSTANCES=1'], 1],
+    ] as Array<[string[], number]>) {
+      envWith(...lines);
+      const got = counts();
+      const { codes, stderr, ...named } = got;
+      assert.deepEqual(named, all(want), `${lines.join(' ') || 'unset'}: ${stderr}`);
+      // Nothing listens: ready fails for each worker (its exit is the number not ready); the others succeed.
+      assert.deepEqual(codes, [want, 0, 0], `${lines.join(' ') || 'unset'}: ${stderr}`);
+    }
+  });
+
+  test('a PM2_INSTANCES that is no count stops each command with the reason (not an arithmetic error, not a guess)', () => {
+    for (const spec of ['many', '2.5', '3x', '-']) {
+      envWith(`PM2_INSTANCES=${spec}`);
+      for (const cmd of ['ready', 'metrics', 'health']) {
+        const r = run(app, cmd);
+        assert.equal(r.code, 1, `${spec} ${cmd}`);
+        assert.match(
+          r.stderr,
+          new RegExp(
+            `release-agent: PM2_INSTANCES=${spec.replace('.', '\\.')} in shared/\\.env: expected a number of workers, max`,
+          ),
+          `${spec} ${cmd}`,
+        );
+        assert.doesNotMatch(r.stderr, /unbound variable|syntax error/);
+      }
+    }
+  });
+
+  test("with PM2's daemon up, its list wins: the app's workers as PM2 runs them (an autoscaler may have added some)", () => {
+    envWith('PM2_INSTANCES=1');
+    // A stand-in for `pm2 jlist`: a notice line, then the list (3 workers of this app, one of another).
+    const list = [0, 1, 2]
+      .map((i) => ({ name: 'shipshape', pm2_env: { NODE_APP_INSTANCE: i } }))
+      .concat([{ name: 'shipshape-worker', pm2_env: { NODE_APP_INSTANCE: 0 } }]);
+    writeFileSync(
+      join(app, 'releases', id, 'node_modules', 'pm2', 'bin', 'pm2'),
+      `if (process.argv[2] !== 'jlist') process.exit(9);\nconsole.log('>>>> In-memory PM2 is out-of-date');\nconsole.log(${JSON.stringify(JSON.stringify(list))});\n`,
+    );
+    const home = join(app, 'shared', 'pm2');
+    try {
+      // No daemon (no socket, no live pid): the file's count; `pm2 jlist` would start one.
+      assert.deepEqual(counts().ready, 1);
+      // A live pid (this process) and the daemon's socket.
+      writeFileSync(join(home, 'pm2.pid'), String(process.pid));
+      const socket = createServer().listen(join(home, 'rpc.sock'));
+      try {
+        const { codes, stderr, ...named } = counts();
+        assert.deepEqual(named, all(3), stderr);
+        envWith('PM2_INSTANCES=1', 'PM2_APP_NAME=other');
+        assert.equal(counts().ready, 1, "PM2 does not run this app: the file's count");
+      } finally {
+        socket.close();
+      }
+    } finally {
+      rmSync(join(home, 'pm2.pid'), { force: true });
+      rmSync(join(app, 'releases', id, 'node_modules', 'pm2', 'bin', 'pm2'), { force: true });
+    }
   });
 });
 

@@ -19,11 +19,14 @@ const dir = '.github/workflows';
 const files = readdirSync(dir).filter((f) => f.endsWith('.yml'));
 
 interface Step {
+  id?: string;
   uses?: string;
+  with?: Record<string, string>;
   run?: string;
   env?: Record<string, string>;
 }
 interface Job {
+  if?: string;
   'timeout-minutes'?: number;
   permissions?: Record<string, string> | string;
   environment?: { name: string } | string;
@@ -45,9 +48,75 @@ const load = (file: string) => ({
   doc: parse(readFileSync(join(dir, file), 'utf8')) as Workflow,
 });
 
+/** Splits an expression at `sep` (`||` or `&&`) outside parentheses and quotes. */
+function splitTop(expression: string, sep: '||' | '&&'): string[] {
+  const parts: string[] = [];
+  let depth = 0;
+  let quoted = false;
+  let start = 0;
+  for (let i = 0; i < expression.length; i++) {
+    const c = expression[i];
+    if (c === "'") quoted = !quoted;
+    else if (!quoted && c === '(') depth++;
+    else if (!quoted && c === ')') depth--;
+    else if (!quoted && depth === 0 && expression.startsWith(sep, i)) {
+      parts.push(expression.slice(start, i));
+      start = i + sep.length;
+      i++;
+    }
+  }
+  parts.push(expression.slice(start));
+  return parts.map(unwrap);
+}
+
+/** Whitespace collapsed, `${{ }}` and parentheses around the whole expression removed. */
+function unwrap(expression: string): string {
+  let e = expression.replace(/\s+/g, ' ').trim();
+  const braces = /^\$\{\{(.*)\}\}$/.exec(e);
+  if (braces !== null) e = (braces[1] ?? '').trim();
+  while (e.startsWith('(') && enclosesWhole(e)) e = e.slice(1, -1).trim();
+  return e;
+}
+
+/** The opening parenthesis at 0 closes at the very end (not `(a) || (b)`). */
+function enclosesWhole(e: string): boolean {
+  let depth = 0;
+  for (let i = 0; i < e.length - 1; i++) {
+    if (e[i] === '(') depth++;
+    else if (e[i] === ')') depth--;
+    if (depth === 0) return false;
+  }
+  return true;
+}
+
+/**
+ * The ways a job's `if:` can run it: each top-level `||` alternative as its set of top-level `&&`
+ * conditions. A required condition must be one of those conjuncts in every alternative that can
+ * apply, so `… || true` or a condition inside a negation does not count.
+ */
+export function ifAlternatives(condition: string | undefined): string[][] {
+  if (condition === undefined || condition.trim() === '') return [[]];
+  return splitTop(unwrap(condition), '||').map((alt) => splitTop(alt, '&&'));
+}
+
+/** The event an alternative of an `if:` is limited to (`github.event_name == 'x'`), if any. */
+const eventOf = (alt: string[]) =>
+  alt.map((c) => /^github\.event_name == '(\w+)'$/.exec(c)?.[1]).find((e) => e !== undefined);
+/** What a job started by workflow_run must require of the CI run (its head branch alone is forgeable). */
+const trustedRun = [
+  "github.event.workflow_run.event == 'push'",
+  'github.event.workflow_run.head_repository.full_name == github.repository',
+];
+/** What a job uploading a release artifact must require when pull requests also run the workflow. */
+const pushToMain = ["github.event_name == 'push'", "github.ref == 'refs/heads/main'"];
+
 /** The rules actionlint does not make; returns every breach, with where. */
 export function policyProblems(file: string, text: string, doc: Workflow): string[] {
   const problems: string[] = [];
+  // `on:` as a map, a list or one event name.
+  const on = doc.on as unknown;
+  const triggers =
+    typeof on === 'string' ? [on] : Array.isArray(on) ? (on as string[]) : Object.keys(doc.on ?? {});
   if ('pull_request_target' in doc.on)
     problems.push(`${file}: pull_request_target runs untrusted code with secrets`);
   if (JSON.stringify(doc.permissions) !== JSON.stringify({ contents: 'read' }))
@@ -78,6 +147,40 @@ export function policyProblems(file: string, text: string, doc: Workflow): strin
         problems.push(
           `${file}: job ${name}: a run script expands \${{ secrets/github.event }} (pass it through env:)`,
         );
+    const alternatives = ifAlternatives(job.if);
+    // workflow_run's `branches:` filter matches the CI run's head branch, which a fork's pull
+    // request named main also has: every way into the job must require a push in this repository;
+    // a workflow_dispatch way must be from main (the dispatched run is checked by a step).
+    if (triggers.includes('workflow_run'))
+      for (const alt of alternatives) {
+        const event = eventOf(alt);
+        if (event === 'workflow_dispatch') {
+          if (!alt.includes("github.ref == 'refs/heads/main'"))
+            problems.push(
+              `${file}: job ${name}: its workflow_dispatch way must require github.ref == 'refs/heads/main'`,
+            );
+          continue;
+        }
+        // A way limited to another event (a push, say) is not a workflow_run one.
+        if (event !== undefined && event !== 'workflow_run') continue;
+        for (const needed of trustedRun)
+          if (!alt.includes(needed))
+            problems.push(
+              `${file}: job ${name}: started by workflow_run, its if: must require ${needed} (a fork's pull request can have a branch called main)`,
+            );
+      }
+    // A pull request runs its own copy of the workflow: an artifact such a run uploads is whatever
+    // the pull request says, so a release artifact only comes from a push to main.
+    const uploadsRelease = (job.steps ?? []).some(
+      (s) => (s.uses ?? '').startsWith('actions/upload-artifact@') && s.with?.name === 'release',
+    );
+    if (uploadsRelease && triggers.some((t) => t !== 'push'))
+      for (const alt of alternatives)
+        for (const needed of pushToMain)
+          if (!alt.includes(needed))
+            problems.push(
+              `${file}: job ${name} uploads the release artifact; its if: must require ${needed}`,
+            );
   }
   return problems;
 }
@@ -143,6 +246,174 @@ describe('GitHub Actions workflows', () => {
     );
   });
 
+  test('a deploy started by workflow_run requires a push in this repository; the release artifact comes only from a push to main (broken copies)', () => {
+    const deploy = load('deploy.yml');
+    const ci = load('ci.yml');
+    /** The problems of a copy of `file` whose job `job` has `if:` replaced (undefined: removed). */
+    const withIf = (which: typeof deploy, file: string, job: string, condition: string | undefined) => {
+      const doc = structuredClone(which.doc);
+      const j = doc.jobs[job] as Job;
+      if (condition === undefined) delete j.if;
+      else j.if = condition;
+      return policyProblems(file, which.text, doc);
+    };
+    const real = (deploy.doc.jobs.deploy as Job).if ?? '';
+    const dropped = (condition: string) => {
+      assert.ok(real.includes(condition), condition);
+      return real.replace(condition, "github.event_name == 'workflow_run'");
+    };
+    const cases: Array<[string, string[], RegExp[]]> = [
+      // The audited original: any CI run whose head branch is called main, a fork's included.
+      [
+        'the original',
+        withIf(
+          deploy,
+          'deploy.yml',
+          'deploy',
+          "github.event_name == 'workflow_dispatch' || github.event.workflow_run.conclusion == 'success'",
+        ),
+        [
+          /require github\.event\.workflow_run\.event == 'push'/,
+          /require github\.event\.workflow_run\.head_repository\.full_name == github\.repository/,
+          /workflow_dispatch way must require github\.ref/,
+        ],
+      ],
+      [
+        'no event check',
+        withIf(deploy, 'deploy.yml', 'deploy', dropped("github.event.workflow_run.event == 'push'")),
+        [/require github\.event\.workflow_run\.event == 'push'/],
+      ],
+      [
+        'no repository check',
+        withIf(
+          deploy,
+          'deploy.yml',
+          'deploy',
+          dropped('github.event.workflow_run.head_repository.full_name == github.repository'),
+        ),
+        [/head_repository\.full_name == github\.repository/],
+      ],
+      [
+        'an alternative that bypasses them',
+        withIf(deploy, 'deploy.yml', 'deploy', `${real} || true`),
+        [/require github\.event\.workflow_run\.event == 'push'/],
+      ],
+      [
+        'negated',
+        withIf(deploy, 'deploy.yml', 'deploy', `!(${real})`),
+        [/require github\.event\.workflow_run\.event == 'push'/],
+      ],
+      [
+        'no if at all',
+        withIf(deploy, 'deploy.yml', 'deploy', undefined),
+        [/require github\.event\.workflow_run\.event == 'push'/],
+      ],
+      [
+        'dispatch from any branch',
+        withIf(deploy, 'deploy.yml', 'deploy', real.replace(" && github.ref == 'refs/heads/main'", '')),
+        [/workflow_dispatch way must require github\.ref/],
+      ],
+      [
+        'artifact on every event',
+        withIf(ci, 'ci.yml', 'artifact', undefined),
+        [/job artifact uploads the release artifact; its if: must require github\.event_name == 'push'/],
+      ],
+      [
+        'artifact for pull requests too',
+        withIf(
+          ci,
+          'ci.yml',
+          'artifact',
+          "github.event_name == 'push' && github.ref == 'refs/heads/main' || github.event_name == 'pull_request'",
+        ),
+        [
+          /job artifact uploads the release artifact; its if: must require github\.ref == 'refs\/heads\/main'/,
+        ],
+      ],
+      [
+        'artifact on any branch',
+        withIf(ci, 'ci.yml', 'artifact', "github.event_name == 'push'"),
+        [/must require github\.ref == 'refs\/heads\/main'/],
+      ],
+    ];
+    for (const [what, problems, patterns] of cases)
+      for (const pattern of patterns)
+        assert.ok(
+          problems.some((p) => pattern.test(p)),
+          `${what}: ${pattern} not in: ${problems.join('; ')}`,
+        );
+    // The real conditions, also spelled differently (parenthesised, on one line), pass.
+    assert.deepEqual(withIf(deploy, 'deploy.yml', 'deploy', `(${real.replace(/\s+/g, ' ')})`), []);
+    assert.deepEqual(
+      ifAlternatives(real).map((alt) => alt.length),
+      [2, 5],
+      'two ways in: dispatch from main; a successful push run of this repository on main',
+    );
+  });
+
+  test("deploy.yml's first step ships only a successful push run of ci.yml in this repository for a commit on main (run with a stand-in gh)", () => {
+    const step = (load('deploy.yml').doc.jobs.deploy as Job).steps[0] as Step;
+    const bin = mkdtempSync(join(tmpdir(), 'shipshape-gh-'));
+    try {
+      // `gh api <path> --jq …` answers the preformatted line the --jq would make.
+      writeFileSync(
+        join(bin, 'gh'),
+        '#!/usr/bin/env bash\ncase "$2" in\n  */actions/runs/*) printf \'%s\\n\' "$FAKE_RUN" ;;\n  */compare/*) printf \'%s\\n\' "$FAKE_COMPARE" ;;\n  *) exit 1 ;;\nesac\n',
+        { mode: 0o755 },
+      );
+      const sha = 'a'.repeat(40);
+      const good = `push main acme/shipshape success .github/workflows/ci.yml ${sha}`;
+      const check = (fakeRun: string, compare = 'ahead', runId = '123') => {
+        const output = join(bin, 'output');
+        writeFileSync(output, '');
+        const r = spawnSync('bash', ['-c', step.run ?? ''], {
+          encoding: 'utf8',
+          env: {
+            PATH: `${bin}:${process.env.PATH}`,
+            GITHUB_REPOSITORY: 'acme/shipshape',
+            GITHUB_OUTPUT: output,
+            CI_RUN_ID: runId,
+            FAKE_RUN: fakeRun,
+            FAKE_COMPARE: compare,
+          },
+        });
+        return { code: r.status, out: r.stdout + r.stderr, output: readFileSync(output, 'utf8') };
+      };
+      const ok = check(good);
+      assert.equal(ok.code, 0, ok.out);
+      assert.equal(ok.output, `sha=${sha}\n`);
+      assert.equal(check(good, 'identical').code, 0);
+      for (const [what, run, compare, pattern] of [
+        [
+          'a pull request run',
+          good.replace('push', 'pull_request'),
+          'ahead',
+          /triggered by pull_request, not a push/,
+        ],
+        [
+          "a fork's branch called main",
+          good.replace('acme/shipshape', 'mallory/shipshape'),
+          'ahead',
+          /comes from mallory\/shipshape/,
+        ],
+        ['another branch', good.replace(' main ', ' feature '), 'ahead', /ran for branch feature, not main/],
+        ['a failed run', good.replace('success', 'failure'), 'ahead', /concluded failure/],
+        ['another workflow', good.replace('ci.yml', 'evil.yml'), 'ahead', /not \.github\/workflows\/ci\.yml/],
+        ['a commit no longer on main', good, 'diverged', /is not on main \(diverged\)/],
+        ['a commit main is behind', good, 'behind', /is not on main \(behind\)/],
+      ] as const) {
+        const r = check(run, compare);
+        assert.equal(r.code, 1, `${what}: ${r.out}`);
+        assert.match(r.out, pattern, what);
+        assert.match(r.out, /nothing was deployed/, what);
+        assert.equal(r.output, '', `${what}: no sha for the checkout`);
+      }
+      assert.match(check(good, 'ahead', '12; rm -rf /').out, /ci_run_id must be a run id/);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
   test('deploy.yml: one deploy per environment, never cancelled; an environment; the artifact from CI, not a rebuild', () => {
     const { doc } = load('deploy.yml');
     const job = doc.jobs.deploy as Job;
@@ -157,10 +428,34 @@ describe('GitHub Actions workflows', () => {
     assert.deepEqual(job.permissions, { contents: 'read', actions: 'read' });
     const uses = job.steps.map((s) => s.uses ?? '').filter(Boolean);
     assert.ok(uses.some((u) => u.startsWith('actions/download-artifact@')));
+    // The first step checks the CI run it ships (also one named by hand): a successful push run of
+    // ci.yml in this repository whose commit is on main; that commit is what is checked out.
+    const [check, checkout] = job.steps;
+    assert.equal(check?.id, 'ci-run');
+    for (const field of [
+      '.event',
+      '.head_repository.full_name',
+      '.head_branch',
+      '.conclusion',
+      '.path',
+      '.head_sha',
+    ])
+      assert.ok(check?.run?.includes(field), field);
+    assert.match(check?.run ?? '', /\[ "\$event" = push \]/);
+    assert.match(check?.run ?? '', /\[ "\$repo" = "\$GITHUB_REPOSITORY" \]/);
+    assert.match(check?.run ?? '', /compare\/\$sha\.\.\.main/);
+    assert.ok(checkout?.uses?.startsWith('actions/checkout@'));
+    assert.equal(checkout?.with?.ref, gh('steps.ci-run.outputs.sha'));
+    const download = job.steps.find((s) => (s.uses ?? '').startsWith('actions/download-artifact@'));
+    assert.equal(download?.with?.['run-id'], gh('env.CI_RUN_ID'));
     const runs = job.steps.map((s) => s.run ?? '').join('\n');
     assert.match(runs, /scripts\/deploy\.sh --env "\$DEPLOY_ENV" --artifact "\$artifact"/);
     assert.doesNotMatch(runs, /deploy\.js build/);
     const ci = load('ci.yml').doc;
+    assert.equal(
+      (ci.jobs.artifact as Job).if,
+      "github.event_name == 'push' && github.ref == 'refs/heads/main'",
+    );
     const built = (ci.jobs.artifact as Job).steps.map((s) => s.run ?? '').join('\n');
     assert.match(built, /node dist\/cli\/deploy\.js build/);
     assert.match((ci.jobs.test as Job).steps.map((s) => s.run ?? '').join('\n'), /scripts\/audit-gate\.mjs/);

@@ -42,10 +42,40 @@ export class DeployFailure extends Error {
   }
 }
 
+export interface RunOptions {
+  readonly stdinFile?: string;
+  readonly timeoutMs?: number;
+}
+
+/**
+ * Runs one agent command on one server. The verbs take it as a parameter (default: over SSH,
+ * ssh.ts runAgent) so the sequencing — locks, rollback order, refusals — is tested without servers
+ * (test/ops/delivery-*.test.ts); the real thing is tested over SSH in test/ops/deploy-*.test.ts.
+ */
+export type AgentRunner = (
+  target: Target,
+  args: readonly string[],
+  options: RunOptions,
+) => Promise<AgentResult>;
+
+export function sshRunner(root: string, env: Environment): AgentRunner {
+  return (target, args, options) => runAgent(root, env, target, args, options);
+}
+
 interface Context {
-  readonly root: string;
   readonly env: Environment;
   readonly io: Output;
+  readonly run: AgentRunner;
+  /**
+   * A deploy's: aborted by SIGINT/SIGTERM. A step that has started is let finish (killing a
+   * switch, reload or smoke boot halfway would leave the server in between); the next one is not
+   * started. Switching back and releasing the locks use a context without it.
+   */
+  readonly signal?: AbortSignal;
+}
+
+function interrupted(ctx: Context, what: string): DeployFailure {
+  return new DeployFailure(`${what} interrupted by ${String(ctx.signal?.reason)}`, exitCodes.failed);
 }
 
 async function agent(
@@ -55,7 +85,11 @@ async function agent(
   args: string[],
   options: { stdinFile?: string; timeoutMs?: number; allow?: number[] } = {},
 ): Promise<AgentResult> {
-  const result = await runAgent(ctx.root, ctx.env, target, args, options);
+  if (ctx.signal?.aborted === true) throw interrupted(ctx, `${target.name}: stopped before ${step},`);
+  const result = await ctx.run(target, args, {
+    ...(options.stdinFile === undefined ? {} : { stdinFile: options.stdinFile }),
+    ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+  });
   if (result.code === sshFailure && /host key|HOST IDENTIFICATION|Host key verification/i.test(result.stderr))
     throw new DeployFailure(
       `${target.name}: the host key of ${knownHostsName(target)} does not match ${ctx.env.knownHosts}; nothing was run there. ${lastLines(result.stderr, 3)}`,
@@ -106,63 +140,114 @@ function describe(status: TargetStatus, id: string): string {
 
 // --- Lock ------------------------------------------------------------------------------------------
 
+/** Heartbeats in a row that may fail (ssh down, timeout) before the lock counts as lost. */
+const heartbeatFailuresAllowed = 2;
+
 class Locks {
   private readonly token = randomBytes(16).toString('hex');
   private readonly held: Target[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private beating: Promise<void> | undefined;
+  /** Per held target: failed heartbeats in a row, and when one last succeeded (or was taken). */
+  private readonly health = new Map<string, { failures: number; okAt: number }>();
   lost: string | null = null;
 
   constructor(private readonly ctx: Context) {}
 
-  /** Every target's lock, in the environment's order (so two deployers cannot deadlock). */
+  /**
+   * Every target's lock, in the environment's order (so two deployers cannot deadlock). The
+   * heartbeat runs from the first lock taken: while --lock-wait waits on server 2, server 1's lock
+   * must not go stale under a live holder. Any failure (held past the wait, ssh, host key, an
+   * interrupt) releases what was taken before it is rethrown.
+   */
   async acquire(commit: string, waitSeconds: number): Promise<void> {
     const owner = `${userInfo().username}@${hostname()} pid ${process.pid}${
       process.env.GITHUB_RUN_ID === undefined ? '' : ` run ${process.env.GITHUB_RUN_ID}`
     }`;
     const deadline = Date.now() + waitSeconds * 1000;
-    for (const target of this.ctx.env.targets) {
-      let said = false;
-      for (;;) {
-        const result = await agent(
-          this.ctx,
-          target,
-          'lock',
-          ['lock', 'acquire', this.token, String(this.ctx.env.lockStaleSeconds), owner, commit],
-          { allow: [75] },
-        );
-        const [state, holder = '', age = ''] = records(result.stdout)[0] ?? [];
-        if (result.code === 0) {
-          if (state === 'reclaimed')
-            this.ctx.io.out(`${target.name}: reclaimed a stale deploy lock (${holder.trim()}; ${age})`);
-          this.held.push(target);
-          break;
-        }
-        if (Date.now() >= deadline) {
-          await this.release();
-          throw new DeployFailure(
-            `${target.name}: the deploy lock is held (${holder.trim()}; ${age}); ${
-              waitSeconds > 0 ? `waited ${waitSeconds}s; ` : ''
-            }try again later or use --lock-wait SECONDS`,
-            exitCodes.lockHeld,
-          );
-        }
-        if (!said)
-          this.ctx.io.out(
-            `${target.name}: the deploy lock is held (${holder.trim()}; ${age}); waiting up to ${Math.ceil((deadline - Date.now()) / 1000)}s`,
-          );
-        said = true;
-        await sleep(Math.min(2000, Math.max(200, deadline - Date.now())));
-      }
+    this.timer ??= setInterval(() => {
+      // One heartbeat round at a time: a slow one (ssh timeouts) must not pile up behind itself.
+      this.beating ??= this.beat().finally(() => {
+        this.beating = undefined;
+      });
+    }, this.ctx.env.lockHeartbeatSeconds * 1000);
+    try {
+      for (const target of this.ctx.env.targets)
+        await this.acquireOne(target, owner, commit, deadline, waitSeconds);
+    } catch (err) {
+      await this.release();
+      throw err;
     }
-    this.timer = setInterval(() => void this.beat(), this.ctx.env.lockHeartbeatSeconds * 1000);
   }
 
-  private async beat(): Promise<void> {
-    for (const target of this.held) {
-      const result = await runAgent(this.ctx.root, this.ctx.env, target, ['lock', 'heartbeat', this.token], {
-        timeoutMs: 30_000,
+  private async acquireOne(
+    target: Target,
+    owner: string,
+    commit: string,
+    deadline: number,
+    waitSeconds: number,
+  ): Promise<void> {
+    let said = false;
+    for (;;) {
+      const result = await agent(
+        this.ctx,
+        target,
+        'lock',
+        ['lock', 'acquire', this.token, String(this.ctx.env.lockStaleSeconds), owner, commit],
+        { allow: [75] },
+      );
+      const [state, holder = '', age = ''] = records(result.stdout)[0] ?? [];
+      if (result.code === 0) {
+        if (state === 'reclaimed')
+          this.ctx.io.out(`${target.name}: reclaimed a stale deploy lock (${holder.trim()}; ${age})`);
+        this.held.push(target);
+        this.health.set(target.name, { failures: 0, okAt: Date.now() });
+        return;
+      }
+      if (Date.now() >= deadline)
+        throw new DeployFailure(
+          `${target.name}: the deploy lock is held (${holder.trim()}; ${age}); ${
+            waitSeconds > 0 ? `waited ${waitSeconds}s; ` : ''
+          }try again later or use --lock-wait SECONDS`,
+          exitCodes.lockHeld,
+        );
+      // A lock already taken that was lost while this one is waited for: stop now.
+      this.check();
+      if (!said)
+        this.ctx.io.out(
+          `${target.name}: the deploy lock is held (${holder.trim()}; ${age}); waiting up to ${Math.ceil((deadline - Date.now()) / 1000)}s`,
+        );
+      said = true;
+      await sleep(Math.min(2000, Math.max(200, deadline - Date.now())), undefined, {
+        ...(this.ctx.signal === undefined ? {} : { signal: this.ctx.signal }),
+      }).catch(() => {
+        throw interrupted(this.ctx, `${target.name}: the wait for the deploy lock was`);
       });
-      if (result.code === 75) this.lost ??= `${target.name}: the deploy lock was taken over`;
+    }
+  }
+
+  /**
+   * 75 means another deployer holds it now. Other failures (ssh down, a timeout) are counted: after
+   * heartbeatFailuresAllowed + 1 in a row, or once the last good heartbeat is so old that the lock
+   * may be reclaimed before the next one, the lock counts as lost — carrying on would be deploying
+   * without it.
+   */
+  private async beat(): Promise<void> {
+    const { lockStaleSeconds, lockHeartbeatSeconds } = this.ctx.env;
+    for (const target of [...this.held]) {
+      const result = await this.ctx.run(target, ['lock', 'heartbeat', this.token], { timeoutMs: 30_000 });
+      const health = this.health.get(target.name) ?? { failures: 0, okAt: Date.now() };
+      this.health.set(target.name, health);
+      if (result.code === 0) {
+        health.failures = 0;
+        health.okAt = Date.now();
+      } else if (result.code === 75) this.lost ??= `${target.name}: the deploy lock was taken over`;
+      else {
+        health.failures++;
+        const age = (Date.now() - health.okAt) / 1000;
+        if (health.failures > heartbeatFailuresAllowed || age >= lockStaleSeconds - lockHeartbeatSeconds)
+          this.lost ??= `${target.name}: the deploy lock's heartbeat failed ${health.failures} times in a row (last one ${Math.round(age)}s ago; stale after ${lockStaleSeconds}s): ${lastLines(result.stderr, 2) || `exit ${result.code}`}`;
+      }
     }
   }
 
@@ -170,12 +255,13 @@ class Locks {
     if (this.lost !== null) throw new DeployFailure(this.lost, exitCodes.failed);
   }
 
+  /** Releases every lock taken (never interrupted: a lock left behind blocks the next deploy). */
   async release(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.beating;
     for (const target of this.held.splice(0))
-      await runAgent(this.ctx.root, this.ctx.env, target, ['lock', 'release', this.token], {
-        timeoutMs: 30_000,
-      });
+      await this.ctx.run(target, ['lock', 'release', this.token], { timeoutMs: 30_000 });
   }
 }
 
@@ -217,7 +303,8 @@ async function watch(ctx: Context, canary: Target, others: readonly Target[]): P
   const startOthers = await Promise.all(others.map((o) => snapshot(ctx, o)));
   const end = Date.now() + seconds * 1000;
   while (Date.now() < end) {
-    const ready = await runAgent(ctx.root, ctx.env, canary, ['ready'], { timeoutMs: 30_000 });
+    if (ctx.signal?.aborted === true) throw interrupted(ctx, `${canary.name}: the canary watch was`);
+    const ready = await ctx.run(canary, ['ready'], { timeoutMs: 30_000 });
     if (ready.code !== 0)
       throw new DeployFailure(
         `${canary.name}: a worker stopped answering /ready during the canary watch: ${ready.stdout.trim().replaceAll('\n', '; ')}`,
@@ -314,14 +401,44 @@ export interface DeployOptions {
   readonly lockWaitSeconds: number;
 }
 
+/**
+ * Until the returned function is called, SIGINT and SIGTERM (Ctrl-C, a cancelled CI job) abort
+ * `controller` instead of killing the process (Node's default): the deploy starts no further step,
+ * switches back what it switched and releases its locks, exit 1 (4 if switching back failed). A
+ * Ctrl-C also reaches the ssh of the step in flight (same process group), which then fails at
+ * once. Further signals while that runs are only reported (kill -9 still works; its locks then go
+ * stale after lockStaleSeconds).
+ */
+function onInterrupt(io: Output, controller: AbortController): () => void {
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      io.err(`${signal} again: still switching back and releasing the deploy locks; wait for it`);
+      return;
+    }
+    io.err(`${signal}: stopping the deploy; every server already switched is switched back`);
+    controller.abort(signal);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+}
+
 export async function deploy(
   root: string,
   env: Environment,
   io: Output,
   options: DeployOptions,
+  run: AgentRunner = sshRunner(root, env),
 ): Promise<number> {
-  const ctx: Context = { root, env, io };
   refuseUnpinned(env);
+  const controller = new AbortController();
+  // Forward steps carry the signal; switching back (rollBack) runs with `calm`, which an interrupt
+  // does not stop, and Locks.release never looks at it.
+  const calm: Context = { env, io, run };
+  const ctx: Context = { ...calm, signal: controller.signal };
   const { manifest } = options.artifact;
   const started = Date.now();
   io.out(
@@ -329,7 +446,7 @@ export async function deploy(
   );
   if (options.dryRun) {
     for (const target of env.targets) {
-      const status = await targetStatus(ctx, target);
+      const status = await targetStatus(calm, target);
       io.out(
         `  ${target.name}: current ${describe(status, status.current)}; would ${status.deps.has(manifest.depsHash) ? 'reuse' : 'ship'} dependencies; ${status.lock === null ? 'unlocked' : `locked by ${status.lock}`}`,
       );
@@ -338,9 +455,18 @@ export async function deploy(
     return exitCodes.ok;
   }
   // Every server answers over its pinned key (read-only) before anything is locked or changed.
-  for (const target of env.targets) await targetStatus(ctx, target);
+  for (const target of env.targets) await targetStatus(calm, target);
   const locks = new Locks(ctx);
-  await locks.acquire(manifest.commit, options.lockWaitSeconds);
+  const stopListening = onInterrupt(io, controller);
+  try {
+    await locks.acquire(manifest.commit, options.lockWaitSeconds);
+  } catch (err) {
+    // acquire released whatever it had taken.
+    stopListening();
+    if (!controller.signal.aborted) throw err;
+    io.err(`deploy stopped before any change: ${(err as Error).message}; no lock is left behind`);
+    return exitCodes.failed;
+  }
   const rows = new Map<string, Row>();
   const before = new Map<string, string>();
   const switched: Target[] = [];
@@ -388,6 +514,8 @@ export async function deploy(
           timeoutMs: (env.readySeconds + 60) * 1000,
         });
         io.out(`${target.name}: ${manifest.id} boots and answers /ready (${smoke.ms} ms)`);
+        // Checked here too, so a server interrupted before its switch is not "switched back".
+        if (controller.signal.aborted) throw interrupted(ctx, `${target.name}: stopped before the switch,`);
         switched.push(target);
         const ms = await activate(ctx, target, manifest.id, `deploy ${manifest.version}`);
         const row = rows.get(target.name) as Row;
@@ -407,14 +535,17 @@ export async function deploy(
     table(io, [...rows.values()]);
     return exitCodes.ok;
   } catch (err) {
-    io.err(`deploy failed: ${(err as Error).message}`);
-    const code = await rollBack(ctx, switched, before, rows);
+    io.err(
+      `deploy failed: ${controller.signal.aborted && !/interrupted by/.test((err as Error).message) ? `interrupted by ${String(controller.signal.reason)}: ` : ''}${(err as Error).message}`,
+    );
+    const code = await rollBack(calm, switched, before, rows);
     table(io, [...rows.values()]);
     if (err instanceof DeployFailure && err.code !== exitCodes.failed && code === exitCodes.failed)
       return err.code;
     return code;
   } finally {
     await locks.release();
+    stopListening();
   }
 }
 
@@ -472,14 +603,36 @@ export function resolveTarget(status: TargetStatus, to: string): string | undefi
         .at(-1);
 }
 
+/**
+ * Under the lock, in this order: every server's state, its target, the refusals (a target missing
+ * somewhere; servers resolving to different releases; a target older than an applied contract
+ * migration, checked for every server's target), then the switches. A refusal changes nothing.
+ */
 export async function rollback(
   root: string,
   env: Environment,
   io: Output,
   options: { to: string; lockWaitSeconds: number; force: boolean },
+  run: AgentRunner = sshRunner(root, env),
 ): Promise<number> {
-  const ctx: Context = { root, env, io };
+  const ctx: Context = { env, io, run };
   refuseUnpinned(env);
+  // The lock first: what is current, and so what `previous` means, must not change under us.
+  const locks = new Locks(ctx);
+  await locks.acquire(`rollback-${options.to}`, options.lockWaitSeconds);
+  try {
+    return await rollbackLocked(ctx, locks, options);
+  } finally {
+    await locks.release();
+  }
+}
+
+async function rollbackLocked(
+  ctx: Context,
+  locks: Locks,
+  options: { to: string; force: boolean },
+): Promise<number> {
+  const { env, io } = ctx;
   const statuses = new Map<string, TargetStatus>();
   const chosen = new Map<string, string>();
   const missing: string[] = [];
@@ -496,51 +649,62 @@ export async function rollback(
     );
     return exitCodes.usage;
   }
-  // A release that lacks a contract migration the database already has would read what is gone.
+  // `previous` (or a tag built twice) can mean another release on each server: a mixed fleet is
+  // not what a rollback promises, so name one release, or --force it.
+  const distinct = new Set(chosen.values());
+  if (distinct.size > 1 && !options.force) {
+    io.err(
+      `refused: --to=${options.to} resolves to different releases: ${[...chosen].map(([name, id]) => `${name} → ${describe(statuses.get(name) as TargetStatus, id)}`).join(', ')}. Name one release (--to=<id>), or --force to switch each server to its own; nothing was changed`,
+    );
+    return exitCodes.usage;
+  }
+  // A release that lacks a contract migration the database already has would read what is gone:
+  // every server's target is checked (one database, read once).
   const first = env.targets[0] as Target;
   const schema = JSON.parse(
     (await agent(ctx, first, 'db-status', ['db-status'], { timeoutMs: 120_000 })).stdout.trim() || '{}',
   ) as { head?: string | null; contract?: string[] };
-  const target = statuses.get(first.name)?.releases.get(chosen.get(first.name) ?? '');
-  const unknown = (schema.contract ?? []).filter((name) => !(target?.migrations ?? []).includes(name));
-  if (unknown.length > 0 && !options.force) {
+  const unknown = new Set<string>();
+  const refusedOn: string[] = [];
+  for (const target of env.targets) {
+    const manifest = statuses.get(target.name)?.releases.get(chosen.get(target.name) ?? '');
+    const lacking = (schema.contract ?? []).filter((name) => !(manifest?.migrations ?? []).includes(name));
+    for (const name of lacking) unknown.add(name);
+    if (lacking.length > 0) refusedOn.push(target.name);
+  }
+  if (unknown.size > 0 && !options.force) {
     io.err(
-      `refused: ${options.to} predates contract migration(s) ${unknown.join(', ')} already applied (the database head is ${schema.head}); it would read columns or tables that are gone. Roll forward with a fix instead, or --force to switch anyway; nothing was changed`,
+      `refused: ${options.to} predates contract migration(s) ${[...unknown].join(', ')} already applied (the database head is ${schema.head}); it would read columns or tables that are gone${env.targets.length > 1 ? ` (on ${refusedOn.join(', ')})` : ''}. Roll forward with a fix instead, or --force to switch anyway; nothing was changed`,
     );
     return exitCodes.schemaRefused;
   }
-  const locks = new Locks(ctx);
-  await locks.acquire(`rollback-${options.to}`, options.lockWaitSeconds);
   const started = Date.now();
   const rows: Row[] = [];
   let failed = false;
-  try {
-    for (const target of env.targets) {
-      const status = statuses.get(target.name) as TargetStatus;
-      const id = chosen.get(target.name) as string;
-      const row: Row = {
-        target: target.name,
-        before: describe(status, status.current),
-        after: describe(status, status.current),
-        result: 'untouched',
-      };
-      rows.push(row);
-      if (failed) continue;
-      if (id === status.current) {
-        row.result = 'already there';
-        continue;
-      }
-      try {
-        const ms = await activate(ctx, target, id, `rollback --to=${options.to}`);
-        row.after = describe(status, id);
-        row.result = `rolled back (${ms} ms)`;
-      } catch (err) {
-        row.result = `FAILED: ${(err as Error).message.split('\n')[0]}`;
-        failed = true;
-      }
+  for (const target of env.targets) {
+    const status = statuses.get(target.name) as TargetStatus;
+    const id = chosen.get(target.name) as string;
+    const row: Row = {
+      target: target.name,
+      before: describe(status, status.current),
+      after: describe(status, status.current),
+      result: 'untouched',
+    };
+    rows.push(row);
+    if (failed) continue;
+    if (id === status.current) {
+      row.result = 'already there';
+      continue;
     }
-  } finally {
-    await locks.release();
+    try {
+      locks.check();
+      const ms = await activate(ctx, target, id, `rollback --to=${options.to}`);
+      row.after = describe(status, id);
+      row.result = `rolled back (${ms} ms)`;
+    } catch (err) {
+      row.result = `FAILED: ${(err as Error).message.split('\n')[0]}`;
+      failed = true;
+    }
   }
   io.out(
     `rollback --to=${options.to} ${failed ? 'FAILED' : 'done'} in ${((Date.now() - started) / 1000).toFixed(1)}s`,
@@ -549,8 +713,13 @@ export async function rollback(
   return failed ? exitCodes.rollbackFailed : exitCodes.ok;
 }
 
-export async function list(root: string, env: Environment, io: Output): Promise<number> {
-  const ctx: Context = { root, env, io };
+export async function list(
+  root: string,
+  env: Environment,
+  io: Output,
+  run: AgentRunner = sshRunner(root, env),
+): Promise<number> {
+  const ctx: Context = { env, io, run };
   refuseUnpinned(env);
   for (const target of env.targets) {
     const status = await targetStatus(ctx, target);

@@ -1,10 +1,12 @@
+import { readFileSync } from 'node:fs';
 import type { Environment, Target } from './environment.js';
-import { records, runAgent } from './ssh.js';
+import { lastLines, records, runAgent, sshFailure } from './ssh.js';
 
 /**
  * scripts/health-check.sh: the launch sequence's pre-flight, one line per check and server, or
  * JSON; the exit code is the number of failed checks. A check that cannot apply yet (no release
- * deployed, no certificate configured) is `skip`, never a pass in disguise.
+ * deployed, no certificate configured) is `skip`, never a pass in disguise; a check nobody answered
+ * (no worker, the agent stopped before it) fails.
  */
 
 export interface Check {
@@ -14,14 +16,42 @@ export interface Check {
   readonly detail: string;
 }
 
-const minNode = [20, 11];
-
-function nodeOk(version: string): boolean {
-  const [major = 0, minor = 0] = version.replace(/^v/, '').split('.').map(Number);
-  return major > (minNode[0] ?? 0) || (major === minNode[0] && minor >= (minNode[1] ?? 0));
+/**
+ * The lowest Node the servers may run: package.json's `engines.node` (">=X.Y[.Z]"), the one place
+ * it is written (the release ships package.json; this file is dist/ops/delivery/ or
+ * src/ops/delivery/, three levels below it). Read when first needed, so a range this cannot read
+ * fails the health check, not every deploy verb at import.
+ */
+let minNodeCache: readonly [number, number, number] | undefined;
+export function minNode(): readonly [number, number, number] {
+  if (minNodeCache !== undefined) return minNodeCache;
+  const manifest = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+    engines?: { node?: string };
+  };
+  const range = manifest.engines?.node ?? '';
+  const m = /^>=\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?$/.exec(range.trim());
+  if (m === null)
+    throw new Error(`package.json engines.node is "${range}": the health check reads only ">=X.Y[.Z]"`);
+  minNodeCache = [Number(m[1]), Number(m[2] ?? 0), Number(m[3] ?? 0)];
+  return minNodeCache;
 }
 
-export function evaluate(target: string, stdout: string, now = Date.now()): Check[] {
+export function nodeOk(version: string): boolean {
+  const m = /^v?(\d+)\.(\d+)\.(\d+)/.exec(version);
+  if (m === null) return false;
+  const have = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const need = minNode();
+  for (let i = 0; i < 3; i++)
+    if ((have[i] as number) !== need[i]) return (have[i] as number) > (need[i] as number);
+  return true;
+}
+
+/**
+ * The checks of one server from the agent's `health` output. `complete` false: the agent stopped
+ * part way (a missing shared/.env, no Node): only the checks it printed are judged (targetChecks
+ * adds a failed `agent` check with the reason) — nothing it did not reach counts as a pass or a skip.
+ */
+export function evaluate(target: string, stdout: string, now = Date.now(), complete = true): Check[] {
   const checks: Check[] = [];
   const add = (check: string, status: Check['status'], detail: string) =>
     checks.push({ target, check, status, detail });
@@ -46,6 +76,7 @@ export function evaluate(target: string, stdout: string, now = Date.now()): Chec
       `${(avail / 1024).toFixed(0)} MiB available of ${(total / 1024).toFixed(0)} MiB`,
     );
   }
+  if (!complete && get('envfile') === undefined) return checks;
   const envfile = get('envfile')?.[1] ?? 'missing';
   add(
     'env file',
@@ -54,8 +85,10 @@ export function evaluate(target: string, stdout: string, now = Date.now()): Chec
       ? 'shared/.env is missing'
       : `shared/.env mode ${envfile}${envfile === '600' ? '' : ' (must be 600)'}`,
   );
+  if (!complete && get('node') === undefined) return checks;
   const node = get('node')?.[1] ?? 'none';
-  add('node', nodeOk(node) ? 'ok' : 'fail', `${node} (needs ≥ ${minNode.join('.')})`);
+  add('node', nodeOk(node) ? 'ok' : 'fail', `${node} (needs ≥ ${minNode().join('.')})`);
+  if (!complete && get('current') === undefined) return checks;
   const current = get('current')?.[1] ?? '';
   const pm2 = get('pm2')?.[1] ?? 'none';
   if (current === '') {
@@ -80,17 +113,32 @@ export function evaluate(target: string, stdout: string, now = Date.now()): Chec
         return { status: 'no answer', reason: (r[2] ?? '').slice(0, 120) || 'no answer' };
       }
     });
-    const first = bodies[0];
+    // Only a worker that answered says anything about the database, Redis or the schema.
+    const answered = bodies.filter((b) => b.checks !== undefined);
+    const noAnswer = `unknown: no worker answered /ready${ready.length === 0 ? ' (none probed)' : ''}`;
+    const first = answered[0];
     const database = first?.checks?.database;
-    add('database', database === 'up' ? 'ok' : 'fail', database ?? first?.reason ?? 'no answer');
+    add('database', database === 'up' ? 'ok' : 'fail', database ?? first?.reason ?? noAnswer);
+    // /ready always reports the cache ('up', or 'degraded' when Redis is down or not configured).
     const cache = first?.checks?.cache;
     add(
       'redis',
-      cache === 'up' || cache === undefined ? (cache === undefined ? 'skip' : 'ok') : 'fail',
-      cache ?? 'not configured',
+      cache === 'up' ? 'ok' : 'fail',
+      first === undefined ? noAnswer : (cache ?? 'not reported by /ready'),
     );
-    const pending = bodies.find((b) => /pending migrations|schema/.test(b.reason ?? ''));
-    add('migrations', pending === undefined ? 'ok' : 'fail', pending?.reason ?? 'none pending');
+    const pending = answered.find((b) => /pending migrations|schema/.test(b.reason ?? ''));
+    // With the database down the schema was not checked: unknown, which fails.
+    const schemaChecked = answered.some((b) => b.checks?.database === 'up');
+    add(
+      'migrations',
+      pending === undefined && schemaChecked ? 'ok' : 'fail',
+      pending?.reason ??
+        (first === undefined
+          ? noAnswer
+          : schemaChecked
+            ? 'none pending'
+            : 'unknown: the database did not answer'),
+    );
     const notReady = bodies.map((b, i) => [i, b] as const).filter(([, b]) => b.status !== 'ready');
     add(
       'workers ready',
@@ -103,6 +151,8 @@ export function evaluate(target: string, stdout: string, now = Date.now()): Chec
     );
   }
   const certificate = get('certificate')?.[1];
+  // The certificate line comes last: an agent that stopped never reached it.
+  if (!complete) return checks;
   if (certificate === undefined) add('certificate', 'skip', 'no TLS_CERT_FILE in shared/.env');
   else {
     const days = Math.floor((Date.parse(certificate) - now) / 86_400_000);
@@ -119,22 +169,36 @@ export async function healthCheck(root: string, env: Environment): Promise<Check
 
 async function checkTarget(root: string, env: Environment, target: Target): Promise<Check[]> {
   const result = await runAgent(root, env, target, ['health'], { timeoutMs: 120_000 });
-  if (result.code !== 0)
-    return [
-      {
-        target: target.name,
-        check: 'ssh',
-        status: 'fail',
-        detail: result.stderr.trim().split('\n').slice(-2).join(' ') || `exit ${result.code}`,
-      },
-    ];
+  return targetChecks(target, result);
+}
+
+/**
+ * ssh's own failure (255: connection, authentication, host key) is the one line there is. An agent
+ * that ran and stopped (exit 1: no shared/.env, no Node, a bad PM2_INSTANCES) keeps what it printed
+ * before stopping — the env-file line comes first, so its failure shows as itself — plus a failed
+ * `agent` check with its reason.
+ */
+export function targetChecks(
+  target: Target,
+  result: { code: number; stdout: string; stderr: string },
+): Check[] {
+  const detail = lastLines(result.stderr, 2).replaceAll('\n', ' ') || `exit ${result.code}`;
+  if (result.code === sshFailure) return [{ target: target.name, check: 'ssh', status: 'fail', detail }];
+  const ssh: Check = {
+    target: target.name,
+    check: 'ssh',
+    status: 'ok',
+    detail: `${target.user}@${target.host}:${target.port}`,
+  };
+  if (result.code === 0) return [ssh, ...evaluate(target.name, result.stdout)];
   return [
+    ssh,
+    ...evaluate(target.name, result.stdout, Date.now(), false),
     {
       target: target.name,
-      check: 'ssh',
-      status: 'ok',
-      detail: `${target.user}@${target.host}:${target.port}`,
+      check: 'agent',
+      status: 'fail',
+      detail: `stopped (exit ${result.code}): ${detail}; the checks after it did not run`,
     },
-    ...evaluate(target.name, result.stdout),
   ];
 }
