@@ -13,7 +13,7 @@ import { createNoCacheBackend } from './infra/cache/none-backend.js';
 import { createRedisCacheBackend } from './infra/cache/redis-backend.js';
 import { ConnectionBudgetError, checkConnectionBudget } from './infra/connection-budget.js';
 import { checkRoleTimeouts, createDatabase, type DatabaseHandle, withTimeout } from './infra/database.js';
-import { requestDeadline } from './infra/database-deadline.js';
+import { withRequestBudget } from './infra/database-deadline.js';
 import { registerDatabasePoolMetrics } from './infra/database-metrics.js';
 import { apiDocs } from './infra/docs.js';
 import { applyConnectionLimits } from './infra/http/connection-limits.js';
@@ -366,9 +366,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // context, not the hook's, and the handler after them would run without the deadline.
   const budgetMs = database.engine === 'postgres' ? config.database.requestBudgetMs : 0;
   if (budgetMs > 0)
-    app.addHook('preValidation', (_request, _reply, done) =>
-      requestDeadline.run(Date.now() + budgetMs, done),
-    );
+    app.addHook('preValidation', (_request, _reply, done) => withRequestBudget(budgetMs, done));
   validation(app);
   storableText(app);
   errorHandling(

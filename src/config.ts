@@ -581,7 +581,7 @@ function read(env: Env): { config: Config; reader: EnvReader } {
     10_000,
     0,
     3_600_000,
-    'PostgreSQL: how long a request’s database work may go on once its body has arrived; later round trips fail, one in flight is cut (503 with Retry-After, the transaction rolled back). A COMMIT already sent is never cut. 0: no budget.',
+    'PostgreSQL: how long a request’s database work may go on once its body has arrived; later round trips fail, one in flight is cut (503 with Retry-After, the transaction rolled back). A COMMIT already sent is never cut; the WAL-position reads after it get at most 1 s more. 0: no budget.',
   );
   const migrateOnStart = r.bool(
     'DATABASE_MIGRATE_ON_START',

@@ -3,21 +3,47 @@ import type { PostgresPool, PostgresPoolClient } from 'kysely';
 import type pg from 'pg';
 
 /**
- * The time (epoch ms) by which the current request's database work must end, set per request by
- * the app (DATABASE_REQUEST_BUDGET_MS). Each round trip alone is bounded below; a request of
- * several, each slow but under its own deadline, was not: with +2 s on every round trip, logins
- * and orders took over 10 s (the chaos suite's long run, issue 14) and clients gave up first.
- * Outside a request (start-up, jobs, the CLI) there is none.
+ * The current request's database budget, set per request by the app (DATABASE_REQUEST_BUDGET_MS):
+ * `endsAt` (epoch ms) is when its database work must end. Each round trip alone is bounded below;
+ * a request of several, each slow but under its own deadline, was not: with +2 s on every round
+ * trip, logins and orders took over 10 s (the chaos suite's long run, issue 14) and clients gave
+ * up first. Outside a request (start-up, jobs, the CLI) there is none.
  */
-export const requestDeadline = new AsyncLocalStorage<number>();
+export interface RequestBudget {
+  readonly endsAt: number;
+  /** When the request's bookkeeping after its commit must end (set by its first `afterCommit`). */
+  afterCommitEndsAt?: number;
+}
+
+export const requestDeadline = new AsyncLocalStorage<RequestBudget>();
+
+/** Runs `work` (a request's database work) under a budget of `ms` from now. */
+export function withRequestBudget<T>(ms: number, work: () => T): T {
+  return requestDeadline.run({ endsAt: Date.now() + ms }, work);
+}
+
+/**
+ * How long a request's bookkeeping after its commit may go on past its budget: one quick round
+ * trip. The answer waits on it, so it cannot have a COMMIT's full round-trip deadline: with the
+ * position read and a cache floor each allowed that, a request could outlast its budget and its
+ * COMMIT by two more deadlines (the chaos suite's +2 s run: orders unanswered after 10 s).
+ */
+export const afterCommitAllowanceMs = 1000;
 
 /**
  * Bookkeeping after a request's write committed (the WAL position for read-your-writes and for
- * cache floors): bounded by its round-trip deadline only, never refused by the request's budget —
- * refusing it would not undo the write, only lose the position a stale read is kept out by.
+ * cache floors): within what is left of the request's budget, or `afterCommitAllowanceMs` past it
+ * when less is left — one allowance per request, shared by every such read — so a COMMIT that ended
+ * at the budget's last moment still gets its position read, and the request answers within budget
+ * + COMMIT + the allowance. Refusing it outright would not undo the write, only lose the position;
+ * a read that misses its deadline makes the caller fall back to what is safe without the position
+ * (the client's reads go to the primary).
  */
 export function afterCommit<T>(work: () => Promise<T>): Promise<T> {
-  return requestDeadline.exit(work);
+  const budget = requestDeadline.getStore();
+  if (budget === undefined) return work();
+  budget.afterCommitEndsAt ??= Math.max(budget.endsAt, Date.now() + afterCommitAllowanceMs);
+  return requestDeadline.run({ endsAt: budget.afterCommitEndsAt }, work);
 }
 
 /** `statement_timeout` lifted for the transaction (set to 0), and the end of a transaction. */
@@ -72,7 +98,7 @@ export function withRoundTripDeadline(pool: pg.Pool, deadlineMs: number): Postgr
         else if (liftsStatementTimeout.test(text)) unbounded = true;
         if (unbounded) return client.query(text, [...parameters]);
         let tripMs = deadlineMs;
-        const requestEndsAt = requestDeadline.getStore();
+        const requestEndsAt = requestDeadline.getStore()?.endsAt;
         if (requestEndsAt !== undefined && !rollsBack.test(text)) {
           const left = requestEndsAt - Date.now();
           if (left <= 0) {

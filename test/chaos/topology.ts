@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { afterCommitAllowanceMs } from '../../src/infra/database-deadline.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { type RunningPgbouncer, startPgbouncer } from '../harness/pgbouncer.js';
 import { ensureBuilt, type Pm2Cluster, startPm2Cluster } from '../harness/pm2.js';
@@ -80,14 +81,18 @@ async function freePortPair(): Promise<number> {
 }
 
 /**
- * The clients give up on an attempt after 10 s (`--long`): a request's database work ends 5 s
- * after it began, plus at most a COMMIT already sent (its round-trip deadline: statement timeout
- * + 1 s), so a request answers in time even when every round trip is slow.
+ * The service's limits in the chaos topology, and the slowest answer they allow: a request's
+ * database work ends 5 s after it began, plus at most a COMMIT already sent (its round-trip
+ * deadline: statement timeout + 1 s) and the bookkeeping after it (one short allowance, the WAL
+ * position): 10 s, even when every round trip is slow. The clients' hang limit is derived from it.
  */
+const statementTimeoutMs = 3000;
+const requestBudgetMs = 5000;
 export const chaosLimits = {
-  statementTimeoutMs: 3000,
+  statementTimeoutMs,
   connectTimeoutMs: 2000,
-  requestBudgetMs: 5000,
+  requestBudgetMs,
+  slowestAnswerMs: requestBudgetMs + statementTimeoutMs + 1000 + afterCommitAllowanceMs,
 } as const;
 
 export async function startTopology(

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { buildApp } from '../../src/app.js';
-import { afterCommit, requestDeadline } from '../../src/infra/database-deadline.js';
+import { afterCommit, afterCommitAllowanceMs, requestDeadline } from '../../src/infra/database-deadline.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { createTestDatabase, type TestDatabase } from '../harness/postgres.js';
 import { skipEngine, testConfig } from '../helper.js';
@@ -129,14 +129,40 @@ describe('PostgreSQL round-trip deadline', { skip: await skipEngine('postgres') 
     assert.equal(await stock(), stockBefore - 1);
   });
 
-  test("past the request's deadline a round trip is refused, unless it is bookkeeping after the commit", async () => {
+  test("past the request's deadline a round trip is refused; bookkeeping after the commit gets one short allowance", async () => {
     const db = app.database.db;
-    await requestDeadline.run(Date.now() - 1, async () => {
+    await requestDeadline.run({ endsAt: Date.now() - 1 }, async () => {
       await assert.rejects(
         sql`select 1`.execute(db),
         (err: NodeJS.ErrnoException) => err.code === 'ETIMEDOUT',
       );
       const { rows } = await afterCommit(() => sql<{ one: number }>`select 1 as one`.execute(db));
+      assert.equal(rows[0]?.one, 1);
+    });
+    // The allowance is cut at its end (not at the round trip's own, longer deadline), and it is
+    // one per request: a second read after it has run out is refused.
+    await requestDeadline.run({ endsAt: Date.now() - 1 }, async () => {
+      const started = Date.now();
+      await assert.rejects(
+        afterCommit(() => sql`select pg_sleep(3)`.execute(db)),
+        (err: NodeJS.ErrnoException) => err.code === 'ETIMEDOUT',
+      );
+      const took = Date.now() - started;
+      assert.ok(
+        // Before the round trip's own deadline (statement timeout + 1 s = 2 s here).
+        took >= afterCommitAllowanceMs - 50 && took < statementTimeoutMs + 1000 - 200,
+        `cut after ${took} ms`,
+      );
+      await assert.rejects(
+        afterCommit(() => sql`select 1`.execute(db)),
+        (err: NodeJS.ErrnoException) => err.code === 'ETIMEDOUT',
+      );
+    });
+    // With budget left, the bookkeeping runs within it, as any round trip.
+    await requestDeadline.run({ endsAt: Date.now() + 60_000 }, async () => {
+      const { rows } = await afterCommit(() =>
+        sql<{ one: number }>`select pg_sleep(1.5), 1 as one`.execute(db),
+      );
       assert.equal(rows[0]?.one, 1);
     });
   });

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { loadConfig } from '../../src/config.js';
+import { afterCommitAllowanceMs } from '../../src/infra/database-deadline.js';
 import {
   type NginxSite,
   NginxSiteError,
@@ -151,7 +152,9 @@ describe('deploy/nginx: rendered configs load in real nginx', { skip: skipUnless
     // still has time to try another server then (a GET that met a hung server is answered).
     const seconds = (name: string) => proxySeconds(name, proxy);
     const defaults = loadConfig({}).database;
-    const slowestAnswerMs = defaults.requestBudgetMs + defaults.statementTimeoutMs + 1000;
+    // …and the bookkeeping after that COMMIT (its WAL position), one short allowance.
+    const slowestAnswerMs =
+      defaults.requestBudgetMs + defaults.statementTimeoutMs + 1000 + afterCommitAllowanceMs;
     assert.ok(
       seconds('proxy_read_timeout') * 1000 > slowestAnswerMs,
       'read timeout above the app’s slowest answer',
