@@ -1,6 +1,7 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { migrateToLatest } from './db/migrator.js';
@@ -256,6 +257,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const router = createReplicaRouter(database.db, config.database, replicas, {
     logger: logger.child({ component: 'replicas' }),
     registry: metrics.registry,
+    ...(tracing === undefined
+      ? {}
+      : {
+          instrumentPool: (pool: pg.Pool, replica: string) =>
+            tracing.instrumentPgPool(pool, pool.options.database ?? 'postgres', replica),
+        }),
   });
   const reads = createReadRouting({
     router,

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import type pg from 'pg';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Config } from '../config.js';
@@ -129,7 +130,12 @@ export function createReplicaRouter(
   primary: Db,
   database: Config['database'],
   options: ReplicaRouterOptions,
-  deps: { readonly logger: Logger; readonly registry: Registry },
+  deps: {
+    readonly logger: Logger;
+    readonly registry: Registry;
+    /** Called with each replica's pool as it is made (tracing: its reads get database spans too). */
+    readonly instrumentPool?: (pool: pg.Pool, replica: string) => void;
+  },
 ): ReplicaRouter {
   const { logger } = deps;
   const replicaConfig = { ...database, connectTimeoutMs: Math.min(database.connectTimeoutMs, 2000) };
@@ -150,6 +156,7 @@ export function createReplicaRouter(
       lagSeconds: undefined,
       timer: undefined,
     };
+    deps.instrumentPool?.(pool, name);
     // An idle connection that breaks means the server went away: stop using it now, not at the next check.
     pool.on('error', () => markDown(replica, 'connection lost'));
     return replica;

@@ -48,7 +48,8 @@ export interface Tracing {
   instrumentServer(server: Server): void;
   /** Names each server span after its route template (a hook; only when tracing is on). */
   instrumentFastify(app: FastifyInstance): void;
-  instrumentPgPool(pool: pg.Pool, database: string): void;
+  /** `replica`: the replica's name, on every span of a read replica's pool. */
+  instrumentPgPool(pool: pg.Pool, database: string, replica?: string): void;
   instrumentRedis(client: Redis): void;
   /** Runs a job attempt inside a span that continues the job's trace. */
   runJob(job: JobRow, run: () => Promise<void>): Promise<void>;
@@ -170,7 +171,7 @@ export function createTracing(
         done();
       });
     },
-    instrumentPgPool(pool, database) {
+    instrumentPgPool(pool, database, replica) {
       const connect = pool.connect.bind(pool) as () => Promise<pg.PoolClient>;
       const wrap = (client: pg.PoolClient): pg.PoolClient => {
         const marked = client as pg.PoolClient & { [instrumented]?: true };
@@ -189,6 +190,7 @@ export function createTracing(
               'db.operation.name': operation,
               // Placeholders only: parameter values never reach a span.
               'db.query.text': text.slice(0, 2000),
+              ...(replica === undefined ? {} : { 'shipshape.db.replica': replica }),
             },
           });
           const result = context.with(trace.setSpan(context.active(), span), () => query(...args));

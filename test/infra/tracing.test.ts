@@ -3,8 +3,10 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../../src/app.js';
+import { type ReplicatedPostgres, startReplicatedPostgres } from '../harness/replication.js';
 import { waitUntil } from '../harness/wait.js';
-import { buildTestApp, captureLogs, skipEngine } from '../helper.js';
+import { buildTestApp, captureLogs, skipEngine, testConfig } from '../helper.js';
 import { createAdmin } from '../support/accounts.js';
 
 const parentOf = (span: ReadableSpan) => span.parentSpanContext?.spanId;
@@ -121,6 +123,64 @@ describe('OpenTelemetry traces (in-memory exporter)', { skip: await skipEngine('
     assert.deepEqual(
       roots.map((s) => s.name),
       [],
+    );
+  });
+});
+
+describe('OpenTelemetry traces of a read served by a replica', () => {
+  const exporter = new InMemorySpanExporter();
+  let cluster: ReplicatedPostgres;
+  let app: FastifyInstance;
+  before(async () => {
+    // A real primary and streaming standby of our own (test/harness/replication.ts).
+    cluster = await startReplicatedPostgres();
+    app = await buildApp(
+      testConfig({
+        DATABASE_URL: cluster.primaryUrl(),
+        DATABASE_MIGRATE_ON_START: 'true',
+        DATABASE_REPLICA_URLS: cluster.standby.url(),
+        CACHE_ENABLED: 'false',
+        TRACING_ENABLED: 'true',
+      }),
+      { spanExporter: exporter },
+    );
+    await app.ready();
+    await cluster.waitForCatchUp();
+    await waitUntil(async () => (await app.inject({ url: '/ready' })).json().checks.replicas === 'up', {
+      what: 'the replica in use',
+      timeoutMs: 60_000,
+    });
+  });
+  after(async () => {
+    await app?.close();
+    cluster?.destroy();
+  });
+
+  test('the catalog read on the replica has its database span, named as the replica, under the request', async () => {
+    exporter.reset();
+    const traceId = randomBytes(16).toString('hex');
+    // Over HTTP: the server span is the HTTP server's (app.inject bypasses it).
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const address = app.server.address();
+    const port = typeof address === 'object' && address !== null ? address.port : 0;
+    const res = await fetch(`http://127.0.0.1:${port}/api/products`, {
+      headers: { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` },
+    });
+    assert.equal(res.status, 200, await res.text());
+    await waitUntil(() => exporter.getFinishedSpans().some((s) => s.name === 'GET /api/products'), {
+      what: 'the server span',
+    });
+    const spans = exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId);
+    const server = spans.find((s) => s.name === 'GET /api/products');
+    assert.ok(server, spans.map((s) => s.name).join(', '));
+    const onReplica = spans.filter((s) => s.attributes['shipshape.db.replica'] !== undefined);
+    assert.ok(
+      onReplica.some(
+        (s) =>
+          parentOf(s) === server.spanContext().spanId &&
+          /from "products"/i.test(String(s.attributes['db.query.text'])),
+      ),
+      `spans: ${spans.map((s) => `${s.name} ${JSON.stringify(s.attributes['shipshape.db.replica'] ?? null)}`).join(', ')}`,
     );
   });
 });
