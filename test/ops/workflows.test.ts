@@ -20,6 +20,7 @@ const files = readdirSync(dir).filter((f) => f.endsWith('.yml'));
 
 interface Step {
   id?: string;
+  if?: string;
   uses?: string;
   with?: Record<string, string>;
   run?: string;
@@ -451,6 +452,19 @@ describe('GitHub Actions workflows', () => {
     const runs = job.steps.map((s) => s.run ?? '').join('\n');
     assert.match(runs, /scripts\/deploy\.sh --env "\$DEPLOY_ENV" --artifact "\$artifact"/);
     assert.doesNotMatch(runs, /deploy\.js build/);
+    // A release that deployed and then fails the health check after it is rolled back: only then
+    // (a failed deploy rolled itself back; a failed pre-flight changed nothing).
+    const ids = job.steps.map((s) => s.id);
+    const rollback = job.steps.find((s) => /scripts\/rollback\.sh/.test(s.run ?? ''));
+    assert.ok(rollback, 'a rollback step');
+    assert.match(rollback.run ?? '', /--env "\$DEPLOY_ENV" --to=previous/);
+    assert.equal(
+      rollback.if,
+      "failure() && steps.deploy.outcome == 'success' && steps.health.outcome == 'failure'",
+    );
+    assert.ok(
+      ids.indexOf('health') > ids.indexOf('deploy') && job.steps.indexOf(rollback) > ids.indexOf('health'),
+    );
     const ci = load('ci.yml').doc;
     assert.equal(
       (ci.jobs.artifact as Job).if,
