@@ -355,9 +355,15 @@ cmd_metrics() {
   local n base=${METRICS_PORT:?} host=${HOST:-127.0.0.1} i
   [ "$host" = 0.0.0.0 ] && host=127.0.0.1
   n=$(worker_count)
+  # The token as the service reads it (METRICS_TOKEN, or the file METRICS_TOKEN_FILE names), given
+  # to curl as a header file: on its command line it would be in every user's `ps`.
+  local token=${METRICS_TOKEN:-}
+  if [ -z "$token" ] && [ -n "${METRICS_TOKEN_FILE:-}" ]; then
+    token=$(cat "$METRICS_TOKEN_FILE") || die "metrics: cannot read METRICS_TOKEN_FILE $METRICS_TOKEN_FILE"
+  fi
   for ((i = 0; i < n; i++)); do
     printf '### worker %s\n' "$i"
-    curl -s --max-time 5 ${METRICS_TOKEN:+-H "authorization: Bearer $METRICS_TOKEN"} \
+    curl -s --max-time 5 -H @<(if [ -n "$token" ]; then printf 'authorization: Bearer %s\n' "$token"; fi) \
       "http://$host:$((base + i))/metrics" |
       grep -E '^(http_request(s_total|_duration_seconds_bucket)\{|process_start_time_seconds )' || true
   done

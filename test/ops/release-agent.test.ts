@@ -286,6 +286,55 @@ describe('release-agent.sh: how many workers ready, metrics and health probe', (
   });
 });
 
+describe("release-agent.sh metrics: the token from the service's settings, never on a command line", () => {
+  test('METRICS_TOKEN or METRICS_TOKEN_FILE reaches /metrics as a bearer header, passed to curl as a header file', async () => {
+    const app = mkdtempSync(join(tmpdir(), 'shipshape-agent-token-'));
+    const id = '20261201T090000Z-bbbbbbb';
+    mkdirSync(join(app, 'releases', id), { recursive: true });
+    symlinkSync(join('releases', id), join(app, 'current'));
+    mkdirSync(join(app, 'shared', 'pm2'), { recursive: true });
+    // A /metrics of its own process (the agent runs synchronously here): one series for the right
+    // token, 401 otherwise.
+    const server = spawn(
+      process.execPath,
+      [
+        '-e',
+        `require('node:http').createServer((q, r) => {
+           if (q.headers.authorization !== 'Bearer s3cret-token') { r.statusCode = 401; return r.end(); }
+           r.end('process_start_time_seconds 1700000000\\n');
+         }).listen(0, '127.0.0.1', function () { console.log(this.address().port); });`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      const port = await new Promise<number>((resolve) =>
+        server.stdout.once('data', (chunk) => resolve(Number(String(chunk).trim()))),
+      );
+      const env = (...lines: string[]) =>
+        writeFileSync(
+          join(app, 'shared', '.env'),
+          [`NODE_BIN=${process.execPath}`, `METRICS_PORT=${port}`, 'PM2_INSTANCES=1', ...lines, ''].join(
+            '\n',
+          ),
+          { mode: 0o600 },
+        );
+      const scraped = () => run(app, 'metrics').stdout.includes('process_start_time_seconds 1700000000');
+      env('METRICS_TOKEN=s3cret-token');
+      assert.ok(scraped(), 'METRICS_TOKEN');
+      writeFileSync(join(app, 'shared', 'metrics-token'), 's3cret-token\n', { mode: 0o600 });
+      env(`METRICS_TOKEN_FILE=${join(app, 'shared', 'metrics-token')}`);
+      assert.ok(scraped(), 'METRICS_TOKEN_FILE');
+      env('METRICS_TOKEN=wrong');
+      assert.ok(!scraped(), 'a wrong token gets nothing');
+      // Never in curl's arguments: the header comes from a file descriptor.
+      assert.doesNotMatch(readFileSync(agent, 'utf8'), /-H "authorization: Bearer \$/);
+    } finally {
+      server.kill();
+      rmSync(app, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('canary watch arithmetic', () => {
   const scrape = (ok: number, errors: number, fast: number, slow: number, starts: number[]) =>
     [
