@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { buildApp } from '../../src/app.js';
-import { readAfterHeader } from '../../src/infra/read-your-writes.js';
+import { readAfterCookie, readAfterHeader } from '../../src/infra/read-your-writes.js';
 import { type ReplicatedPostgres, startReplicatedPostgres } from '../harness/replication.js';
 import { redisUrl, skipUnless } from '../harness/services.js';
 import { testConfig, testKeyPrefix } from '../helper.js';
@@ -272,6 +272,54 @@ describe('read replicas: routing and read-your-writes', { skip: await skipUnless
       }
       assert.ok(missingOnReplica > 0, 'the replica was behind when the other device read');
     } finally {
+      await standbyClient.query('ALTER SYSTEM RESET recovery_min_apply_delay');
+      await standbyClient.query('SELECT pg_reload_conf()');
+    }
+  });
+
+  test('the position token alone keeps the writer fresh, as a header and as a cookie; without it the lagging replica serves (the control)', async () => {
+    const product = await createProduct(app, admin, { stock: 1000 });
+    const customer = await registerUser(app);
+    await cluster.waitForCatchUp();
+    // Replay runs 2 s late: the replica stays in use (well within the lag limits) but is behind.
+    await standbyClient.query("ALTER SYSTEM SET recovery_min_apply_delay = '2s'");
+    await standbyClient.query('SELECT pg_reload_conf()');
+    const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+    try {
+      const stale = { header: 0, cookie: 0, none: 0 };
+      for (let i = 0; i < 4; i++) {
+        for (const via of ['header', 'cookie', 'none'] as const) {
+          const placed = await app.inject({
+            method: 'POST',
+            url: '/api/orders',
+            headers: bearer(customer.accessToken),
+            payload: { items: [{ productId: product.id, quantity: 1 }] },
+          });
+          assert.equal(placed.statusCode, 201, placed.body);
+          const token = String(placed.headers[readAfterHeader]);
+          // Only the token may carry the position: the user's own key (another device's path) goes.
+          await redis.del(`${keyPrefix}rw:${customer.user.id}`);
+          const list = await app.inject({
+            method: 'GET',
+            url: '/api/orders?limit=1',
+            headers: {
+              ...bearer(customer.accessToken),
+              ...(via === 'header' ? { [readAfterHeader]: token } : {}),
+              ...(via === 'cookie' ? { cookie: `theme=dark; ${readAfterCookie}=${token}` } : {}),
+            },
+          });
+          assert.equal(list.statusCode, 200, list.body);
+          if (list.json().items[0]?.id !== placed.json().id) stale[via] += 1;
+        }
+      }
+      assert.equal(stale.header, 0, 'the header');
+      assert.equal(stale.cookie, 0, 'the cookie');
+      assert.ok(
+        stale.none > 0,
+        `without a token the replica served lists without the order (${stale.none} of 4)`,
+      );
+    } finally {
+      redis.disconnect();
       await standbyClient.query('ALTER SYSTEM RESET recovery_min_apply_delay');
       await standbyClient.query('SELECT pg_reload_conf()');
     }
