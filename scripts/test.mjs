@@ -42,6 +42,7 @@ const longestFirst = [
   'test/ops/monitoring-live.test.ts',
   'test/stack/autoscale.test.ts',
   'test/ops/prometheus-rules.test.ts',
+  'test/db/replicas.test.ts',
   'test/bench.test.ts',
 ];
 function allTests() {
