@@ -161,12 +161,20 @@ export function createReadRouting(options: ReadRoutingOptions): ReadRouting & {
 
   async function remember(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     let lsn: LsnKey;
-    try {
-      lsn = await afterCommit(() => router.primaryLsn());
-    } catch (err) {
-      // The write may have committed: without a position, only the primary is sure to have it.
-      request.log.warn({ err }, 'could not read the WAL position after a write; reads go to the primary');
+    if (reply.statusCode >= 500) {
+      // A write that failed may still have committed (a COMMIT whose answer was lost), and the
+      // failure is often the database itself (the pool exhausted, the primary gone): asking it
+      // for its position would add a second wait to an answer that already waited. Without a
+      // position, only the primary is sure to have the write.
       lsn = primaryOnlyLsn;
+    } else {
+      try {
+        lsn = await afterCommit(() => router.primaryLsn());
+      } catch (err) {
+        // The write may have committed: without a position, only the primary is sure to have it.
+        request.log.warn({ err }, 'could not read the WAL position after a write; reads go to the primary');
+        lsn = primaryOnlyLsn;
+      }
     }
     const token = tokens.sign(lsn);
     reply.header(readAfterHeader, token);

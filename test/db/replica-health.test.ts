@@ -405,7 +405,7 @@ describe('positions after a write: read-your-writes without one, command-line in
     await deleteKeys(redisUrl, keyPrefix);
   });
 
-  test('the pool exhausted after a write: a signed "primary" token and user key; that user reads the primary', async () => {
+  test('the pool exhausted after a write, or a write answered 5xx: a signed "primary" token and user key; that user reads the primary', async () => {
     // One primary connection, held by the test while the write's position is read: pool pressure.
     const r = startRouter(cluster.primaryUrl(), cluster.standby.url(), {
       maxLagSeconds: 600,
@@ -439,6 +439,11 @@ describe('positions after a write: read-your-writes without one, command-line in
     app.post<{ Body: { id: number } }>('/notes', async (request) => {
       await writer.query('INSERT INTO notes VALUES ($1)', [request.body.id]);
       return { ok: true };
+    });
+    // A write that then fails (a 5xx): it may have committed, and the database may be why it failed.
+    app.post<{ Body: { id: number } }>('/notes-then-fail', async (request, reply) => {
+      await writer.query('INSERT INTO notes VALUES ($1)', [request.body.id]);
+      return reply.code(503).send({ code: 'SERVICE_UNAVAILABLE' });
     });
     app.get<{ Params: { id: string } }>('/notes/:id', async (request) =>
       reads.read(request, async (db) => {
@@ -503,6 +508,23 @@ describe('positions after a write: read-your-writes without one, command-line in
       assert.ok(real !== undefined && real !== primaryOnlyLsn, `a real position (${real})`);
       const anonymous = await app.inject({ method: 'GET', url: '/notes/2' });
       assert.deepEqual(anonymous.json(), { port: cluster.standby.port, found: false });
+
+      // A 5xx after a write, with a connection free: no position is asked for (a second wait on a
+      // database that may be why it failed); the token says "the primary" at once.
+      const failed = await app.inject({
+        method: 'POST',
+        url: '/notes-then-fail',
+        headers: { 'x-user': 'u3' },
+        payload: { id: 30 },
+      });
+      assert.equal(failed.statusCode, 503);
+      assert.equal(readAfterTokens(secrets).verify(String(failed.headers[readAfterHeader])), primaryOnlyLsn);
+      const own = await app.inject({
+        method: 'GET',
+        url: '/notes/30',
+        headers: { [readAfterHeader]: String(failed.headers[readAfterHeader]) },
+      });
+      assert.deepEqual(own.json(), { port: cluster.primary.port, found: true });
     } finally {
       release();
       await run(cluster.standby.url(), 'ALTER SYSTEM RESET recovery_min_apply_delay');
