@@ -26,7 +26,8 @@ const usage = `usage: npm run autoscale -- --actuator pm2|command|digitalocean [
 policy (defaults in parentheses; durations in seconds):
   --min N  (${d.min})   --max N  (${d.max}; pm2: the app's core count is a sensible ceiling)
   --period S (${d.periodMs / 1000})   --tolerance X (${d.tolerance})   --warmup S (${d.warmupMs / 1000})
-  --target-cpu X (${d.targets.cpu}; a worker's CPU, 1 = one core)   --cpu workers|host (workers)
+  --target-cpu X (${d.targets.cpu}; CPU per instance, 1 = one core)   --cpu workers|host (workers;
+      host, pm2 only: this machine's busy cores from /proc/stat, shared out among the workers)
   --target-event-loop-p99 S (${d.targets.eventLoopP99})   --target-in-flight N (${d.targets.inFlight})   --target-pool-waiting N (${d.targets.poolWaiting})
       (a target of 0 leaves that metric out)
   --memory-guard X (${d.memoryGuard}; share of memory used at which nothing is added)
@@ -165,6 +166,12 @@ const readSecret = (path: string | undefined) =>
 function actuatorFrom(values: Values): { actuator: Actuator; name: string; cpu: 'workers' | 'host' } {
   const cpu = values.cpu ?? 'workers';
   if (cpu !== 'workers' && cpu !== 'host') throw new UsageError('--cpu is workers or host');
+  // The host's /proc/stat measures this machine: it says nothing about droplets or whatever a
+  // hook runs, so their count would follow this machine's load.
+  if (cpu === 'host' && (values.actuator === 'command' || values.actuator === 'digitalocean'))
+    throw new UsageError(
+      `--cpu host reads this machine's /proc/stat: only for --actuator pm2, whose workers run here (${values.actuator}'s instances do not); use --cpu workers`,
+    );
   switch (values.actuator) {
     case 'pm2': {
       // PM2's client prints progress on stdout, where the decisions go as JSON lines.
@@ -213,7 +220,7 @@ function actuatorFrom(values: Values): { actuator: Actuator; name: string; cpu: 
             : { metricsUrlTemplate: values['worker-metrics-url-template'] }),
         }),
         name: values.name ?? tag,
-        cpu: values.cpu === undefined ? 'workers' : cpu,
+        cpu,
       };
     }
     default:
@@ -226,15 +233,23 @@ function actuatorFrom(values: Values): { actuator: Actuator; name: string; cpu: 
  * URLs: a scale-down removes PM2's oldest workers, so the URLs are not 0…n−1). Written by rename,
  * in order, so a reader never sees half a file or an older decision after a newer one.
  */
-function statusWriter(path: string, actuator: Actuator) {
+function statusWriter(path: string, actuator: Actuator, log: pino.Logger) {
   let queue = Promise.resolve();
   const write = (record: DecisionRecord) => {
-    queue = queue.then(async () => {
-      const instances = await actuator.instances().catch(() => null);
-      const tmp = `${path}.tmp`;
-      writeFileSync(tmp, `${JSON.stringify({ ...record, instances })}\n`, { mode: 0o644 });
-      renameSync(tmp, path);
-    });
+    queue = queue
+      .then(async () => {
+        const instances = await actuator.instances().catch(() => null);
+        const tmp = `${path}.tmp`;
+        writeFileSync(tmp, `${JSON.stringify({ ...record, instances })}\n`, { mode: 0o644 });
+        renameSync(tmp, path);
+      })
+      // A full disk or a removed directory must not stop the scaling: logged, the next decision tries again.
+      .catch((err: unknown) =>
+        log.error(
+          { err, statusFile: path },
+          `autoscale: cannot write the status file (${(err as Error).message})`,
+        ),
+      );
   };
   return { write, flush: () => queue };
 }
@@ -255,8 +270,8 @@ async function main(argv: string[]): Promise<number> {
   const registry = new Registry();
   const token = readSecret(values['metrics-token-file']);
   const statusFile = values['status-file'];
-  const status = statusFile === undefined ? null : statusWriter(statusFile, actuator);
-  const sampler = metricsSampler({ cpu, ...(token === undefined ? {} : { token }) });
+  const status = statusFile === undefined ? null : statusWriter(statusFile, actuator, log);
+  const sampler = metricsSampler({ cpu, log, ...(token === undefined ? {} : { token }) });
   const scaler = createAutoscaler({
     target: name,
     policy,

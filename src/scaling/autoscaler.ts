@@ -40,9 +40,15 @@ export interface Sampler {
 
 export interface DecisionRecord extends Decision {
   readonly target: string;
-  /** Whether the change was made (false on hold, dry run, or a failed actuator). */
+  /** Whether the change was made in full (false on hold, dry run, or a failed actuator). */
   readonly applied: boolean;
   readonly error?: string;
+  /**
+   * When the actuator was called: the count read back after it returned or failed (null when it
+   * could not be read), and when it returned (what cooldowns and warm-up count from).
+   */
+  readonly reached?: number | null;
+  readonly completedAt?: number;
   readonly durationMs: number;
 }
 
@@ -135,29 +141,63 @@ export function createAutoscaler(options: {
   let running: Promise<DecisionRecord> | null = null;
   let last: DecisionRecord | null = null;
 
+  /**
+   * When each instance a change brought in became part of the count (the change's completion).
+   * Its warm-up runs from then, not from its own start time: a droplet's created_at is minutes
+   * before it serves, a PM2 worker starts well before it answers /ready.
+   */
+  const joinedAt = new Map<string, number>();
+
   async function once(): Promise<DecisionRecord> {
     const started = now();
-    const instances = await actuator.instances();
+    const listed = await actuator.instances();
+    for (const id of joinedAt.keys()) if (!listed.some((i) => i.id === id)) joinedAt.delete(id);
+    const instances = listed.map((i) => {
+      const joined = joinedAt.get(i.id);
+      return joined !== undefined && joined > i.startedAt ? { ...i, startedAt: joined } : i;
+    });
     const observed = await sampler.sample(instances, started);
     const result = decide(policy, state, { at: started, ...observed });
     state = result.state;
     const { decision } = result;
     let applied = false;
     let error: string | undefined;
+    let outcome: { reached: number | null; completedAt: number } | undefined;
     if (decision.action !== 'hold' && !policy.dryRun) {
       try {
-        await actuator.scaleTo(decision.desired, instances);
-        state = afterChange(state, decision);
+        await actuator.scaleTo(decision.desired, listed);
         applied = true;
       } catch (err) {
         error = err instanceof Error ? err.message : String(err);
       }
+      // Cooldowns and warm-up start when the change is complete, not when it was decided (a
+      // change can take minutes). And a failed call may still have moved the count (PM2 scaled
+      // but a worker missed /ready in time; the second of three droplets failed): the count is
+      // read again, and whatever moved is recorded as a change, so the next period does not
+      // change it once more.
+      const completedAt = now();
+      const after = await actuator.instances().catch(() => null);
+      const reached = after?.length ?? (applied ? decision.desired : null);
+      outcome = { reached, completedAt };
+      if (after !== null) {
+        const before = new Set(listed.map((i) => i.id));
+        for (const i of after) if (!before.has(i.id)) joinedAt.set(i.id, completedAt);
+      }
+      // A change the actuator made counts as decided (whatever a lagging list says). After a
+      // failure, what moved counts; unreadable, the count may have moved, so the cooldown starts
+      // as if it had (a held retry costs one period; a repeated change costs instances).
+      state = afterChange(
+        state,
+        applied || reached === null ? decision : { current: decision.current, desired: reached },
+        completedAt,
+      );
     }
     const record: DecisionRecord = {
       target,
       ...decision,
       applied,
       ...(error === undefined ? {} : { error }),
+      ...(outcome ?? {}),
       durationMs: now() - started,
     };
     if (metrics !== null) {
@@ -173,7 +213,16 @@ export function createAutoscaler(options: {
     }
     // Every decision, holds included, with its inputs: the log answers "why did it (not) scale?".
     if (error !== undefined)
-      log.error({ autoscale: record }, `autoscale ${target}: ${decision.action} failed`);
+      log.error(
+        { autoscale: record },
+        `autoscale ${target}: ${decision.action} failed${
+          outcome?.reached === null
+            ? ' (count unreadable afterwards: cooldown started)'
+            : outcome !== undefined && outcome.reached !== decision.current
+              ? ` after reaching ${outcome.reached} (cooldown started)`
+              : ''
+        }`,
+      );
     else
       log.info(
         { autoscale: record },

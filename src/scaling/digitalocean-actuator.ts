@@ -10,9 +10,11 @@ import type { ScrapedInstance } from './samplers.js';
  *
  * - The count is every droplet with the tag; only droplets this actuator made (named
  *   `<prefix>-NN`, also tagged `<tag>-autoscaled`) are ever removed — Terraform's own stay.
- * - Create is idempotent by name: names are the lowest free `<prefix>-NN`, and after any failed or
- *   timed-out create the droplets are listed again before retrying, so a create that went through
- *   without an answer is found, not repeated.
+ * - Names are the lowest free `<prefix>-NN`, but DigitalOcean does not enforce unique names, so a
+ *   create is repeated only after a 429 (not carried out). After a create without an answer (a
+ *   timeout, a network error, a 5xx) the list is polled for the name for a grace period, and the
+ *   create is never sent again in that call: found, it counts; not found, the call fails and the
+ *   next decision re-observes (docs/decisions/0123).
  * - Remove drains: first the app tag is taken off (the load balancer stops sending it requests),
  *   then after `drainMs` the droplet is deleted. A droplet left untagged by a crash in between is
  *   found by its `-autoscaled` tag and deleted on the next scale-down.
@@ -65,6 +67,8 @@ export interface DigitalOceanOptions {
   /** Attempts per call (first try included). */
   readonly attempts?: number;
   readonly backoffMs?: number;
+  /** After a create without an answer: how long to look for it before failing (never re-sent). */
+  readonly createGraceMs?: number;
   /** How long a new droplet may take to become active. */
   readonly activeTimeoutMs?: number;
   readonly pollMs?: number;
@@ -180,7 +184,14 @@ export function digitalOceanActuator(options: DigitalOceanOptions): Actuator {
     }
   }
 
-  /** Creates one droplet by name unless it exists; a create without an answer is checked by listing. */
+  /**
+   * Creates one droplet by name. DigitalOcean does not enforce unique names, so a create is sent
+   * again only after an answer that says it was not carried out (429). After any other failure
+   * (no answer in time, a network error, a 5xx) the create may land later — the API may commit
+   * it after the client gave up — so it is never sent again in this call: the list is polled for
+   * the name for `createGraceMs`; if it has not appeared by then the call fails, and the next
+   * decision counts what is there.
+   */
   async function ensureDroplet(name: string): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
@@ -192,11 +203,23 @@ export function digitalOceanActuator(options: DigitalOceanOptions): Actuator {
         });
         return;
       } catch (err) {
-        if (!retryable(err) || attempt >= attempts) throw err;
-        const told = (err as { retryAfterMs?: number }).retryAfterMs;
-        await wait(Math.min(60_000, told ?? backoff * 2 ** (attempt - 1)));
-        // The create may have gone through without an answer: never make a second one of the same name.
-        if ((await listByTag(options.tag)).some((d) => d.name === name)) return;
+        if (err instanceof DigitalOceanError && err.status === 429) {
+          if (attempt >= attempts) throw err;
+          const told = (err as { retryAfterMs?: number }).retryAfterMs;
+          await wait(Math.min(60_000, told ?? backoff * 2 ** (attempt - 1)));
+          continue;
+        }
+        if (!retryable(err)) throw err;
+        const graceMs = options.createGraceMs ?? 120_000;
+        const deadline = Date.now() + graceMs;
+        for (;;) {
+          if ((await listByTag(options.tag)).some((d) => d.name === name)) return;
+          if (Date.now() >= deadline) break;
+          await wait(options.pollMs ?? 5000);
+        }
+        throw new Error(
+          `create of ${name} got no answer (${(err as Error).message}) and it has not appeared in ${Math.round(graceMs / 1000)} s; not sent again (DigitalOcean allows duplicate names): the next decision counts what is there`,
+        );
       }
     }
   }

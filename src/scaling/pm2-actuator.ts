@@ -16,7 +16,7 @@ import type { ScrapedInstance } from './samplers.js';
  * lists exactly that many workers online and every one answers /ready on its metrics port.
  */
 
-interface Pm2Process {
+export interface Pm2Process {
   name: string;
   pid: number;
   pm_id: number;
@@ -56,6 +56,28 @@ function daemonAlive(pm2Home: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The app's workers that count: online ones only. A change is done when all of them are online
+ * (settled), so counting a launching, stopping or errored worker would make the policy see a
+ * count the change never reached — and a worker that is not online serves nothing.
+ */
+export function onlineWorkers(
+  processes: readonly Pm2Process[],
+  metricsHost: string,
+  metricsPort: number,
+): ScrapedInstance[] {
+  return processes
+    .filter((p) => p.pm2_env.status === 'online')
+    .map((p) => {
+      const instance = Number(p.pm2_env.NODE_APP_INSTANCE ?? 0);
+      return {
+        id: `${instance}:${p.pid}`,
+        startedAt: p.pm2_env.pm_uptime ?? 0,
+        metricsUrl: `http://${metricsHost}:${metricsPort + instance}/metrics`,
+      };
+    });
 }
 
 export function pm2Actuator(options: {
@@ -99,9 +121,6 @@ export function pm2Actuator(options: {
     );
     return all.filter((p) => p.name === options.app);
   };
-  const metricsUrl = (instance: number) =>
-    `http://${options.metricsHost}:${options.metricsPort + instance}/metrics`;
-
   async function settled(count: number): Promise<void> {
     const deadline = Date.now() + (options.readyTimeoutMs ?? 60_000);
     let waiting = '';
@@ -131,14 +150,7 @@ export function pm2Actuator(options: {
   return {
     name: 'pm2',
     async instances(): Promise<ScrapedInstance[]> {
-      return (await list()).map((p) => {
-        const instance = Number(p.pm2_env.NODE_APP_INSTANCE ?? 0);
-        return {
-          id: `${instance}:${p.pid}`,
-          startedAt: p.pm2_env.pm_uptime ?? 0,
-          metricsUrl: metricsUrl(instance),
-        };
-      });
+      return onlineWorkers(await list(), options.metricsHost, options.metricsPort);
     },
     async scaleTo(desired) {
       if (!Number.isInteger(desired) || desired < 1) throw new Error(`cannot scale to ${desired}`);

@@ -154,7 +154,7 @@ function round(x: number): number {
 
 /**
  * The decision for one observation. The returned state holds the new recommendation; the loop
- * records a change with `afterChange` only once the actuator has made it.
+ * records a change with `afterChange` only once the actuator has made it, at the time it finished.
  */
 export function decide(
   config: PolicyConfig,
@@ -250,13 +250,24 @@ export function decide(
   return hold('within-tolerance', because);
 }
 
-/** The state after the actuator made a decision's change (cooldowns start now). */
-export function afterChange(state: PolicyState, decision: Decision): PolicyState {
-  if (decision.action === 'hold') return state;
+/**
+ * The state after the actuator changed the count from `current` to `desired`, at `at`: the moment
+ * the change was complete (the clock after the actuator returned), never when it was decided. A
+ * PM2 change takes up to a minute and a droplet minutes; a cooldown counted from the decision
+ * could be over before the new instances serve, and the next period would reverse the change.
+ * A partial change (the actuator failed after moving the count) is recorded with the count it
+ * reached: its cooldown starts too.
+ */
+export function afterChange(
+  state: PolicyState,
+  change: { readonly current: number; readonly desired: number },
+  at: number,
+): PolicyState {
+  if (change.desired === change.current) return state;
   return {
     ...state,
-    lastChangeAt: decision.at,
-    lastScaleUpAt: decision.action === 'scale-up' ? decision.at : state.lastScaleUpAt,
+    lastChangeAt: at,
+    lastScaleUpAt: change.desired > change.current ? at : state.lastScaleUpAt,
   };
 }
 

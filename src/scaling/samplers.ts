@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { cpus } from 'node:os';
 import type { Instance, Sampler } from './autoscaler.js';
 import { type CpuTimes, cpuUtilisation, memoryUsed, readCpuTimes, readMemory } from './host-signals.js';
 import type { InstanceSample, MetricName } from './policy.js';
@@ -30,6 +31,8 @@ export function parsePrometheusText(text: string): Map<string, number> {
 export const serviceMetricNames = {
   cpuSeconds: 'process_cpu_seconds_total',
   eventLoopP99: 'nodejs_eventloop_lag_p99_seconds',
+  eventLoopMin: 'nodejs_eventloop_lag_min_seconds',
+  eventLoopMax: 'nodejs_eventloop_lag_max_seconds',
   inFlight: 'http_requests_in_flight',
   poolWaiting: 'db_pool_waiting_requests',
 } as const;
@@ -68,32 +71,59 @@ export const httpFetch: Fetcher = (url, token) =>
   });
 
 /**
- * Each instance's /metrics, plus the host. `cpu: 'workers'` uses each worker's own CPU (1 = one
- * core) — right when several servers share a machine, or workers are fewer than cores; `'host'`
- * uses the host's /proc/stat delta as every instance's value — right when the instances are the
- * machine's whole load (one monitor per dedicated server).
+ * Whether the event-loop gauges of one scrape cover no sample at all. prom-client resets its
+ * delay histogram at every collect (any scrape: Prometheus's or this monitor's), and an empty
+ * histogram exports a p99 of a few hundred nanoseconds, min ≈ 2^63 ns, max 0 and mean NaN:
+ * a "reading" that looks like an idle loop. min > max is what only an empty histogram shows.
+ */
+export function eventLoopUnsampled(values: ReadonlyMap<string, number>): boolean {
+  const min = values.get(serviceMetricNames.eventLoopMin);
+  const max = values.get(serviceMetricNames.eventLoopMax);
+  return min !== undefined && max !== undefined && min > max;
+}
+
+export interface SamplerLog {
+  warn(fields: object, message: string): void;
+  info(fields: object, message: string): void;
+}
+
+/**
+ * Each instance's /metrics, plus the host. CPU is in cores per instance (1 = one core busy) either
+ * way. `cpu: 'workers'` uses each worker's own CPU counter — right when several servers share a
+ * machine, or workers are fewer than cores. `'host'` uses the machine's /proc/stat delta: its busy
+ * share × its cores is the demand in cores, shared out evenly among the instances — right when the
+ * instances are the machine's whole load (one monitor per dedicated server, PM2 only). The share
+ * itself would not do: it does not fall when an instance is added at the same demand, so the
+ * proportional rule would add (or remove) instances until max (or min).
  */
 export function metricsSampler(options: {
   cpu: 'workers' | 'host';
   token?: string;
   fetch?: Fetcher;
   readCpu?: () => CpuTimes;
+  /** The cores /proc/stat's aggregate line covers (os.cpus(), which reads the same file). */
+  cores?: number;
   readMemoryUsed?: () => number;
+  log?: SamplerLog;
 }): Sampler {
   const fetch = options.fetch ?? httpFetch;
   const readCpu = options.readCpu ?? (() => readCpuTimes());
   const readMem = options.readMemoryUsed ?? (() => memoryUsed(readMemory()));
+  const cores = options.cores ?? Math.max(1, cpus().length);
   const previousCpu = new Map<string, { at: number; seconds: number }>();
   let previousHost: CpuTimes | null = null;
   const scrapedBefore = new Set<string>();
+  /** Instances whose last scrape failed: logged at the first failure of a streak, not every period. */
+  const failing = new Set<string>();
 
   return {
     async sample(instances, at) {
       let hostCpu: number | null = null;
       if (options.cpu === 'host') {
         const now = readCpu();
-        hostCpu = previousHost === null ? null : cpuUtilisation(previousHost, now);
+        const share = previousHost === null ? null : cpuUtilisation(previousHost, now);
         previousHost = now;
+        if (share !== null && instances.length > 0) hostCpu = (share * cores) / instances.length;
       }
       const seen = new Set<string>();
       const samples = await Promise.all(
@@ -105,10 +135,21 @@ export function metricsSampler(options: {
           let values: Map<string, number>;
           try {
             values = parsePrometheusText(await fetch(instance.metricsUrl, options.token));
-          } catch {
+          } catch (err) {
             // Unreachable this time: its values are missing (never a reason to scale down).
+            if (!failing.has(instance.id))
+              options.log?.warn(
+                { instance: instance.id, url: instance.metricsUrl, err: (err as Error).message },
+                `autoscale: cannot scrape ${instance.id} (${(err as Error).message}); its values are missing until it answers`,
+              );
+            failing.add(instance.id);
             return { ...instance, metrics };
           }
+          if (failing.delete(instance.id))
+            options.log?.info(
+              { instance: instance.id },
+              `autoscale: ${instance.id} answers its scrape again`,
+            );
           const seconds = values.get(serviceMetricNames.cpuSeconds);
           if (options.cpu === 'workers' && seconds !== undefined) {
             const before = previousCpu.get(instance.id);
@@ -118,8 +159,10 @@ export function metricsSampler(options: {
           }
           // prom-client resets the event-loop histogram at every collect: the first scrape of a
           // worker covers its whole boot (module loading, migrations), not its serving. Skipped.
+          // A window without a sample (another scrape just reset it) is missing, not a low value.
           const p99 = values.get(serviceMetricNames.eventLoopP99);
-          if (p99 !== undefined && scrapedBefore.has(instance.id)) metrics.eventLoopP99 = p99;
+          if (p99 !== undefined && scrapedBefore.has(instance.id) && !eventLoopUnsampled(values))
+            metrics.eventLoopP99 = p99;
           scrapedBefore.add(instance.id);
           const inFlight = values.get(serviceMetricNames.inFlight);
           if (inFlight !== undefined) metrics.inFlight = inFlight;
@@ -130,6 +173,7 @@ export function metricsSampler(options: {
       );
       for (const id of previousCpu.keys()) if (!seen.has(id)) previousCpu.delete(id);
       for (const id of scrapedBefore) if (!seen.has(id)) scrapedBefore.delete(id);
+      for (const id of failing) if (!seen.has(id)) failing.delete(id);
       let memory: number | undefined;
       try {
         memory = readMem();

@@ -11,8 +11,9 @@ import type { AddressInfo } from 'node:net';
  * `ratelimit-limit`, `ratelimit-remaining` and `ratelimit-reset` (epoch seconds), and a 429
  * `too_many_requests` carries `Retry-After` (seconds). New droplets are `new`, then `active`.
  *
- * Faults are queued per route: the next matching requests answer 429, 500, or are carried out and
- * never answered (a create that times out on the client but made the droplet).
+ * Faults are queued per route: the next matching requests answer 429, 500, are carried out and
+ * never answered (a create that times out on the client but made the droplet), or are carried
+ * out only after a delay and never answered (a create that lands after the client gave up).
  */
 
 export interface FakeDroplet {
@@ -30,7 +31,12 @@ export interface FakeDroplet {
 type Fault =
   | { kind: 'rate-limit'; retryAfterSeconds: number }
   | { kind: 'error'; status: number }
-  | { kind: 'hang' };
+  | { kind: 'hang' }
+  /**
+   * Carried out only `afterMs` after the request arrived, and never answered: a create the API
+   * commits after the client has given up (set `afterMs` above the client's timeout).
+   */
+  | { kind: 'late'; afterMs: number };
 
 export interface DigitalOceanApi {
   readonly url: string;
@@ -38,8 +44,11 @@ export interface DigitalOceanApi {
   readonly droplets: FakeDroplet[];
   /** Every request as "METHOD path" (with query), in order. */
   readonly log: string[];
-  /** The next `count` requests whose "METHOD path" starts with `prefix` get this fault. */
-  fault(prefix: string, fault: Fault, count?: number): void;
+  /**
+   * The next `count` requests whose "METHOD path" starts with `prefix` get this fault, after
+   * `skip` such requests were answered normally (the second create of a change fails: skip 1).
+   */
+  fault(prefix: string, fault: Fault, count?: number, skip?: number): void;
   /** Adds a droplet as Terraform would (with the tag, status active). */
   seed(name: string, tags: string[]): FakeDroplet;
   close(): Promise<void>;
@@ -51,7 +60,7 @@ export async function startDigitalOceanApi(
   const token = 'do-contract-token';
   const droplets: FakeDroplet[] = [];
   const log: string[] = [];
-  const faults: { prefix: string; fault: Fault; left: number }[] = [];
+  const faults: { prefix: string; fault: Fault; left: number; skip: number }[] = [];
   const hung = new Set<ServerResponse>();
   let nextId = 1000;
   const activeAfter = options.activeAfterMs ?? 200;
@@ -113,7 +122,11 @@ export async function startDigitalOceanApi(
     if (req.headers.authorization !== `Bearer ${token}`)
       return error(res, 401, 'unauthorized', 'Unable to authenticate you.');
     const payload = await body(req);
-    const fault = faults.find((f) => f.left > 0 && line.startsWith(f.prefix));
+    let fault = faults.find((f) => f.left > 0 && line.startsWith(f.prefix));
+    if (fault !== undefined && fault.skip > 0) {
+      fault.skip--;
+      fault = undefined;
+    }
     let hang = false;
     if (fault !== undefined) {
       fault.left--;
@@ -124,6 +137,10 @@ export async function startDigitalOceanApi(
         });
       if (fault.fault.kind === 'error')
         return error(res, fault.fault.status, 'server_error', 'Unexpected server-side error');
+      if (fault.fault.kind === 'late') {
+        const { afterMs } = fault.fault;
+        await new Promise((resolve) => setTimeout(resolve, afterMs));
+      }
       hang = true;
     }
     const answer = (status: number, b?: unknown) => {
@@ -204,8 +221,8 @@ export async function startDigitalOceanApi(
     token,
     droplets,
     log,
-    fault(prefix, fault, count = 1) {
-      faults.push({ prefix, fault, left: count });
+    fault(prefix, fault, count = 1, skip = 0) {
+      faults.push({ prefix, fault, left: count, skip });
     },
     seed: (name, tags) => make(name, tags, 'active'),
     close: () =>

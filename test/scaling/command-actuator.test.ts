@@ -51,7 +51,6 @@ describe('command-hook actuator', () => {
 
   it('npm run autoscale -- --actuator command --once: one decision, as JSON, through the hook', async () => {
     const file = stateFile({ count: 1, startedAt: 0 });
-    // Host CPU from /proc/stat needs two samples: the first decision has no CPU, so it holds.
     const { stdout } = await run(
       process.execPath,
       [
@@ -64,8 +63,6 @@ describe('command-hook actuator', () => {
         hook,
         '--hook-arg',
         file,
-        '--cpu',
-        'host',
         '--once',
         '--min',
         '2',
@@ -79,6 +76,46 @@ describe('command-hook actuator', () => {
     assert.equal(record.reason, 'below-min');
     assert.equal(record.applied, true);
     assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')).calls, [2]);
+  });
+
+  it('a status file that cannot be written is logged, and the monitor carries on', async () => {
+    const file = stateFile({ count: 1, startedAt: 0 });
+    // A directory that does not exist: every write fails.
+    const statusFile = join(dir, 'gone', 'status.json');
+    const { stdout } = await run(
+      process.execPath,
+      [
+        ...cli,
+        ...['--actuator', 'command', '--hook', process.execPath, '--hook-arg', hook, '--hook-arg', file],
+        ...['--status-file', statusFile, '--once', '--min', '2', '--max', '3'],
+      ],
+      { cwd: root, timeout: 120_000 },
+    );
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { level?: number; msg?: string; statusFile?: string; action?: string });
+    // The decision printed by --once is the line that is not a log line.
+    const record = lines.find((l) => l.level === undefined) as { action: string; applied: boolean };
+    assert.deepEqual([record.action, record.applied], ['scale-up', true]);
+    const failure = lines.find((l) => /cannot write the status file/.test(l.msg ?? ''));
+    assert.ok(failure, stdout);
+    assert.equal(failure.level, 50, 'logged as an error');
+    assert.equal(failure.statusFile, statusFile);
+  });
+
+  it('--cpu host is refused where the instances do not run on this machine', async () => {
+    for (const actuator of [
+      ['--actuator', 'command', '--hook', process.execPath],
+      ['--actuator', 'digitalocean', '--do-tag', 'shop-app'],
+    ])
+      await assert.rejects(
+        // A timeout: accepted, the monitor would run until stopped.
+        run(process.execPath, [...cli, ...actuator, '--cpu', 'host'], { cwd: root, timeout: 60_000 }),
+        (err: { code: number; stderr: string }) =>
+          err.code === 2 &&
+          /--cpu host reads this machine's \/proc\/stat: only for --actuator pm2/.test(err.stderr),
+      );
   });
 
   it('usage errors exit 2 and say what is wrong', async () => {

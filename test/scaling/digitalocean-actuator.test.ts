@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { createAutoscaler } from '../../src/scaling/autoscaler.js';
 import { type DigitalOceanOptions, digitalOceanActuator } from '../../src/scaling/digitalocean-actuator.js';
+import { defaultPolicy } from '../../src/scaling/policy.js';
 import { type DigitalOceanApi, startDigitalOceanApi } from '../harness/digitalocean-api.js';
 
 /**
@@ -122,6 +124,63 @@ describe('DigitalOcean actuator (contract test against a local API)', () => {
     await actuator().scaleTo(3, []);
     assert.equal(posts(), 1);
     assert.equal(api.droplets.length, 3);
+  });
+
+  it('a create the API commits after the client gave up is waited for, never sent again: one droplet', async () => {
+    // The create lands 1.5 s after it was sent, the client gives up after 0.3 s. DigitalOcean does
+    // not enforce unique names: a second POST of the same name would make a second droplet.
+    const lateMs = 1500;
+    api.fault('POST /v2/droplets', { kind: 'late', afterMs: lateMs });
+    const started = Date.now();
+    await actuator({ requestTimeoutMs: 300, createGraceMs: 60_000 }).scaleTo(3, []);
+    // Long enough for a create that was sent twice to have landed twice.
+    await sleep(Math.max(0, started + lateMs + 1000 - Date.now()));
+    assert.equal(posts(), 1, `one create sent: ${api.log.join(' | ')}`);
+    assert.deepEqual(names(), ['shop-app-01', 'shop-app-02', 'shop-auto-01']);
+    assert.equal(
+      api.droplets.find((d) => d.name === 'shop-auto-01')?.status,
+      'active',
+      'done once it is active',
+    );
+  });
+
+  it('a create without an answer that never appears fails the call without a second POST', async () => {
+    // A 5xx says nothing about whether the droplet was made: looked for, not re-sent.
+    api.fault('POST /v2/droplets', { kind: 'error', status: 500 });
+    await assert.rejects(
+      actuator({ createGraceMs: 300 }).scaleTo(3, []),
+      /create of shop-auto-01 got no answer .* not sent again/,
+    );
+    assert.equal(posts(), 1);
+    assert.equal(api.droplets.length, 2);
+    // The next decision re-observes and creates it.
+    await actuator().scaleTo(3, []);
+    assert.equal(posts(), 2);
+    assert.deepEqual(names(), ['shop-app-01', 'shop-app-02', 'shop-auto-01']);
+  });
+
+  it('when the second create of a change fails, the droplet made counts: its cooldown holds the next period', async () => {
+    // 2 → 4 asked; the first create goes through, the second is refused (a quota, say): 3.
+    api.fault('POST /v2/droplets', { kind: 'error', status: 422 }, 1, 1);
+    const scaler = createAutoscaler({
+      target: tag,
+      policy: { ...defaultPolicy, max: 8, targets: { cpu: 0.8 }, warmupMs: 0 },
+      actuator: actuator(),
+      // 3.2 cores of demand shared out: 2 droplets want 4, and 3 still want 4.
+      sampler: {
+        async sample(instances) {
+          return { instances: instances.map((i) => ({ ...i, metrics: { cpu: 3.2 / instances.length } })) };
+        },
+      },
+      log: { info() {}, error() {} },
+    });
+    const failed = await scaler.tick();
+    assert.deepEqual([failed.desired, failed.applied, failed.reached], [4, false, 3], failed.error);
+    // The next period (well inside the 30 s scale-up cooldown): no second change on top.
+    const next = await scaler.tick();
+    assert.deepEqual([next.current, next.action, next.reason], [3, 'hold', 'scale-up-cooldown'], next.detail);
+    assert.equal(posts(), 2);
+    assert.deepEqual(names(), ['shop-app-01', 'shop-app-02', 'shop-auto-01']);
   });
 
   it('a droplet left untagged by an interrupted scale-down is found and deleted', async () => {

@@ -95,7 +95,10 @@ describe('PM2 actuator (real PM2 and PostgreSQL)', { skip: await skipUnless('pos
       // Each worker serves its metrics on METRICS_PORT + its instance number: the sampler reads them.
       const instances = await actuator.instances();
       const sampler = metricsSampler({ cpu: 'workers' });
-      await sampler.sample(instances, Date.now() - 1000);
+      await sampler.sample(instances, Date.now());
+      // A real second between the scrapes: each resets the worker's event-loop histogram, which
+      // records a sample every 10 ms, and a window without one is missing (not 0).
+      await new Promise((resolve) => setTimeout(resolve, 1000));
       const sample = await sampler.sample(instances, Date.now());
       const metrics = sample.instances[0]?.metrics;
       assert.ok(metrics?.cpu !== undefined && metrics.cpu >= 0, JSON.stringify(sample));

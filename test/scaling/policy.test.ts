@@ -51,7 +51,7 @@ function simulate(
     decisions.push(result.decision);
     state = result.state;
     if (result.decision.action !== 'hold' && !config.dryRun) {
-      state = afterChange(state, result.decision);
+      state = afterChange(state, result.decision, at);
       const want = result.decision.desired;
       if (want > instances.length)
         for (let k = instances.length; k < want; k++)
