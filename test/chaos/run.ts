@@ -194,6 +194,7 @@ export async function runScenario(
   if (scenario.effect !== undefined) {
     const seen: FaultSeen = {
       during: inFault,
+      inFlight: attempts.filter((a) => a.start <= healAt && a.end >= faultAt),
       ready,
       cut: {
         postgres: cut.after.postgres - cut.before.postgres,
