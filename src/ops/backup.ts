@@ -21,6 +21,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type SqliteDatabase from 'better-sqlite3';
 import pg from 'pg';
+import { type Ini, parseIni } from '../lib/ini.js';
 
 /**
  * Logical backups (decision 0072): `npm run db:backup` writes `<name>.dump.age` — `pg_dump -Fc` (or
@@ -543,23 +544,18 @@ function stanzaPgPath(config: string, includeDir: string, stanza: string): strin
   if (existsSync(includeDir))
     for (const name of readdirSync(includeDir).sort())
       if (name.endsWith('.conf')) files.push(join(includeDir, name));
+  // Later files override earlier ones, as in pgBackRest.
   const found = new Map<string, string>();
   for (const file of files) {
-    let text: string;
+    let ini: Ini;
     try {
-      text = readFileSync(file, 'utf8');
+      ini = parseIni(readFileSync(file, 'utf8'), file);
     } catch (err) {
       throw new BackupError(`cannot read the pgBackRest configuration ${file}: ${(err as Error).message}`);
     }
-    let section = '';
-    for (const raw of text.split('\n')) {
-      const line = raw.trim();
-      const header = /^\[(.+)\]$/.exec(line);
-      if (header) section = header[1] ?? '';
-      else {
-        const value = /^pg1-path\s*=\s*(.+)$/.exec(line)?.[1];
-        if (value !== undefined) found.set(section, value.trim());
-      }
+    for (const [section, entries] of Object.entries(ini)) {
+      const value = entries['pg1-path'];
+      if (value !== undefined) found.set(section, value);
     }
   }
   for (const section of [`${stanza}:restore`, stanza, 'global:restore', 'global']) {

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Ini } from '../lib/ini.js';
 
 /**
  * deploy/pgbouncer/ for one host. The shipped pgbouncer.ini and pgbouncer-hba.conf are used as they
@@ -32,30 +33,6 @@ export interface PgbouncerSite {
   /** `[databases]` entries, replacing the shipped ones (name → connection string). */
   readonly databases: Readonly<Record<string, string>>;
   readonly settings: Partial<Record<LocalKey, string>>;
-}
-
-export type Ini = Record<string, Record<string, string>>;
-
-/** PgBouncer's ini: `[section]`, `key = value`, `;` or `#` comments. */
-export function parseIni(text: string): Ini {
-  const ini: Ini = {};
-  let section = '';
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith(';') || line.startsWith('#')) continue;
-    const header = /^\[(.+)\]$/.exec(line);
-    if (header) {
-      section = header[1] as string;
-      ini[section] ??= {};
-      continue;
-    }
-    const eq = line.indexOf('=');
-    if (eq < 0) throw new Error(`pgbouncer.ini: not a key = value line: ${line}`);
-    const entries = ini[section] ?? {};
-    entries[line.slice(0, eq).trim()] = line.slice(eq + 1).trim();
-    ini[section] = entries;
-  }
-  return ini;
 }
 
 /** The shipped pgbouncer.ini with this host's databases, addresses and paths. */

@@ -8,7 +8,8 @@ import pino from 'pino';
 import { loadConfig } from '../../src/config.js';
 import { migrateToLatest, migrationList } from '../../src/db/migrator.js';
 import { createDatabase } from '../../src/infra/database.js';
-import { parseIni, readShipped, serverConnectionCeiling } from '../../src/ops/pgbouncer.js';
+import { parseIni } from '../../src/lib/ini.js';
+import { readShipped, serverConnectionCeiling } from '../../src/ops/pgbouncer.js';
 import { pgbouncerBinary, type RunningPgbouncer, startPgbouncer } from '../harness/pgbouncer.js';
 import { startThrowawayPostgres, type ThrowawayPostgres } from '../harness/postgres.js';
 import { createRoles, prepareDatabase, psqlFile, roleNames, rolePasswords } from '../harness/roles.js';
@@ -34,7 +35,7 @@ function quiet() {
 }
 
 describe('the shipped pgbouncer.ini', () => {
-  const ini = parseIni(readShipped('pgbouncer.ini'));
+  const ini = parseIni(readShipped('pgbouncer.ini'), 'pgbouncer.ini');
   const settings = ini.pgbouncer ?? {};
 
   test('transaction pooling, a bounded wait, and no startup parameter dropped silently', () => {
