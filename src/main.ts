@@ -14,16 +14,19 @@ try {
 }
 
 // A stuck event loop kills the process, so that its connections close and a fresh one starts.
-startEventLoopWatchdog(config.watchdogMs);
-
-startServer(config).catch((err: unknown) => {
-  // A failure with a known fix is one line; anything else keeps its stack for the bug report.
-  const text =
-    err instanceof StartupError
-      ? err.message
-      : err instanceof Error
-        ? (err.stack ?? err.message)
-        : String(err);
-  process.stderr.write(`Start-up failed: ${text}\n`);
-  process.exit(1);
-});
+// Armed once the server listens: start-up's synchronous work (module loading, SQLite migrations)
+// can hold the loop past a short limit on a loaded machine, and a start-up that never gets to
+// listening is the process manager's listen timeout to end (CI killed one at 1 s while it loaded).
+startServer(config)
+  .then(() => startEventLoopWatchdog(config.watchdogMs))
+  .catch((err: unknown) => {
+    // A failure with a known fix is one line; anything else keeps its stack for the bug report.
+    const text =
+      err instanceof StartupError
+        ? err.message
+        : err instanceof Error
+          ? (err.stack ?? err.message)
+          : String(err);
+    process.stderr.write(`Start-up failed: ${text}\n`);
+    process.exit(1);
+  });
