@@ -252,7 +252,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logger: logger.child({ component: 'flags' }),
   });
   registerDatabasePoolMetrics(metrics.registry, database, config.database.poolMax);
-  registerRuntimeMetrics(metrics.registry, config.build);
+  const runtimeMetrics = registerRuntimeMetrics(metrics.registry, config.build);
   const replicas = config.database.replicas;
   const router = createReplicaRouter(database.db, config.database, replicas, {
     logger: logger.child({ component: 'replicas' }),
@@ -328,6 +328,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   app.addHook('onReady', async () => router.start());
   app.addHook('onClose', async () => {
+    runtimeMetrics.stop();
     await auth.revocations.stop();
     await worker?.stop();
     await tracing?.shutdown();

@@ -7,9 +7,9 @@ import type { InstanceSample, MetricName } from './policy.js';
 /**
  * Samplers: where the policy's numbers come from. Each instance's own /metrics (the service
  * exports event-loop delay, in-flight requests, pool waiting and its CPU counter), and the host's
- * /proc/stat and memory. Counters (CPU seconds) become rates from the previous scrape of the same
- * instance; an instance seen for the first time has no CPU or event-loop value yet (missing, not
- * zero: the first scrape would cover its boot).
+ * /proc/stat and memory. Counters (CPU seconds) become rates, and the event-loop delay histogram a
+ * p99, from the previous scrape of the same instance; an instance seen for the first time has no
+ * CPU or event-loop value yet (missing, not zero: the first scrape would cover its boot).
  */
 
 /** Sums of the samples of each metric family in a Prometheus text exposition (labels summed away). */
@@ -30,9 +30,8 @@ export function parsePrometheusText(text: string): Map<string, number> {
 /** The service's metric names for each policy input (src/infra/metrics.ts, database-metrics.ts, prom-client). */
 export const serviceMetricNames = {
   cpuSeconds: 'process_cpu_seconds_total',
-  eventLoopP99: 'nodejs_eventloop_lag_p99_seconds',
-  eventLoopMin: 'nodejs_eventloop_lag_min_seconds',
-  eventLoopMax: 'nodejs_eventloop_lag_max_seconds',
+  /** A histogram: the p99 is taken from the difference of two scrapes (src/infra/runtime-metrics.ts). */
+  eventLoopDelay: 'shipshape_eventloop_delay_seconds',
   inFlight: 'http_requests_in_flight',
   poolWaiting: 'db_pool_waiting_requests',
 } as const;
@@ -71,15 +70,66 @@ export const httpFetch: Fetcher = (url, token) =>
   });
 
 /**
- * Whether the event-loop gauges of one scrape cover no sample at all. prom-client resets its
- * delay histogram at every collect (any scrape: Prometheus's or this monitor's), and an empty
- * histogram exports a p99 of a few hundred nanoseconds, min ≈ 2^63 ns, max 0 and mean NaN:
- * a "reading" that looks like an idle loop. min > max is what only an empty histogram shows.
+ * A histogram's cumulative bucket counts in a Prometheus text exposition, by upper bound (`+Inf`
+ * as Infinity), summed over any other labels; sorted by bound.
  */
-export function eventLoopUnsampled(values: ReadonlyMap<string, number>): boolean {
-  const min = values.get(serviceMetricNames.eventLoopMin);
-  const max = values.get(serviceMetricNames.eventLoopMax);
-  return min !== undefined && max !== undefined && min > max;
+export function parseHistogramBuckets(text: string, name: string): [number, number][] {
+  const counts = new Map<number, number>();
+  const prefix = `${name}_bucket{`;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(prefix)) continue;
+    const match = /le="([^"]+)"[^}]*\}\s+(\S+)/.exec(line);
+    if (match === null) continue;
+    const le = match[1] === '+Inf' ? Number.POSITIVE_INFINITY : Number(match[1]);
+    const count = Number(match[2]);
+    if (Number.isNaN(le) || !Number.isFinite(count)) continue;
+    counts.set(le, (counts.get(le) ?? 0) + count);
+  }
+  return [...counts.entries()].sort((a, b) => a[0] - b[0]);
+}
+
+/**
+ * The q-quantile of cumulative bucket counts, interpolated within its bucket as Prometheus's
+ * `histogram_quantile` does (a quantile in the `+Inf` bucket is the highest finite bound).
+ * Undefined when the buckets hold no observation.
+ */
+export function histogramQuantile(
+  q: number,
+  buckets: readonly (readonly [number, number])[],
+): number | undefined {
+  const total = buckets.at(-1)?.[1] ?? 0;
+  if (total <= 0) return undefined;
+  const rank = q * total;
+  let lower = 0;
+  let below = 0;
+  for (const [le, count] of buckets) {
+    if (count >= rank) {
+      if (le === Number.POSITIVE_INFINITY) return lower;
+      return count === below ? le : lower + ((le - lower) * (rank - below)) / (count - below);
+    }
+    lower = le;
+    below = count;
+  }
+  return lower;
+}
+
+/**
+ * The observations between two scrapes of the same histogram (same bounds, counts never lower);
+ * undefined when they are not comparable — the process restarted, so its counts began again.
+ */
+export function bucketDelta(
+  before: readonly (readonly [number, number])[],
+  after: readonly (readonly [number, number])[],
+): [number, number][] | undefined {
+  if (before.length !== after.length || before.length === 0) return undefined;
+  const delta: [number, number][] = [];
+  for (let i = 0; i < after.length; i++) {
+    const [le, count] = after[i] as readonly [number, number];
+    const [leBefore, countBefore] = before[i] as readonly [number, number];
+    if (le !== leBefore || count < countBefore) return undefined;
+    delta.push([le, count - countBefore]);
+  }
+  return delta;
 }
 
 export interface SamplerLog {
@@ -112,7 +162,8 @@ export function metricsSampler(options: {
   const cores = options.cores ?? Math.max(1, cpus().length);
   const previousCpu = new Map<string, { at: number; seconds: number }>();
   let previousHost: CpuTimes | null = null;
-  const scrapedBefore = new Set<string>();
+  /** Each instance's event-loop delay buckets at its previous scrape. */
+  const previousDelay = new Map<string, [number, number][]>();
   /** Instances whose last scrape failed: logged at the first failure of a streak, not every period. */
   const failing = new Set<string>();
 
@@ -132,9 +183,9 @@ export function metricsSampler(options: {
           const metrics: Partial<Record<MetricName, number>> = {};
           if (hostCpu !== null) metrics.cpu = hostCpu;
           if (instance.metricsUrl === undefined) return { ...instance, metrics };
-          let values: Map<string, number>;
+          let text: string;
           try {
-            values = parsePrometheusText(await fetch(instance.metricsUrl, options.token));
+            text = await fetch(instance.metricsUrl, options.token);
           } catch (err) {
             // Unreachable this time: its values are missing (never a reason to scale down).
             if (!failing.has(instance.id))
@@ -145,6 +196,7 @@ export function metricsSampler(options: {
             failing.add(instance.id);
             return { ...instance, metrics };
           }
+          const values = parsePrometheusText(text);
           if (failing.delete(instance.id))
             options.log?.info(
               { instance: instance.id },
@@ -157,13 +209,17 @@ export function metricsSampler(options: {
               metrics.cpu = Math.max(0, (seconds - before.seconds) / ((at - before.at) / 1000));
             previousCpu.set(instance.id, { at, seconds });
           }
-          // prom-client resets the event-loop histogram at every collect: the first scrape of a
-          // worker covers its whole boot (module loading, migrations), not its serving. Skipped.
-          // A window without a sample (another scrape just reset it) is missing, not a low value.
-          const p99 = values.get(serviceMetricNames.eventLoopP99);
-          if (p99 !== undefined && scrapedBefore.has(instance.id) && !eventLoopUnsampled(values))
-            metrics.eventLoopP99 = p99;
-          scrapedBefore.add(instance.id);
+          // The p99 of the delays observed since this monitor's previous scrape of the worker (the
+          // histogram is cumulative, so Prometheus's scrapes take nothing from it). The first
+          // scrape, or one after a restart, has no window of its own yet — its counts cover the
+          // boot. No observation in the window is missing too, never an idle loop.
+          const delay = parseHistogramBuckets(text, serviceMetricNames.eventLoopDelay);
+          const delayBefore = previousDelay.get(instance.id);
+          const window = delayBefore === undefined ? undefined : bucketDelta(delayBefore, delay);
+          const p99 = window === undefined ? undefined : histogramQuantile(0.99, window);
+          if (p99 !== undefined) metrics.eventLoopP99 = p99;
+          if (delay.length > 0) previousDelay.set(instance.id, delay);
+          else previousDelay.delete(instance.id);
           const inFlight = values.get(serviceMetricNames.inFlight);
           if (inFlight !== undefined) metrics.inFlight = inFlight;
           const waiting = values.get(serviceMetricNames.poolWaiting);
@@ -172,7 +228,7 @@ export function metricsSampler(options: {
         }),
       );
       for (const id of previousCpu.keys()) if (!seen.has(id)) previousCpu.delete(id);
-      for (const id of scrapedBefore) if (!seen.has(id)) scrapedBefore.delete(id);
+      for (const id of previousDelay.keys()) if (!seen.has(id)) previousDelay.delete(id);
       for (const id of failing) if (!seen.has(id)) failing.delete(id);
       let memory: number | undefined;
       try {

@@ -10,7 +10,12 @@ import {
   initialState,
   type PolicyConfig,
 } from '../../src/scaling/policy.js';
-import { eventLoopUnsampled, metricsSampler, parsePrometheusText } from '../../src/scaling/samplers.js';
+import {
+  bucketDelta,
+  histogramQuantile,
+  metricsSampler,
+  parseHistogramBuckets,
+} from '../../src/scaling/samplers.js';
 
 /**
  * A machine with `cores` cores whose /proc/stat advances by a fixed demand (in busy cores) per
@@ -138,46 +143,120 @@ describe('metrics sampler', () => {
     );
   });
 
-  // prom-client 15's event-loop gauges after a collect that found the histogram empty (another
-  // scrape had just reset it), as the service exports them.
-  const lag = (p99: string, min: string, max: string, mean: string) =>
+  // The service's event-loop delay histogram (src/infra/runtime-metrics.ts) as /metrics shows it:
+  // cumulative counts by upper bound.
+  const bounds = ['0.01', '0.05', '0.1', '0.25', '0.5', '+Inf'];
+  const page = (counts: readonly number[]) =>
     [
-      '# TYPE nodejs_eventloop_lag_min_seconds gauge',
-      `nodejs_eventloop_lag_min_seconds ${min}`,
-      `nodejs_eventloop_lag_max_seconds ${max}`,
-      `nodejs_eventloop_lag_mean_seconds ${mean}`,
-      `nodejs_eventloop_lag_p99_seconds ${p99}`,
+      '# TYPE shipshape_eventloop_delay_seconds histogram',
+      ...bounds.map((le, i) => `shipshape_eventloop_delay_seconds_bucket{le="${le}"} ${counts[i]}`),
+      `shipshape_eventloop_delay_seconds_count ${counts.at(-1)}`,
       'http_requests_in_flight 3',
       '',
     ].join('\n');
-  const empty = lag('5.11e-7', '9223372036.854776', '0', 'Nan');
-  const sampled = lag('0.25', '0.01', '0.3', '0.05');
+  const sampled = page([900, 980, 990, 1000, 1000, 1000]);
 
-  it('an event-loop window without samples is missing, never a low reading', async () => {
-    assert.ok(eventLoopUnsampled(parsePrometheusText(empty)));
-    assert.ok(!eventLoopUnsampled(parsePrometheusText(sampled)));
-    const pages = [sampled, sampled, empty];
+  it('bucket counts, their difference and the quantile as histogram_quantile computes it', () => {
+    const buckets = parseHistogramBuckets(
+      [
+        'x_bucket{route="/a",le="0.1"} 1',
+        'x_bucket{route="/b",le="0.1"} 2',
+        'x_bucket{route="/a",le="+Inf"} 4',
+        'x_bucket{route="/b",le="+Inf"} 6',
+        'x_count 10',
+        'xy_bucket{le="0.1"} 99',
+      ].join('\n'),
+      'x',
+    );
+    assert.deepEqual(buckets, [
+      [0.1, 3],
+      [Number.POSITIVE_INFINITY, 10],
+    ]);
+    // 100 observations: 90 under 10 ms, 8 between 10 and 50 ms, 2 between 50 and 100 ms.
+    const window = [
+      [0.01, 90],
+      [0.05, 98],
+      [0.1, 100],
+      [Number.POSITIVE_INFINITY, 100],
+    ] as const;
+    assert.equal(histogramQuantile(0.5, window), (0.01 * 50) / 90);
+    assert.ok(Math.abs((histogramQuantile(0.99, window) ?? 0) - 0.075) < 1e-12);
+    assert.equal(
+      histogramQuantile(0.99, [
+        [0.1, 0],
+        [Number.POSITIVE_INFINITY, 5],
+      ]),
+      0.1,
+      'beyond the last bound',
+    );
+    assert.equal(
+      histogramQuantile(0.99, [
+        [0.1, 0],
+        [Number.POSITIVE_INFINITY, 0],
+      ]),
+      undefined,
+      'no observation',
+    );
+    assert.deepEqual(
+      bucketDelta(
+        [
+          [0.1, 5],
+          [Number.POSITIVE_INFINITY, 6],
+        ],
+        [
+          [0.1, 7],
+          [Number.POSITIVE_INFINITY, 10],
+        ],
+      ),
+      [
+        [0.1, 2],
+        [Number.POSITIVE_INFINITY, 4],
+      ],
+    );
+    assert.equal(bucketDelta([[0.1, 5]], [[0.1, 1]]), undefined, 'counts fell: the process restarted');
+    assert.equal(bucketDelta([[0.1, 5]], [[0.2, 9]]), undefined, 'other bounds');
+  });
+
+  it("the event-loop p99 covers the window since this monitor's own previous scrape, whoever else scrapes", async () => {
+    // Scrapes 1-2: 1,000 quick firings, then 100 more of which 10 were 200 ms late (p99 in the
+    // 0.1-0.25 s bucket). Another scraper in between takes nothing away: the counts only grow.
+    // Scrape 3: nothing new (missing, not an idle loop). Scrape 4: counts fell — the worker
+    // restarted and its counts cover the boot (missing); scrape 5 measures from there.
+    const pages = [
+      sampled,
+      page([990, 1070, 1080, 1100, 1100, 1100]),
+      page([990, 1070, 1080, 1100, 1100, 1100]),
+      page([50, 60, 60, 60, 60, 60]),
+      page([250, 260, 260, 260, 260, 260]),
+    ];
     const sampler = metricsSampler({
       cpu: 'workers',
       fetch: async () => pages.shift() ?? sampled,
       readMemoryUsed: () => 0.3,
     });
     const worker = [{ id: 'a', startedAt: -1e9, metricsUrl: 'http://worker/metrics' }];
-    const boot = await sampler.sample(worker, 1000);
-    assert.equal(boot.instances[0]?.metrics.eventLoopP99, undefined, 'the first scrape covers the boot');
-    const serving = await sampler.sample(worker, 2000);
-    assert.equal(serving.instances[0]?.metrics.eventLoopP99, 0.25);
-    const reset = await sampler.sample(worker, 3000);
-    assert.equal(reset.instances[0]?.metrics.eventLoopP99, undefined, 'no sample in the window');
-    assert.equal(reset.instances[0]?.metrics.inFlight, 3, 'the rest of the page still counts');
-    // So the policy does not read an idle loop into it (a scale-down on 5e-7 s against 0.1 s).
+    const p99s: (number | undefined)[] = [];
+    for (let at = 1000; at <= 5000; at += 1000) {
+      const { instances } = await sampler.sample(worker, at);
+      p99s.push(instances[0]?.metrics.eventLoopP99);
+      assert.equal(instances[0]?.metrics.inFlight, 3, 'the rest of the page counts every time');
+    }
+    assert.equal(p99s[0], undefined, 'the first scrape covers the boot');
+    assert.ok(Math.abs((p99s[1] ?? 0) - (0.1 + (0.15 * 9) / 10)) < 1e-9, `${p99s[1]}`);
+    assert.equal(p99s[2], undefined, 'no firing in the window');
+    assert.equal(p99s[3], undefined, 'restarted: the counts began again');
+    assert.ok((p99s[4] ?? 1) <= 0.01, `${p99s[4]}`);
+    // So the policy does not read an idle loop into a missing value.
     const config: PolicyConfig = {
       ...defaultPolicy,
       targets: { eventLoopP99: 0.1 },
       scaleDown: { ...defaultPolicy.scaleDown, stabilisationMs: 0, cooldownMs: 0 },
     };
-    const twice = [reset.instances[0], { ...reset.instances[0], id: 'b' }].filter((i) => i !== undefined);
-    const decision = decide(config, initialState(0), { at: 1, instances: twice }).decision;
+    const unsampled = { id: 'a', startedAt: -1e9, metrics: { inFlight: 3 } };
+    const decision = decide(config, initialState(0), {
+      at: 1,
+      instances: [unsampled, { ...unsampled, id: 'b' }],
+    }).decision;
     assert.equal(decision.reason, 'no-metrics');
   });
 
