@@ -16,7 +16,7 @@ const delayResolutionMs = 20;
  * other's last scrape: a stall just before one scrape was invisible to the other (decision 0125).
  *
  * - `shipshape_eventloop_delay_seconds` (histogram): how late a 20 ms timer fired, one observation
- *   per firing. `histogram_quantile(0.99, rate(…_bucket[5m]))` is the p99 over any window; the
+ *   per firing. `histogram_quantile(0.99, rate(…_bucket[1m]))` is the p99 over the last minute (any window); the
  *   autoscaler takes the same quantile from the difference of its own two scrapes.
  * - `shipshape_eventloop_busy_seconds_total` (counter): time the loop spent running code;
  *   `rate()` of it is the event-loop utilisation (0–1) over any window.

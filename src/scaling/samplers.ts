@@ -1,5 +1,6 @@
 import { request } from 'node:http';
 import { cpus } from 'node:os';
+import { quantile } from '../lib/histogram.js';
 import type { Instance, Sampler } from './autoscaler.js';
 import { type CpuTimes, cpuUtilisation, memoryUsed, readCpuTimes, readMemory } from './host-signals.js';
 import type { InstanceSample, MetricName } from './policy.js';
@@ -86,31 +87,6 @@ export function parseHistogramBuckets(text: string, name: string): [number, numb
     counts.set(le, (counts.get(le) ?? 0) + count);
   }
   return [...counts.entries()].sort((a, b) => a[0] - b[0]);
-}
-
-/**
- * The q-quantile of cumulative bucket counts, interpolated within its bucket as Prometheus's
- * `histogram_quantile` does (a quantile in the `+Inf` bucket is the highest finite bound).
- * Undefined when the buckets hold no observation.
- */
-export function histogramQuantile(
-  q: number,
-  buckets: readonly (readonly [number, number])[],
-): number | undefined {
-  const total = buckets.at(-1)?.[1] ?? 0;
-  if (total <= 0) return undefined;
-  const rank = q * total;
-  let lower = 0;
-  let below = 0;
-  for (const [le, count] of buckets) {
-    if (count >= rank) {
-      if (le === Number.POSITIVE_INFINITY) return lower;
-      return count === below ? le : lower + ((le - lower) * (rank - below)) / (count - below);
-    }
-    lower = le;
-    below = count;
-  }
-  return lower;
 }
 
 /**
@@ -216,8 +192,15 @@ export function metricsSampler(options: {
           const delay = parseHistogramBuckets(text, serviceMetricNames.eventLoopDelay);
           const delayBefore = previousDelay.get(instance.id);
           const window = delayBefore === undefined ? undefined : bucketDelta(delayBefore, delay);
-          const p99 = window === undefined ? undefined : histogramQuantile(0.99, window);
-          if (p99 !== undefined) metrics.eventLoopP99 = p99;
+          const p99 =
+            window === undefined
+              ? null
+              : quantile(
+                  0.99,
+                  window.map(([le]) => le),
+                  window.map(([, count]) => count),
+                );
+          if (p99 !== null) metrics.eventLoopP99 = p99;
           if (delay.length > 0) previousDelay.set(instance.id, delay);
           else previousDelay.delete(instance.id);
           const inFlight = values.get(serviceMetricNames.inFlight);

@@ -14,8 +14,9 @@ import { createServer } from 'node:net';
 import { cpus as cpuList, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { quantile } from '../../src/lib/histogram.js';
 import { contentHash } from '../../src/ops/delivery/artifact.js';
-import { parseMetrics, quantile, windowStats } from '../../src/ops/delivery/watch.js';
+import { parseMetrics, windowStats } from '../../src/ops/delivery/watch.js';
 
 /**
  * scripts/release-agent.sh on its own (run locally, as the deployer runs it over SSH): the atomic

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { quantile } from '../../src/lib/histogram.js';
 import type { Instance } from '../../src/scaling/autoscaler.js';
 import type { CpuTimes } from '../../src/scaling/host-signals.js';
 import {
@@ -10,12 +11,7 @@ import {
   initialState,
   type PolicyConfig,
 } from '../../src/scaling/policy.js';
-import {
-  bucketDelta,
-  histogramQuantile,
-  metricsSampler,
-  parseHistogramBuckets,
-} from '../../src/scaling/samplers.js';
+import { bucketDelta, metricsSampler, parseHistogramBuckets } from '../../src/scaling/samplers.js';
 
 /**
  * A machine with `cores` cores whose /proc/stat advances by a fixed demand (in busy cores) per
@@ -155,6 +151,14 @@ describe('metrics sampler', () => {
       '',
     ].join('\n');
   const sampled = page([900, 980, 990, 1000, 1000, 1000]);
+
+  /** The shared quantile over [bound, cumulative count] pairs, as the sampler calls it. */
+  const histogramQuantile = (q: number, buckets: readonly (readonly [number, number])[]) =>
+    quantile(
+      q,
+      buckets.map(([le]) => le),
+      buckets.map(([, count]) => count),
+    ) ?? undefined;
 
   it('bucket counts, their difference and the quantile as histogram_quantile computes it', () => {
     const buckets = parseHistogramBuckets(

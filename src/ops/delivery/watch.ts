@@ -1,3 +1,5 @@
+import { quantile } from '../../lib/histogram.js';
+
 /**
  * The canary's watch window: counters and latency buckets read from every worker's /metrics (by
  * scripts/release-agent.sh `metrics`) at the start and end of the window, for the canary and for the
@@ -79,23 +81,6 @@ export function windowStats(start: Snapshot, end: Snapshot): WindowStats {
     // A worker that restarted, or does not answer at the end (crashed, restarting).
     restarts: [...start.starts].filter(([w, t]) => end.starts.get(w) !== t).length,
   };
-}
-
-export function quantile(q: number, bounds: readonly number[], cumulative: readonly number[]): number | null {
-  const total = cumulative.at(-1) ?? 0;
-  if (total === 0) return null;
-  const rank = q * total;
-  for (let i = 0; i < bounds.length; i++) {
-    const count = cumulative[i] ?? 0;
-    if (count >= rank) {
-      const upper = bounds[i] ?? 0;
-      const lower = i === 0 ? 0 : (bounds[i - 1] ?? 0);
-      if (upper === Number.POSITIVE_INFINITY) return lower;
-      const below = i === 0 ? 0 : (cumulative[i - 1] ?? 0);
-      return count === below ? upper : lower + ((upper - lower) * (rank - below)) / (count - below);
-    }
-  }
-  return bounds.at(-2) ?? null;
 }
 
 export interface Verdict {
